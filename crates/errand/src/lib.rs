@@ -1,0 +1,2 @@
+//! errand: the Worker Pattern for HTTP.
+pub mod pattern;

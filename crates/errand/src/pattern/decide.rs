@@ -1,0 +1,240 @@
+//! The front's decision: given what the store holds for a signature and the time, what to do.
+//!
+//! This is the seed's "HTTP Server" algorithm with the states it lacks (expiry of pending
+//! markers, stale windows, failures, hit-for-pass). It is pure: the Layer calls it after a
+//! lookup, and again after a claim lost a race or a wait ended, so every path through the
+//! front answers from this one table.
+
+use super::entry::{Entry, Status, Timestamp};
+
+/// What the front does with a request whose signature's entry it has looked up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Serve the fresh content.
+    Hit,
+    /// Serve the stale content at once; when `refresh`, also claim one refresh job.
+    Stale {
+        /// No refresh is pending yet: claim one (conditional on the entry's version).
+        refresh: bool,
+    },
+    /// Serve the stale copy instead of the error while the origin fails; when `refresh`, also
+    /// claim a new job (the error TTL has passed).
+    StaleIfError {
+        /// Claim a new job as well.
+        refresh: bool,
+    },
+    /// Nothing usable: claim a job (conditional on `expect`: `None` = only if absent,
+    /// `Some(v)` = only if the entry is still at version `v`), then answer `202`.
+    Miss {
+        /// The version the claim is conditional on.
+        expect: Option<u64>,
+    },
+    /// A job is pending and there is nothing to serve meanwhile: `202` (or wait).
+    Pending,
+    /// The last job failed and its error TTL has not passed: answer its error.
+    Failed,
+    /// Hit-for-pass: forward the request synchronously; when `once`, a response kept for
+    /// the next try is delivered instead.
+    Pass {
+        /// A one-time response is waiting to be taken.
+        once: bool,
+    },
+}
+
+impl Decision {
+    /// The decision's name, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Stale { .. } => "stale",
+            Self::StaleIfError { .. } => "stale-if-error",
+            Self::Miss { .. } => "miss",
+            Self::Pending => "pending",
+            Self::Failed => "failed",
+            Self::Pass { .. } => "pass",
+        }
+    }
+}
+
+/// Decides what to do with `entry` (as looked up; `None` when the store has nothing) at `now`.
+pub fn decide(entry: Option<&Entry>, now: Timestamp) -> Decision {
+    let Some(entry) = entry else {
+        return Decision::Miss { expect: None };
+    };
+    if let Status::Pass(pass) = &entry.status {
+        if now < pass.until {
+            return Decision::Pass {
+                once: pass.once.is_some(),
+            };
+        }
+    }
+    let content = entry.content.as_ref();
+    let within = |until: fn(&super::Content) -> Timestamp| content.is_some_and(|c| now < until(c));
+    if within(|c| c.fresh_until) {
+        return Decision::Hit;
+    }
+    let stale = within(|c| c.stale_until);
+    let stale_if_error = within(|c| c.stale_if_error_until);
+    match &entry.status {
+        Status::Pending(job) => {
+            let origin_failing = job.after_failure || job.last_error.is_some();
+            if stale {
+                Decision::Stale { refresh: false }
+            } else if stale_if_error && origin_failing {
+                Decision::StaleIfError { refresh: false }
+            } else {
+                Decision::Pending
+            }
+        }
+        Status::Failed(failure) if now < failure.until => {
+            if stale_if_error {
+                Decision::StaleIfError { refresh: false }
+            } else {
+                Decision::Failed
+            }
+        }
+        Status::Failed(_) if stale_if_error && !stale => Decision::StaleIfError { refresh: true },
+        Status::Idle | Status::Failed(_) | Status::Pass(_) => {
+            if stale {
+                Decision::Stale { refresh: true }
+            } else {
+                Decision::Miss {
+                    expect: Some(entry.version),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http::{HeaderMap, StatusCode};
+
+    use super::*;
+    use crate::pattern::{
+        Content, Failure, JobId, JobInfo, Key, PassInfo, Priority, StoredResponse,
+    };
+
+    const T0: u64 = 1_000_000;
+
+    fn response() -> Arc<StoredResponse> {
+        Arc::new(StoredResponse {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: "x".into(),
+        })
+    }
+
+    /// Content generated at T0: fresh 10 s, stale 10 s more, stale-if-error until +100 s.
+    fn content() -> Content {
+        Content {
+            response: response(),
+            generated_at: Timestamp(T0),
+            fresh_until: Timestamp(T0 + 10_000),
+            stale_until: Timestamp(T0 + 20_000),
+            stale_if_error_until: Timestamp(T0 + 100_000),
+            tags: vec![],
+            job_millis: 5,
+        }
+    }
+
+    fn job(failing: bool) -> Status {
+        Status::Pending(JobInfo {
+            id: JobId(1),
+            priority: Priority::Miss,
+            created_at: Timestamp(T0),
+            run_at: Timestamp(T0),
+            attempts: u32::from(failing),
+            lease_until: None,
+            last_error: failing.then(|| "boom".into()),
+            after_failure: false,
+        })
+    }
+
+    fn failed(until: u64) -> Status {
+        Status::Failed(Failure {
+            until: Timestamp(T0 + until * 1000),
+            response: response(),
+            error: "boom".into(),
+            attempts: 3,
+            at: Timestamp(T0),
+        })
+    }
+
+    fn pass(until: u64, once: bool) -> Status {
+        Status::Pass(PassInfo {
+            until: Timestamp(T0 + until * 1000),
+            once: once.then(response),
+            reason: "private".into(),
+        })
+    }
+
+    fn entry(content: Option<Content>, status: Status) -> Entry {
+        Entry {
+            key: Key::parse("0123456789abcdef0123456789abcdef").expect("key"),
+            uri: "http://a.test/".into(),
+            version: 7,
+            content,
+            status,
+        }
+    }
+
+    #[test]
+    fn every_state_and_window() {
+        use Decision::*;
+        let c = || Some(content());
+        // (content?, status, seconds after T0, expected)
+        let cases: Vec<(Option<Content>, Status, u64, Decision)> = vec![
+            // missing
+            (None, Status::Idle, 0, Miss { expect: Some(7) }),
+            // fresh / stale / expired, idle
+            (c(), Status::Idle, 5, Hit),
+            (c(), Status::Idle, 15, Stale { refresh: true }),
+            (c(), Status::Idle, 50, Miss { expect: Some(7) }),
+            (c(), Status::Idle, 500, Miss { expect: Some(7) }),
+            // pending: nothing to serve, a stale copy, a stale-if-error copy while failing
+            (None, job(false), 0, Pending),
+            (c(), job(false), 5, Hit),
+            (c(), job(false), 15, Stale { refresh: false }),
+            (c(), job(false), 50, Pending),
+            (c(), job(true), 50, StaleIfError { refresh: false }),
+            (c(), job(true), 500, Pending),
+            // failed: inside the error TTL, with and without a stale-if-error copy; after it
+            (None, failed(30), 25, Failed),
+            (c(), failed(30), 25, StaleIfError { refresh: false }),
+            (c(), failed(30), 15, StaleIfError { refresh: false }),
+            (c(), failed(30), 50, StaleIfError { refresh: true }),
+            (c(), failed(30), 500, Miss { expect: Some(7) }),
+            (None, failed(30), 31, Miss { expect: Some(7) }),
+            // pass: inside the pass TTL (with and without a once response), then expired
+            (None, pass(30, false), 10, Pass { once: false }),
+            (None, pass(30, true), 10, Pass { once: true }),
+            (c(), pass(30, false), 5, Pass { once: false }),
+            (None, pass(30, false), 31, Miss { expect: Some(7) }),
+        ];
+        for (i, (content, status, secs, want)) in cases.into_iter().enumerate() {
+            let e = entry(content, status);
+            let got = decide(Some(&e), Timestamp(T0 + secs * 1000));
+            assert_eq!(got, want, "case {i}: {:?} at +{secs}s", e.status.as_str());
+        }
+    }
+
+    #[test]
+    fn absent_entry_is_a_miss_claimed_only_if_still_absent() {
+        assert_eq!(decide(None, Timestamp(T0)), Decision::Miss { expect: None });
+    }
+
+    #[test]
+    fn after_failure_flag_keeps_serving_stale_if_error() {
+        let mut e = entry(Some(content()), job(false));
+        if let Status::Pending(j) = &mut e.status {
+            j.after_failure = true;
+        }
+        assert_eq!(
+            decide(Some(&e), Timestamp(T0 + 50_000)),
+            Decision::StaleIfError { refresh: false }
+        );
+    }
+}

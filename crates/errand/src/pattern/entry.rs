@@ -1,0 +1,254 @@
+//! What the store holds for one signature: the [`Entry`], its [`Status`] and its [`Content`].
+//!
+//! The pending entry *is* the job ([`Status::Pending`] carries a [`JobInfo`]), so the seed's two
+//! racy steps (mark pending, enqueue) are one record written in one atomic step.
+//! The state a front sees ([`Decision`](super::Decision)) is derived from an entry and `now`:
+//! fresh and stale are not stored, they are times in [`Content`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::signature::Key;
+
+/// Milliseconds since the Unix epoch: the one time type of stores and decisions.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// The time `d` after this one.
+    pub fn add(self, d: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        )
+    }
+
+    /// How long after `earlier` this is (zero if it is not after).
+    pub fn since(self, earlier: Self) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+
+    /// Signed whole seconds from `now` until this time (negative once it has passed).
+    pub fn secs_from(self, now: Self) -> i64 {
+        let delta = i128::from(self.0) - i128::from(now.0);
+        i64::try_from(delta.div_euclid(1000)).unwrap_or(i64::MAX)
+    }
+
+    /// The wall clock now.
+    pub fn now() -> Self {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// A job's identity, unique within a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub u64);
+
+/// Which jobs run first. A miss that a client waits for goes before a background refresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Priority {
+    /// Nobody has the content yet: a client is waiting (or retrying) for it.
+    Miss = 0,
+    /// Clients are being served a stale copy while this refreshes it.
+    Refresh = 1,
+}
+
+impl Priority {
+    /// The vocabulary used in logs, metrics and stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Miss => "miss",
+            Self::Refresh => "refresh",
+        }
+    }
+}
+
+/// A response as stored: status, end-to-end headers and the whole body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// The status code.
+    pub status: StatusCode,
+    /// End-to-end headers only (hop-by-hop headers are removed before storing).
+    pub headers: HeaderMap,
+    /// The full body.
+    pub body: Bytes,
+}
+
+impl StoredResponse {
+    /// Bytes this response occupies, for the store's byte budget.
+    pub fn weight(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum();
+        self.body.len() + headers + 64
+    }
+}
+
+/// A storable response with the times that make it fresh, stale or expired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Content {
+    /// The response.
+    pub response: Arc<StoredResponse>,
+    /// When the response was generated (less any `Age` the upstream reported): `Age` counts
+    /// from here.
+    pub generated_at: Timestamp,
+    /// Served as a hit until then.
+    pub fresh_until: Timestamp,
+    /// Served stale, with one refresh job, until then.
+    pub stale_until: Timestamp,
+    /// Served instead of an error while refreshes fail, until then.
+    pub stale_if_error_until: Timestamp,
+    /// Tags for purging (`Surrogate-Key` / `Cache-Tag` of the upstream).
+    pub tags: Vec<String>,
+    /// How long the job that produced it ran, in milliseconds (feeds `Retry-After`).
+    pub job_millis: u64,
+}
+
+impl Content {
+    /// The last moment at which this content can still be served in any way.
+    pub fn expires_at(&self) -> Timestamp {
+        self.fresh_until
+            .max(self.stale_until)
+            .max(self.stale_if_error_until)
+    }
+}
+
+/// A queued or running job, as seen in its pending entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobInfo {
+    /// The job.
+    pub id: JobId,
+    /// Its priority.
+    pub priority: Priority,
+    /// When it was claimed.
+    pub created_at: Timestamp,
+    /// When it may run next (later than `created_at` while a retry backs off).
+    pub run_at: Timestamp,
+    /// How many times a worker has taken it.
+    pub attempts: u32,
+    /// While a worker holds it: the end of its lease.
+    pub lease_until: Option<Timestamp>,
+    /// The error of the last failed attempt.
+    pub last_error: Option<String>,
+    /// Whether the entry was `failed` when this job was claimed (the origin is known to be
+    /// failing, so a stale-if-error copy is served meanwhile).
+    pub after_failure: bool,
+}
+
+/// Every attempt of a job failed; kept for the error TTL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// Until then the signature answers with [`response`](Self::response).
+    pub until: Timestamp,
+    /// The answer: the last upstream error response, or a `502`/`504` made by errand.
+    pub response: Arc<StoredResponse>,
+    /// What went wrong, for operators.
+    pub error: String,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// When the job gave up.
+    pub at: Timestamp,
+}
+
+/// Hit-for-pass: the response must not be shared, so requests go straight through until
+/// [`until`](Self::until).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassInfo {
+    /// Requests pass through synchronously until then.
+    pub until: Timestamp,
+    /// The job's response, delivered once to the next try (then removed), when it was safe to
+    /// keep it for one client.
+    pub once: Option<Arc<StoredResponse>>,
+    /// Why the response is not shared (a [`NoStore`](super::freshness::NoStore) reason).
+    pub reason: String,
+}
+
+/// What the entry is doing, apart from the content it may hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// No job and no verdict: the state follows from the content's times.
+    Idle,
+    /// A job is queued or running.
+    Pending(JobInfo),
+    /// The last job failed every attempt.
+    Failed(Failure),
+    /// The response must not be shared.
+    Pass(PassInfo),
+}
+
+impl Status {
+    /// The stored status word (`idle`, `pending`, `failed`, `pass`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Pending(_) => "pending",
+            Self::Failed(_) => "failed",
+            Self::Pass(_) => "pass",
+        }
+    }
+}
+
+/// Everything a store holds for one signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The signature's key.
+    pub key: Key,
+    /// Canonical URI without key headers (for purge by URI or prefix, and for operators).
+    pub uri: String,
+    /// Changes on every write; conditional claims compare it.
+    pub version: u64,
+    /// The last storable response, if any (kept while a refresh runs or fails).
+    pub content: Option<Content>,
+    /// What the entry is doing.
+    pub status: Status,
+}
+
+impl Entry {
+    /// The pending job, if any.
+    pub fn job(&self) -> Option<&JobInfo> {
+        match &self.status {
+            Status::Pending(job) => Some(job),
+            _ => None,
+        }
+    }
+
+    /// The moment after which nothing of this entry can be served and a store may drop it
+    /// (a pending entry never expires: its job is live).
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        let content = self
+            .content
+            .as_ref()
+            .map_or(Timestamp(0), Content::expires_at);
+        match &self.status {
+            Status::Pending(_) => None,
+            Status::Idle => Some(content),
+            Status::Failed(f) => Some(content.max(f.until)),
+            Status::Pass(p) => Some(content.max(p.until)),
+        }
+    }
+
+    /// Bytes this entry occupies, for a byte budget.
+    pub fn weight(&self) -> usize {
+        let content = self.content.as_ref().map_or(0, |c| c.response.weight());
+        let status = match &self.status {
+            Status::Failed(f) => f.response.weight() + f.error.len(),
+            Status::Pass(p) => p.once.as_ref().map_or(0, |r| r.weight()),
+            Status::Pending(j) => j.last_error.as_ref().map_or(0, String::len),
+            Status::Idle => 0,
+        };
+        content + status + self.uri.len() + 160
+    }
+}

@@ -1,0 +1,458 @@
+//! How a worker classifies an upstream response (RFC 9111): store it and for how long, pass it,
+//! deliver it once, or retry.
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, StatusCode, header};
+
+/// The freshness windows a route grants when the upstream does not say otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Windows {
+    /// Fresh for this long (`--ttl`), unless the upstream's `Cache-Control` says otherwise.
+    pub ttl: Duration,
+    /// Then served stale while one refresh runs, for this long (`--stale`).
+    pub stale: Duration,
+    /// Then, while refreshes fail, served instead of the error for this long (`--stale-if-error`).
+    pub stale_if_error: Duration,
+}
+
+/// Why a response must not be shared between clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NoStore {
+    /// `Cache-Control: private`.
+    Private,
+    /// `Cache-Control: no-store`.
+    NoStoreDirective,
+    /// `Cache-Control: no-cache` (every reuse would need a synchronous revalidation).
+    NoCache,
+    /// The response sets a cookie.
+    SetCookie,
+    /// `Vary` names a header the route does not key on (or `*`).
+    Vary(String),
+    /// The body is larger than the configured maximum.
+    TooLarge,
+}
+
+impl NoStore {
+    /// The reason in the vocabulary of logs, metrics and `Cache-Status` details.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Private => "private",
+            Self::NoStoreDirective => "no-store",
+            Self::NoCache => "no-cache",
+            Self::SetCookie => "set-cookie",
+            Self::Vary(_) => "vary",
+            Self::TooLarge => "too-large",
+        }
+    }
+}
+
+/// The verdict on one upstream response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Classification {
+    /// Shareable: store it. Durations count from when the response was generated.
+    Store {
+        /// Fresh for this long.
+        fresh_for: Duration,
+        /// Then stale-while-revalidate for this long.
+        stale_for: Duration,
+        /// Then stale-if-error for this long.
+        stale_if_error_for: Duration,
+        /// The upstream's `Age`: how old the response already was.
+        age: Duration,
+    },
+    /// Must not be shared: hit-for-pass.
+    Pass(NoStore),
+    /// A final answer that is not storable (401, 403, 409, 400, …): delivered to the next try
+    /// of this signature only.
+    Once,
+    /// A server error: try again with backoff.
+    Retry,
+}
+
+/// Status codes a cache may store without explicit freshness (RFC 9110 §15.1).
+const HEURISTIC: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+
+/// Classifies `status` + `headers`. `key_headers` are the headers the route keys on (a `Vary`
+/// on any other header makes the response unshareable); `jitter` in `[0, 1)` shortens the
+/// freshness by up to a tenth (at most a minute) so many entries do not expire together.
+pub fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    windows: &Windows,
+    key_headers: &[HeaderName],
+    jitter: f64,
+) -> Classification {
+    if status.is_server_error() {
+        return Classification::Retry;
+    }
+    let cc = CacheControl::parse(headers);
+    if cc.no_store {
+        return Classification::Pass(NoStore::NoStoreDirective);
+    }
+    if cc.private {
+        return Classification::Pass(NoStore::Private);
+    }
+    if cc.no_cache {
+        return Classification::Pass(NoStore::NoCache);
+    }
+    if headers.contains_key(header::SET_COOKIE) {
+        return Classification::Pass(NoStore::SetCookie);
+    }
+    if let Some(name) = unkeyed_vary(headers, key_headers) {
+        return Classification::Pass(NoStore::Vary(name));
+    }
+
+    let explicit = cc
+        .s_maxage
+        .or(cc.max_age)
+        .or_else(|| expires_minus_date(headers));
+    let storable = HEURISTIC.contains(&status.as_u16())
+        || (matches!(status.as_u16(), 302 | 307) && explicit.is_some());
+    if !storable {
+        return Classification::Once;
+    }
+    let age = headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs);
+    let lifetime = explicit.unwrap_or(windows.ttl);
+    let jitter = lifetime
+        .mul_f64(0.1 * jitter.clamp(0.0, 1.0))
+        .min(Duration::from_secs(60));
+    // must-revalidate, proxy-revalidate and s-maxage (RFC 9111 §5.2.2.10) forbid serving stale
+    // unless the upstream grants it explicitly (RFC 5861 directives).
+    let strict = cc.must_revalidate || cc.s_maxage.is_some();
+    let (default_stale, default_sie) = if strict {
+        (Duration::ZERO, Duration::ZERO)
+    } else {
+        (windows.stale, windows.stale_if_error)
+    };
+    Classification::Store {
+        fresh_for: lifetime.saturating_sub(jitter),
+        stale_for: cc.stale_while_revalidate.unwrap_or(default_stale),
+        stale_if_error_for: cc.stale_if_error.unwrap_or(default_sie),
+        age,
+    }
+}
+
+/// The parts of `Cache-Control` that matter to a shared cache.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct CacheControl {
+    max_age: Option<Duration>,
+    s_maxage: Option<Duration>,
+    stale_while_revalidate: Option<Duration>,
+    stale_if_error: Option<Duration>,
+    no_store: bool,
+    no_cache: bool,
+    private: bool,
+    must_revalidate: bool,
+}
+
+impl CacheControl {
+    fn parse(headers: &HeaderMap) -> Self {
+        let mut cc = Self::default();
+        for value in headers.get_all(header::CACHE_CONTROL) {
+            let Ok(value) = value.to_str() else { continue };
+            for directive in value.split(',') {
+                let (name, arg) = match directive.split_once('=') {
+                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+                    None => (directive.trim(), None),
+                };
+                let seconds = || {
+                    arg.and_then(|a| a.parse::<u64>().ok())
+                        .map(Duration::from_secs)
+                };
+                match name.to_ascii_lowercase().as_str() {
+                    "max-age" => cc.max_age = cc.max_age.or_else(seconds),
+                    "s-maxage" => cc.s_maxage = cc.s_maxage.or_else(seconds),
+                    "stale-while-revalidate" => cc.stale_while_revalidate = seconds(),
+                    "stale-if-error" => cc.stale_if_error = seconds(),
+                    "no-store" => cc.no_store = true,
+                    // A qualified no-cache="Set-Cookie" names fields not to reuse; any form
+                    // means this cache cannot reuse the response without revalidating.
+                    "no-cache" => cc.no_cache = true,
+                    "private" => cc.private = true,
+                    "must-revalidate" | "proxy-revalidate" => cc.must_revalidate = true,
+                    _ => {}
+                }
+            }
+        }
+        cc
+    }
+}
+
+fn expires_minus_date(headers: &HeaderMap) -> Option<Duration> {
+    let expires = headers.get(header::EXPIRES)?.to_str().ok()?;
+    // An invalid Expires (often "0") means "already expired" (RFC 9111 §5.3).
+    let Ok(expires) = httpdate::parse_http_date(expires) else {
+        return Some(Duration::ZERO);
+    };
+    let date = headers
+        .get(header::DATE)
+        .and_then(|d| d.to_str().ok())
+        .and_then(|d| httpdate::parse_http_date(d).ok())
+        .unwrap_or_else(std::time::SystemTime::now);
+    Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
+}
+
+/// The first header named in `Vary` that the key does not hold. `Accept-Encoding` is allowed:
+/// a worker's replay never sends it, so the stored variant is the identity encoding, which is
+/// right for every client.
+fn unkeyed_vary(headers: &HeaderMap, key_headers: &[HeaderName]) -> Option<String> {
+    for value in headers.get_all(header::VARY) {
+        let Ok(value) = value.to_str() else {
+            return Some("<invalid>".into());
+        };
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let lower = name.to_ascii_lowercase();
+            if lower == "accept-encoding" {
+                continue;
+            }
+            if lower == "*" || !key_headers.iter().any(|k| k.as_str() == lower) {
+                return Some(lower);
+            }
+        }
+    }
+    None
+}
+
+/// Headers owned by the hop (RFC 9110 §7.6.1) or consumed by the cache: never stored.
+const NOT_STORED: [&str; 12] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "age",
+    "surrogate-key",
+    "cache-tag",
+];
+
+/// Removes hop-by-hop headers (including those listed in `Connection`) and the headers the
+/// cache consumes itself.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    for name in NOT_STORED
+        .iter()
+        .copied()
+        .chain(listed.iter().map(String::as_str))
+    {
+        headers.remove(name);
+    }
+}
+
+/// Purge tags of a response: `Surrogate-Key` (space-separated) and `Cache-Tag`
+/// (comma-separated).
+pub fn tags(headers: &HeaderMap) -> Vec<String> {
+    let mut tags: Vec<String> = Vec::new();
+    for (name, sep) in [("surrogate-key", ' '), ("cache-tag", ',')] {
+        for value in headers.get_all(name) {
+            if let Ok(v) = value.to_str() {
+                tags.extend(
+                    v.split(sep)
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+        }
+    }
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: Windows = Windows {
+        ttl: Duration::from_secs(60),
+        stale: Duration::from_secs(30),
+        stale_if_error: Duration::from_secs(600),
+    };
+
+    fn headers(list: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (n, v) in list {
+            map.append(
+                HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
+        }
+        map
+    }
+
+    fn store(fresh: u64, stale: u64, sie: u64, age: u64) -> Classification {
+        Classification::Store {
+            fresh_for: Duration::from_secs(fresh),
+            stale_for: Duration::from_secs(stale),
+            stale_if_error_for: Duration::from_secs(sie),
+            age: Duration::from_secs(age),
+        }
+    }
+
+    #[test]
+    fn classification_table() {
+        let lang: [HeaderName; 1] = [header::ACCEPT_LANGUAGE];
+        let cases: Vec<(u16, Vec<(&str, &str)>, Classification)> = vec![
+            (200, vec![], store(60, 30, 600, 0)),
+            (
+                200,
+                vec![("cache-control", "max-age=10")],
+                store(10, 30, 600, 0),
+            ),
+            (
+                200,
+                vec![("cache-control", "max-age=10, s-maxage=99")],
+                store(99, 0, 0, 0),
+            ),
+            (
+                200,
+                vec![("cache-control", "max-age=100"), ("age", "30")],
+                store(100, 30, 600, 30),
+            ),
+            (
+                200,
+                vec![("cache-control", "max-age=5, must-revalidate")],
+                store(5, 0, 0, 0),
+            ),
+            (
+                200,
+                vec![(
+                    "cache-control",
+                    "max-age=5, stale-while-revalidate=7, stale-if-error=9",
+                )],
+                store(5, 7, 9, 0),
+            ),
+            (200, vec![("expires", "0")], store(0, 30, 600, 0)),
+            (
+                200,
+                vec![
+                    ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                    ("expires", "Sun, 06 Nov 1994 08:50:37 GMT"),
+                ],
+                store(60, 30, 600, 0),
+            ),
+            (
+                200,
+                vec![("cache-control", "private")],
+                Classification::Pass(NoStore::Private),
+            ),
+            (
+                200,
+                vec![("cache-control", "no-store")],
+                Classification::Pass(NoStore::NoStoreDirective),
+            ),
+            (
+                200,
+                vec![("cache-control", "no-cache")],
+                Classification::Pass(NoStore::NoCache),
+            ),
+            (
+                200,
+                vec![("set-cookie", "a=b")],
+                Classification::Pass(NoStore::SetCookie),
+            ),
+            (
+                200,
+                vec![("vary", "Cookie")],
+                Classification::Pass(NoStore::Vary("cookie".into())),
+            ),
+            (
+                200,
+                vec![("vary", "*")],
+                Classification::Pass(NoStore::Vary("*".into())),
+            ),
+            (
+                200,
+                vec![("vary", "Accept-Encoding, Accept-Language")],
+                store(60, 30, 600, 0),
+            ),
+            (404, vec![], store(60, 30, 600, 0)),
+            (301, vec![], store(60, 30, 600, 0)),
+            (302, vec![], Classification::Once),
+            (
+                302,
+                vec![("cache-control", "max-age=3")],
+                store(3, 30, 600, 0),
+            ),
+            (401, vec![], Classification::Once),
+            (
+                403,
+                vec![("cache-control", "max-age=60")],
+                Classification::Once,
+            ),
+            (400, vec![], Classification::Once),
+            (413, vec![], Classification::Once),
+            (206, vec![], Classification::Once),
+            (
+                500,
+                vec![("cache-control", "max-age=60")],
+                Classification::Retry,
+            ),
+            (503, vec![], Classification::Retry),
+        ];
+        for (status, list, want) in cases {
+            let got = classify(
+                StatusCode::from_u16(status).expect("status"),
+                &headers(&list),
+                &W,
+                &lang,
+                0.0,
+            );
+            assert_eq!(got, want, "status {status} headers {list:?}");
+        }
+    }
+
+    #[test]
+    fn jitter_only_shortens_and_is_bounded() {
+        let h = headers(&[("cache-control", "max-age=1000")]);
+        let Classification::Store { fresh_for, .. } = classify(StatusCode::OK, &h, &W, &[], 0.99)
+        else {
+            panic!("stored");
+        };
+        assert!(fresh_for < Duration::from_secs(1000));
+        assert!(fresh_for >= Duration::from_secs(940));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_not_stored() {
+        let mut h = headers(&[
+            ("connection", "close, x-private-hop"),
+            ("x-private-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authenticate", "Basic"),
+            ("age", "3"),
+            ("surrogate-key", "a b"),
+            ("content-type", "text/plain"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, vec!["content-type"]);
+    }
+
+    #[test]
+    fn tags_from_surrogate_key_and_cache_tag() {
+        let h = headers(&[
+            ("surrogate-key", "user-1  page"),
+            ("cache-tag", "page, blog"),
+        ]);
+        assert_eq!(tags(&h), vec!["blog", "page", "user-1"]);
+    }
+}

@@ -1,0 +1,24 @@
+//! The Worker Pattern itself, with no I/O and no clock of its own.
+//!
+//! Everything here is a pure function of its inputs (`now` is always a parameter), so the
+//! whole behaviour of a signature's life can be tested as tables:
+//!
+//! - [`signature`]: what makes two requests "the same request" ([`Signature`], [`Key`]);
+//! - [`entry`]: what the store holds for one signature ([`Entry`], [`Status`], [`Content`]);
+//! - [`freshness`]: how a worker classifies an upstream response (store, pass, retry…);
+//! - [`decide`](mod@decide): what the front does with an entry ([`decide()`], [`Decision`]);
+//! - [`cache_status`]: the vocabulary reported in `Cache-Status`, logs and metrics ([`Phase`]).
+
+pub mod cache_status;
+pub mod decide;
+pub mod entry;
+pub mod freshness;
+pub mod signature;
+
+pub use cache_status::{CacheStatus, Phase};
+pub use decide::{Decision, decide};
+pub use entry::{
+    Content, Entry, Failure, JobId, JobInfo, PassInfo, Priority, Status, StoredResponse, Timestamp,
+};
+pub use freshness::{Classification, Windows, classify};
+pub use signature::{Key, RequestRecord, Signature, SignatureError};
