@@ -1,2 +1,3 @@
 //! errand: the Worker Pattern for HTTP.
 pub mod pattern;
+pub mod store;

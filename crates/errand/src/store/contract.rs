@@ -1,0 +1,752 @@
+//! The store conformance suite: every [`Store`] implementation runs it, unchanged.
+//!
+//! Use [`store_contract!`](crate::store_contract) in an integration test of the backend with
+//! an async constructor that takes the suite's [`ManualClock`] and returns `Some(store)` (or
+//! `None` to skip, e.g. a local run without the database; a CI run must not skip):
+//!
+//! ```ignore
+//! errand::store_contract!(|clock| async move {
+//!     Some(errand::store::MemoryStore::with_clock(Default::default(), clock))
+//! });
+//! ```
+//!
+//! Each case gets a fresh store and a clock it moves by hand, so lease expiry, backoff and
+//! TTLs are tested without sleeping. Wake-ups are real notifications and are awaited with a
+//! generous bound.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, Method, StatusCode};
+
+use super::{Claim, ClaimOutcome, Completion, ManualClock, Purge, PurgeTarget, Store, StoreError};
+use crate::pattern::{
+    Content, Decision, Failure, PassInfo, Priority, Signature, Status, StoredResponse, decide,
+};
+
+/// Generates one `#[tokio::test]` per contract case for the store made by `$make`.
+#[macro_export]
+macro_rules! store_contract {
+    ($make:expr) => {
+        $crate::store_contract!(@cases $make;
+            claim_is_atomic_under_contention,
+            claim_respects_the_expected_version,
+            take_orders_by_priority_then_run_time,
+            lease_expiry_redelivers_and_fences_the_old_lease,
+            heartbeat_extends_a_lease,
+            retry_is_scheduled_after_its_backoff,
+            complete_turns_pending_into_fresh_failed_or_pass,
+            wait_is_woken_by_complete,
+            wait_times_out_while_pending,
+            wait_for_jobs_is_woken_by_claim,
+            expired_entries_are_absent,
+            purge_hard_soft_uri_prefix_tag,
+            take_once_delivers_exactly_once,
+            stats_count_entries_and_queue
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let clock = $crate::store::ManualClock::new();
+                let make = $crate::store::contract::maker($make);
+                let Some(store) = make(::std::sync::Arc::clone(&clock)).await else {
+                    return;
+                };
+                $crate::store::contract::$case(::std::sync::Arc::new(store), clock).await;
+            }
+        )*
+    };
+}
+
+/// Pins the constructor's argument to the suite's clock type (closure parameters are
+/// otherwise inferred from their use, e.g. as `Arc<dyn Clock>`).
+pub fn maker<F, Fut, S>(make: F) -> F
+where
+    F: FnOnce(Arc<ManualClock>) -> Fut,
+    Fut: std::future::Future<Output = Option<S>>,
+    S: Store,
+{
+    make
+}
+
+/// The signature of `GET http://contract.test{path}`.
+pub fn signature(path: &str) -> Signature {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::HOST, "contract.test".parse().unwrap());
+    Signature::of(&Method::GET, &path.parse().unwrap(), &headers, "http", &[]).unwrap()
+}
+
+fn claim(path: &str, priority: Priority, expect: Option<u64>) -> Claim {
+    let sig = signature(path);
+    Claim {
+        uri: sig.request.uri.clone(),
+        key: sig.key,
+        request: sig.request,
+        priority,
+        expect,
+    }
+}
+
+fn response(body: &'static str) -> Arc<StoredResponse> {
+    Arc::new(StoredResponse {
+        status: StatusCode::OK,
+        headers: HeaderMap::new(),
+        body: body.into(),
+    })
+}
+
+/// Content generated now: fresh for `fresh` s, then stale for `stale` s, stale-if-error for
+/// `sie` s after freshness.
+fn content(
+    store: &dyn Store,
+    body: &'static str,
+    fresh: u64,
+    stale: u64,
+    sie: u64,
+    tags: &[&str],
+) -> Content {
+    let now = store.now();
+    let fresh_until = now.add(Duration::from_secs(fresh));
+    Content {
+        response: response(body),
+        generated_at: now,
+        fresh_until,
+        stale_until: fresh_until.add(Duration::from_secs(stale)),
+        stale_if_error_until: fresh_until.add(Duration::from_secs(sie)),
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        job_millis: 3,
+    }
+}
+
+fn enqueued(outcome: ClaimOutcome) -> crate::pattern::Entry {
+    match outcome {
+        ClaimOutcome::Enqueued(e) => e,
+        ClaimOutcome::Exists(e) => panic!("expected Enqueued, found existing {:?}", e.status),
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// Claims, takes and completes `path` with fresh content.
+async fn fill(store: &dyn Store, path: &str, fresh: u64, stale: u64, sie: u64, tags: &[&str]) {
+    enqueued(
+        store
+            .claim(claim(path, Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let key = signature(path).key;
+    let jobs = store.take(100, LEASE).await.unwrap();
+    let job = jobs.into_iter().find(|j| j.lease.key == key).unwrap();
+    let c = content(store, "body", fresh, stale, sie, tags);
+    store
+        .complete(&job.lease, Completion::Store(c))
+        .await
+        .unwrap();
+}
+
+pub async fn claim_is_atomic_under_contention(store: Arc<dyn Store>, _clock: Arc<ManualClock>) {
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(
+                async move { store.claim(claim("/contended", Priority::Miss, None)).await },
+            )
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            ClaimOutcome::Enqueued(_) => won += 1,
+            ClaimOutcome::Exists(e) => assert!(e.job().is_some(), "a loser sees the live job"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one of 200 concurrent claims enqueues");
+    let jobs = store.take(100, LEASE).await.unwrap();
+    assert_eq!(jobs.len(), 1, "the queue holds one job for the signature");
+    assert_eq!(jobs[0].request, signature("/contended").request);
+    assert_eq!(jobs[0].attempt, 1);
+}
+
+pub async fn claim_respects_the_expected_version(store: Arc<dyn Store>, clock: Arc<ManualClock>) {
+    fill(&*store, "/v", 10, 60, 0, &[]).await;
+    let entry = store.lookup(&signature("/v").key).await.unwrap().unwrap();
+    // A claim "only if absent" and one conditional on an old version both find the entry.
+    let found = store
+        .claim(claim("/v", Priority::Refresh, None))
+        .await
+        .unwrap();
+    assert!(matches!(found, ClaimOutcome::Exists(ref e) if e.version == entry.version));
+    let found = store
+        .claim(claim(
+            "/v",
+            Priority::Refresh,
+            Some(entry.version + 1_000_000),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(found, ClaimOutcome::Exists(_)));
+    // A refresh conditional on the version seen succeeds once and keeps the stale content.
+    clock.advance(Duration::from_secs(15));
+    let pending = enqueued(
+        store
+            .claim(claim("/v", Priority::Refresh, Some(entry.version)))
+            .await
+            .unwrap(),
+    );
+    assert!(pending.job().is_some());
+    assert_eq!(
+        pending.content, entry.content,
+        "stale content survives the claim"
+    );
+    let again = store
+        .claim(claim("/v", Priority::Refresh, Some(entry.version)))
+        .await
+        .unwrap();
+    assert!(matches!(again, ClaimOutcome::Exists(ref e) if e.job().is_some()));
+    let seen = store.lookup(&signature("/v").key).await.unwrap().unwrap();
+    assert_eq!(
+        decide(Some(&seen), store.now()),
+        Decision::Stale { refresh: false }
+    );
+}
+
+pub async fn take_orders_by_priority_then_run_time(store: Arc<dyn Store>, clock: Arc<ManualClock>) {
+    enqueued(
+        store
+            .claim(claim("/refresh", Priority::Refresh, None))
+            .await
+            .unwrap(),
+    );
+    clock.advance(Duration::from_millis(10));
+    enqueued(
+        store
+            .claim(claim("/miss-1", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    clock.advance(Duration::from_millis(10));
+    enqueued(
+        store
+            .claim(claim("/miss-2", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let order: Vec<_> = [
+        store.take(1, LEASE).await.unwrap(),
+        store.take(1, LEASE).await.unwrap(),
+        store.take(1, LEASE).await.unwrap(),
+    ]
+    .into_iter()
+    .map(|jobs| {
+        assert_eq!(jobs.len(), 1);
+        jobs[0].lease.key.clone()
+    })
+    .collect();
+    let want = [
+        signature("/miss-1").key,
+        signature("/miss-2").key,
+        signature("/refresh").key,
+    ];
+    assert_eq!(order, want, "misses first (oldest first), then the refresh");
+    assert!(
+        store.take(10, LEASE).await.unwrap().is_empty(),
+        "leased jobs are not taken twice"
+    );
+}
+
+pub async fn lease_expiry_redelivers_and_fences_the_old_lease(
+    store: Arc<dyn Store>,
+    clock: Arc<ManualClock>,
+) {
+    enqueued(
+        store
+            .claim(claim("/lease", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let first = store.take(1, LEASE).await.unwrap().remove(0);
+    clock.advance(LEASE - Duration::from_secs(1));
+    assert!(
+        store.take(1, LEASE).await.unwrap().is_empty(),
+        "still leased"
+    );
+    clock.advance(Duration::from_secs(2));
+    let second = store.take(1, LEASE).await.unwrap().remove(0);
+    assert_eq!(second.lease.key, first.lease.key);
+    assert_eq!(
+        second.lease.job, first.lease.job,
+        "the same job, redelivered"
+    );
+    assert_ne!(second.lease.token, first.lease.token);
+    assert_eq!(second.attempt, 2);
+    // The worker that lost its lease can neither complete nor renew.
+    let late = store
+        .complete(
+            &first.lease,
+            Completion::Store(content(&*store, "late", 60, 0, 0, &[])),
+        )
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::LeaseLost)),
+        "late complete fenced: {late:?}"
+    );
+    assert!(matches!(
+        store.heartbeat(&first.lease, LEASE).await,
+        Err(StoreError::LeaseLost)
+    ));
+    store
+        .complete(
+            &second.lease,
+            Completion::Store(content(&*store, "new", 60, 0, 0, &[])),
+        )
+        .await
+        .unwrap();
+    let entry = store.lookup(&second.lease.key).await.unwrap().unwrap();
+    assert_eq!(entry.content.unwrap().response.body, "new");
+    // Completing twice is refused too: the job is acknowledged.
+    let twice = store
+        .complete(
+            &second.lease,
+            Completion::Store(content(&*store, "again", 60, 0, 0, &[])),
+        )
+        .await;
+    assert!(matches!(twice, Err(StoreError::LeaseLost)));
+}
+
+pub async fn heartbeat_extends_a_lease(store: Arc<dyn Store>, clock: Arc<ManualClock>) {
+    enqueued(
+        store
+            .claim(claim("/beat", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    clock.advance(Duration::from_secs(20));
+    let until = store.heartbeat(&job.lease, LEASE).await.unwrap();
+    assert_eq!(until, store.now().add(LEASE));
+    clock.advance(Duration::from_secs(20));
+    assert!(
+        store.take(1, LEASE).await.unwrap().is_empty(),
+        "the renewed lease still holds"
+    );
+    let entry = store.lookup(&job.lease.key).await.unwrap().unwrap();
+    assert_eq!(entry.job().unwrap().lease_until, Some(until));
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(
+        store.take(1, LEASE).await.unwrap().len(),
+        1,
+        "expired after the renewal"
+    );
+}
+
+pub async fn retry_is_scheduled_after_its_backoff(store: Arc<dyn Store>, clock: Arc<ManualClock>) {
+    enqueued(
+        store
+            .claim(claim("/retry", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    let run_at = store.now().add(Duration::from_secs(5));
+    store
+        .complete(
+            &job.lease,
+            Completion::Retry {
+                run_at,
+                error: "upstream 503".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let entry = store.lookup(&job.lease.key).await.unwrap().unwrap();
+    let info = entry.job().expect("still pending while retrying");
+    assert_eq!(info.last_error.as_deref(), Some("upstream 503"));
+    assert_eq!(info.run_at, run_at);
+    assert_eq!(info.lease_until, None);
+    assert!(
+        store.take(1, LEASE).await.unwrap().is_empty(),
+        "backing off"
+    );
+    assert!(
+        matches!(
+            store
+                .claim(claim("/retry", Priority::Miss, None))
+                .await
+                .unwrap(),
+            ClaimOutcome::Exists(_)
+        ),
+        "a retrying job is still the one live job"
+    );
+    clock.advance(Duration::from_secs(5));
+    let again = store.take(1, LEASE).await.unwrap().remove(0);
+    assert_eq!(again.lease.job, job.lease.job);
+    assert_eq!(again.attempt, 2);
+    let stale = store
+        .complete(
+            &job.lease,
+            Completion::Retry {
+                run_at,
+                error: "x".into(),
+            },
+        )
+        .await;
+    assert!(matches!(stale, Err(StoreError::LeaseLost)));
+}
+
+pub async fn complete_turns_pending_into_fresh_failed_or_pass(
+    store: Arc<dyn Store>,
+    clock: Arc<ManualClock>,
+) {
+    // fresh
+    fill(&*store, "/c", 10, 0, 100, &[]).await;
+    let key = signature("/c").key;
+    let fresh = store.lookup(&key).await.unwrap().unwrap();
+    assert_eq!(fresh.status, Status::Idle);
+    assert_eq!(decide(Some(&fresh), store.now()), Decision::Hit);
+
+    // failed, keeping the old content for stale-if-error
+    clock.advance(Duration::from_secs(20));
+    enqueued(
+        store
+            .claim(claim("/c", Priority::Refresh, Some(fresh.version)))
+            .await
+            .unwrap(),
+    );
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    let failure = Failure {
+        until: store.now().add(Duration::from_secs(10)),
+        response: Arc::new(StoredResponse {
+            status: StatusCode::BAD_GATEWAY,
+            headers: HeaderMap::new(),
+            body: "bad gateway".into(),
+        }),
+        error: "connection refused".into(),
+        attempts: 3,
+        at: store.now(),
+    };
+    store
+        .complete(&job.lease, Completion::Fail(failure.clone()))
+        .await
+        .unwrap();
+    let failed = store.lookup(&key).await.unwrap().unwrap();
+    assert_eq!(failed.status, Status::Failed(failure));
+    assert_eq!(failed.content, fresh.content, "the stale copy is kept");
+    assert_eq!(
+        decide(Some(&failed), store.now()),
+        Decision::StaleIfError { refresh: false }
+    );
+    assert!(failed.version > fresh.version);
+
+    // pass, dropping the stale copy
+    enqueued(
+        store
+            .claim(claim("/c", Priority::Miss, Some(failed.version)))
+            .await
+            .unwrap(),
+    );
+    let pending = store.lookup(&key).await.unwrap().unwrap();
+    assert!(
+        pending.job().unwrap().after_failure,
+        "the job knows the origin was failing"
+    );
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    let pass = PassInfo {
+        until: store.now().add(Duration::from_secs(30)),
+        once: None,
+        reason: "private".into(),
+    };
+    store
+        .complete(&job.lease, Completion::Pass(pass.clone()))
+        .await
+        .unwrap();
+    let passed = store.lookup(&key).await.unwrap().unwrap();
+    assert_eq!(passed.status, Status::Pass(pass));
+    assert_eq!(passed.content, None);
+    assert_eq!(
+        decide(Some(&passed), store.now()),
+        Decision::Pass { once: false }
+    );
+}
+
+pub async fn wait_is_woken_by_complete(store: Arc<dyn Store>, _clock: Arc<ManualClock>) {
+    enqueued(
+        store
+            .claim(claim("/wait", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let key = signature("/wait").key;
+    let waiters: Vec<_> = (0..50)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let key = key.clone();
+            tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                let entry = store.wait(&key, Duration::from_secs(20)).await.unwrap();
+                (entry, started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    store
+        .complete(
+            &job.lease,
+            Completion::Store(content(&*store, "done", 60, 0, 0, &[])),
+        )
+        .await
+        .unwrap();
+    for waiter in waiters {
+        let (entry, elapsed) = waiter.await.unwrap();
+        let entry = entry.expect("woken with the settled entry");
+        assert_eq!(entry.content.unwrap().response.body, "done");
+        assert!(
+            elapsed < Duration::from_secs(10),
+            "woken by the completion, not the timeout"
+        );
+    }
+    // Already settled: returns at once.
+    let settled = store.wait(&key, Duration::from_secs(20)).await.unwrap();
+    assert!(settled.is_some());
+}
+
+pub async fn wait_times_out_while_pending(store: Arc<dyn Store>, _clock: Arc<ManualClock>) {
+    enqueued(
+        store
+            .claim(claim("/slow", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let started = tokio::time::Instant::now();
+    let waited = store
+        .wait(&signature("/slow").key, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(waited, None);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(190),
+        "waited the whole timeout: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "and not much longer: {elapsed:?}"
+    );
+    assert_eq!(
+        store
+            .wait(&signature("/absent").key, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn wait_for_jobs_is_woken_by_claim(store: Arc<dyn Store>, _clock: Arc<ManualClock>) {
+    let waiter = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            store.wait_for_jobs(Duration::from_secs(20)).await.unwrap();
+            started.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    enqueued(
+        store
+            .claim(claim("/work", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let elapsed = tokio::time::timeout(Duration::from_secs(15), waiter)
+        .await
+        .expect("woken by the claim")
+        .unwrap();
+    assert!(elapsed < Duration::from_secs(15));
+    assert_eq!(store.take(1, LEASE).await.unwrap().len(), 1);
+}
+
+pub async fn expired_entries_are_absent(store: Arc<dyn Store>, clock: Arc<ManualClock>) {
+    fill(&*store, "/ttl", 5, 5, 10, &[]).await;
+    let key = signature("/ttl").key;
+    clock.advance(Duration::from_secs(14));
+    let entry = store.lookup(&key).await.unwrap().unwrap();
+    assert_eq!(
+        decide(Some(&entry), store.now()),
+        Decision::Miss {
+            expect: Some(entry.version)
+        }
+    );
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        store.lookup(&key).await.unwrap(),
+        None,
+        "past every window: absent"
+    );
+    assert_eq!(
+        store.stats().await.unwrap().fresh + store.stats().await.unwrap().stale,
+        0
+    );
+    // An expired entry does not block a claim "only if absent".
+    enqueued(
+        store
+            .claim(claim("/ttl", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+}
+
+pub async fn purge_hard_soft_uri_prefix_tag(store: Arc<dyn Store>, clock: Arc<ManualClock>) {
+    for path in ["/a/1", "/a/2", "/b/1", "/b/2?x=1"] {
+        fill(
+            &*store,
+            path,
+            60,
+            30,
+            0,
+            &[if path.starts_with("/a") {
+                "tag-a"
+            } else {
+                "tag-b"
+            }],
+        )
+        .await;
+    }
+    let key = |p: &str| signature(p).key;
+    let hard = |target| Purge {
+        target,
+        soft: false,
+    };
+
+    assert_eq!(
+        store
+            .purge(hard(PurgeTarget::Key(key("/a/1"))))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.lookup(&key("/a/1")).await.unwrap(), None);
+
+    let soft = Purge {
+        target: PurgeTarget::Tag("tag-a".into()),
+        soft: true,
+    };
+    assert_eq!(store.purge(soft).await.unwrap(), 1);
+    let softened = store.lookup(&key("/a/2")).await.unwrap().unwrap();
+    assert_eq!(
+        decide(Some(&softened), store.now()),
+        Decision::Stale { refresh: true }
+    );
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(
+        store.lookup(&key("/a/2")).await.unwrap(),
+        None,
+        "soft purge keeps the stale window's length"
+    );
+
+    let uri = signature("/b/2?x=1").request.uri;
+    assert_eq!(store.purge(hard(PurgeTarget::Uri(uri))).await.unwrap(), 1);
+    assert_eq!(store.lookup(&key("/b/2?x=1")).await.unwrap(), None);
+    assert!(store.lookup(&key("/b/1")).await.unwrap().is_some());
+
+    fill(&*store, "/b/3", 60, 0, 0, &[]).await;
+    let prefix = "http://contract.test/b/".to_owned();
+    assert_eq!(
+        store
+            .purge(hard(PurgeTarget::Prefix(prefix)))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.lookup(&key("/b/1")).await.unwrap(), None);
+
+    // A hard purge never drops a live job.
+    enqueued(
+        store
+            .claim(claim("/live", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    store.purge(hard(PurgeTarget::All)).await.unwrap();
+    let live = store.lookup(&key("/live")).await.unwrap().unwrap();
+    assert!(live.job().is_some());
+    assert_eq!(store.take(1, LEASE).await.unwrap().len(), 1);
+}
+
+pub async fn take_once_delivers_exactly_once(store: Arc<dyn Store>, _clock: Arc<ManualClock>) {
+    enqueued(
+        store
+            .claim(claim("/once", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    let pass = PassInfo {
+        until: store.now().add(Duration::from_secs(30)),
+        once: Some(response("for one client")),
+        reason: "status".into(),
+    };
+    store
+        .complete(&job.lease, Completion::Pass(pass))
+        .await
+        .unwrap();
+    let key = signature("/once").key;
+    let entry = store.lookup(&key).await.unwrap().unwrap();
+    assert_eq!(
+        decide(Some(&entry), store.now()),
+        Decision::Pass { once: true }
+    );
+    let takers: Vec<_> = (0..20)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let key = key.clone();
+            tokio::spawn(async move { store.take_once(&key).await.unwrap() })
+        })
+        .collect();
+    let mut delivered = 0;
+    for taker in takers {
+        if let Some(r) = taker.await.unwrap() {
+            assert_eq!(r.body, "for one client");
+            delivered += 1;
+        }
+    }
+    assert_eq!(delivered, 1, "delivered once, never shared beyond it");
+    let entry = store.lookup(&key).await.unwrap().unwrap();
+    assert_eq!(
+        decide(Some(&entry), store.now()),
+        Decision::Pass { once: false }
+    );
+}
+
+pub async fn stats_count_entries_and_queue(store: Arc<dyn Store>, clock: Arc<ManualClock>) {
+    fill(&*store, "/s/fresh", 60, 0, 0, &[]).await;
+    fill(&*store, "/s/stale", 1, 60, 0, &[]).await;
+    clock.advance(Duration::from_secs(2));
+    enqueued(
+        store
+            .claim(claim("/s/ready", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    enqueued(
+        store
+            .claim(claim("/s/running", Priority::Refresh, None))
+            .await
+            .unwrap(),
+    );
+    store.take(1, LEASE).await.unwrap();
+    clock.advance(Duration::from_secs(3));
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.fresh, stats.stale, stats.pending),
+        (1, 1, 2),
+        "{stats:?}"
+    );
+    assert_eq!((stats.ready, stats.running), (1, 1), "{stats:?}");
+    assert!(stats.oldest_ready_ms >= 3000, "{stats:?}");
+    assert!(stats.bytes > 0);
+}

@@ -1,0 +1,528 @@
+//! The embedded default store: one process, zero set-up, bounded memory.
+//!
+//! Two structures, one lock for every write:
+//! - `entries`, a [`moka`] cache of settled entries (fresh, stale, failed, pass) weighed in
+//!   bytes against [`MemoryConfig::capacity`], evicted by TinyLFU admission + LRU. It is the
+//!   hit path: a fresh hit is one lock-free `get`.
+//! - `queue`, the pending entries (the jobs), bounded by [`MemoryConfig::max_pending`]. They
+//!   are kept out of the cache on purpose: eviction must never drop a live job.
+//!
+//! Every operation that reads and writes both (claim, complete, purge) holds the queue's
+//! `std::sync::Mutex` for a few map operations and never across an `.await`, which is what
+//! makes claim atomic ("a map entry under a lock").
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use moka::sync::Cache;
+use tokio::sync::Notify;
+
+use super::{
+    Claim, ClaimOutcome, Clock, Completion, Job, LeaseToken, Purge, PurgeTarget, Stats, Store,
+    StoreError, SystemClock, Wakeups,
+};
+use crate::pattern::{
+    Entry, JobId, JobInfo, Key, Priority, RequestRecord, Status, StoredResponse, Timestamp,
+};
+
+/// Limits of a [`MemoryStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryConfig {
+    /// Byte budget of settled entries (responses with their headers).
+    pub capacity: u64,
+    /// Cap on distinct pending signatures (the flood cap): beyond it, claims are refused.
+    pub max_pending: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 256 * 1024 * 1024,
+            max_pending: 10_000,
+        }
+    }
+}
+
+/// The embedded store. See the [module docs](self).
+#[derive(Debug)]
+pub struct MemoryStore {
+    clock: Arc<dyn Clock>,
+    entries: Cache<Key, Arc<Entry>>,
+    queue: Mutex<Queue>,
+    wakeups: Wakeups,
+    work: Notify,
+    versions: AtomicU64,
+    config: MemoryConfig,
+}
+
+#[derive(Debug)]
+struct PendingJob {
+    info: JobInfo,
+    request: RequestRecord,
+    uri: String,
+    version: u64,
+    token: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    pending: HashMap<Key, PendingJob>,
+    /// Ready to run: (priority, run_at, id).
+    ready: BTreeSet<(Priority, Timestamp, JobId, Key)>,
+    /// Backing off until run_at.
+    scheduled: BTreeSet<(Timestamp, JobId, Key)>,
+    /// Held by workers until lease_until.
+    leased: BTreeSet<(Timestamp, JobId, Key)>,
+    next_job: u64,
+    next_token: u64,
+}
+
+impl Queue {
+    /// Moves due retries to `ready` and expired leases back to `ready` (at-least-once).
+    fn promote(&mut self, now: Timestamp) {
+        while let Some((run_at, id, key)) = self.scheduled.first().cloned() {
+            if run_at > now {
+                break;
+            }
+            self.scheduled.pop_first();
+            if let Some(job) = self.pending.get(&key) {
+                self.ready.insert((job.info.priority, run_at, id, key));
+            }
+        }
+        while let Some((until, id, key)) = self.leased.first().cloned() {
+            if until > now {
+                break;
+            }
+            self.leased.pop_first();
+            if let Some(job) = self.pending.get_mut(&key) {
+                job.info.lease_until = None;
+                job.token = None;
+                self.ready
+                    .insert((job.info.priority, job.info.run_at, id, key));
+            }
+        }
+    }
+
+    /// The held job of `lease`, if the token still holds it.
+    fn held(&mut self, lease: &LeaseToken) -> Result<&mut PendingJob, StoreError> {
+        match self.pending.get_mut(&lease.key) {
+            Some(job) if job.info.id == lease.job && job.token == Some(lease.token) => Ok(job),
+            _ => Err(StoreError::LeaseLost),
+        }
+    }
+
+    /// When the next job becomes ready without any new claim.
+    fn next_due(&self) -> Option<Timestamp> {
+        let retry = self.scheduled.first().map(|s| s.0);
+        let lease = self.leased.first().map(|l| l.0);
+        retry.into_iter().chain(lease).min()
+    }
+}
+
+impl MemoryStore {
+    /// A store on the wall clock.
+    pub fn new(config: MemoryConfig) -> Self {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A store reading time from `clock` (tests use a [`ManualClock`](super::ManualClock)).
+    pub fn with_clock(config: MemoryConfig, clock: Arc<dyn Clock>) -> Self {
+        let entries = Cache::builder()
+            .max_capacity(config.capacity)
+            .weigher(|_key: &Key, entry: &Arc<Entry>| {
+                u32::try_from(entry.weight()).unwrap_or(u32::MAX)
+            })
+            .expire_after(ExpireAtEnd)
+            .build();
+        Self {
+            clock,
+            entries,
+            queue: Mutex::new(Queue::default()),
+            wakeups: Wakeups::default(),
+            work: Notify::new(),
+            versions: AtomicU64::new(1),
+            config,
+        }
+    }
+
+    fn version(&self) -> u64 {
+        self.versions.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding the lock leaves the maps consistent (each critical section
+        // is a handful of inserts/removes), so a poisoned lock is safe to keep using.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The settled entry of `key`, unless it has expired (then it is dropped).
+    fn settled(&self, key: &Key, now: Timestamp) -> Option<Arc<Entry>> {
+        let entry = self.entries.get(key)?;
+        if entry.expires_at().is_some_and(|at| at <= now) {
+            self.entries.invalidate(key);
+            return None;
+        }
+        Some(entry)
+    }
+
+    fn pending_entry(&self, key: &Key, job: &PendingJob, now: Timestamp) -> Entry {
+        Entry {
+            key: key.clone(),
+            uri: job.uri.clone(),
+            version: job.version,
+            content: self.settled(key, now).and_then(|e| e.content.clone()),
+            status: Status::Pending(job.info.clone()),
+        }
+    }
+
+    fn lookup_now(&self, key: &Key) -> Option<Entry> {
+        let now = self.clock.now();
+        // The hit path: a fresh settled entry needs no lock. A claim can only happen on an
+        // entry that is not fresh, so nothing pending can hide behind a fresh entry.
+        if let Some(entry) = self.settled(key, now) {
+            if entry.content.as_ref().is_some_and(|c| now < c.fresh_until) {
+                return Some(Entry::clone(&entry));
+            }
+        }
+        let queue = self.queue();
+        match queue.pending.get(key) {
+            Some(job) => Some(self.pending_entry(key, job, now)),
+            None => self.settled(key, now).map(|e| Entry::clone(&e)),
+        }
+    }
+
+    /// Runs `f` on every settled entry matching `target`, replacing or removing it.
+    fn purge_settled(&self, target: &PurgeTarget, soft: bool, now: Timestamp) -> u64 {
+        let matches = |entry: &Entry| match target {
+            PurgeTarget::Key(k) => &entry.key == k,
+            PurgeTarget::Uri(u) => &entry.uri == u,
+            PurgeTarget::Prefix(p) => entry.uri.starts_with(p.as_str()),
+            PurgeTarget::Tag(t) => entry.content.as_ref().is_some_and(|c| c.tags.contains(t)),
+            PurgeTarget::All => true,
+        };
+        let victims: Vec<Arc<Entry>> = match target {
+            PurgeTarget::Key(k) => self.entries.get(k).into_iter().collect(),
+            _ => self
+                .entries
+                .iter()
+                .filter(|(_, e)| matches(e))
+                .map(|(_, e)| e)
+                .collect(),
+        };
+        let mut count = 0;
+        for entry in victims {
+            if !soft {
+                self.entries.invalidate(&entry.key);
+                count += 1;
+                continue;
+            }
+            let Some(content) = entry.content.as_ref() else {
+                continue;
+            };
+            if content.fresh_until <= now {
+                continue;
+            }
+            // Soft purge: stale from now on, keeping the lengths of its stale windows.
+            let mut content = content.clone();
+            let stale_for = content.stale_until.since(content.fresh_until);
+            let sie_for = content.stale_if_error_until.since(content.fresh_until);
+            content.fresh_until = now;
+            content.stale_until = now.add(stale_for);
+            content.stale_if_error_until = now.add(sie_for);
+            let replaced = Entry {
+                version: self.version(),
+                content: Some(content),
+                ..Entry::clone(&entry)
+            };
+            self.entries.insert(entry.key.clone(), Arc::new(replaced));
+            count += 1;
+        }
+        count
+    }
+}
+
+/// Lets moka drop an entry once nothing of it can be served any more.
+struct ExpireAtEnd;
+
+impl moka::Expiry<Key, Arc<Entry>> for ExpireAtEnd {
+    fn expire_after_create(
+        &self,
+        _key: &Key,
+        entry: &Arc<Entry>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        entry
+            .expires_at()
+            .map(|at| at.since(Timestamp::now()).max(Duration::from_secs(1)))
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &Key,
+        entry: &Arc<Entry>,
+        updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, entry, updated_at)
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    async fn lookup(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
+        Ok(self.lookup_now(key))
+    }
+
+    async fn claim(&self, claim: Claim) -> Result<ClaimOutcome, StoreError> {
+        let now = self.clock.now();
+        let mut queue = self.queue();
+        if let Some(job) = queue.pending.get(&claim.key) {
+            return Ok(ClaimOutcome::Exists(
+                self.pending_entry(&claim.key, job, now),
+            ));
+        }
+        let settled = self.settled(&claim.key, now);
+        let current = settled.as_ref().map(|e| e.version);
+        if current != claim.expect {
+            if let Some(entry) = settled {
+                return Ok(ClaimOutcome::Exists(Entry::clone(&entry)));
+            }
+            // The entry the caller saw is gone (expired, evicted, purged): nothing newer
+            // exists, so claiming is what the caller wants.
+        }
+        if queue.pending.len() >= self.config.max_pending {
+            return Err(StoreError::Full(queue.pending.len() as u64));
+        }
+        queue.next_job += 1;
+        let id = JobId(queue.next_job);
+        let info = JobInfo {
+            id,
+            priority: claim.priority,
+            created_at: now,
+            run_at: now,
+            attempts: 0,
+            lease_until: None,
+            last_error: None,
+            after_failure: settled
+                .as_ref()
+                .is_some_and(|e| matches!(e.status, Status::Failed(_))),
+        };
+        let job = PendingJob {
+            info,
+            request: claim.request,
+            uri: claim.uri,
+            version: self.version(),
+            token: None,
+        };
+        queue
+            .ready
+            .insert((claim.priority, now, id, claim.key.clone()));
+        let entry = Entry {
+            key: claim.key.clone(),
+            uri: job.uri.clone(),
+            version: job.version,
+            content: settled.and_then(|e| e.content.clone()),
+            status: Status::Pending(job.info.clone()),
+        };
+        queue.pending.insert(claim.key, job);
+        drop(queue);
+        self.work.notify_waiters();
+        Ok(ClaimOutcome::Enqueued(entry))
+    }
+
+    async fn take(&self, max: usize, lease: Duration) -> Result<Vec<Job>, StoreError> {
+        let now = self.clock.now();
+        let until = now.add(lease);
+        let mut queue = self.queue();
+        queue.promote(now);
+        let mut jobs = Vec::new();
+        while jobs.len() < max {
+            let Some((priority, _, id, key)) = queue.ready.pop_first() else {
+                break;
+            };
+            queue.next_token += 1;
+            let token = queue.next_token;
+            let Some(job) = queue.pending.get_mut(&key) else {
+                continue;
+            };
+            job.info.attempts += 1;
+            job.info.lease_until = Some(until);
+            job.token = Some(token);
+            let taken = Job {
+                lease: LeaseToken {
+                    key: key.clone(),
+                    job: id,
+                    token,
+                },
+                lease_until: until,
+                request: job.request.clone(),
+                priority,
+                attempt: job.info.attempts,
+                created_at: job.info.created_at,
+            };
+            queue.leased.insert((until, id, key));
+            jobs.push(taken);
+        }
+        Ok(jobs)
+    }
+
+    async fn heartbeat(
+        &self,
+        lease: &LeaseToken,
+        extend: Duration,
+    ) -> Result<Timestamp, StoreError> {
+        let now = self.clock.now();
+        let until = now.add(extend);
+        let mut queue = self.queue();
+        queue.promote(now);
+        let job = queue.held(lease)?;
+        let old = job.info.lease_until.replace(until).unwrap_or(until);
+        queue.leased.remove(&(old, lease.job, lease.key.clone()));
+        queue.leased.insert((until, lease.job, lease.key.clone()));
+        Ok(until)
+    }
+
+    async fn complete(&self, lease: &LeaseToken, completion: Completion) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let mut queue = self.queue();
+        queue.promote(now);
+        let job = queue.held(lease)?;
+        let held_until = job.info.lease_until.unwrap_or(now);
+        let (content, status) = match completion {
+            Completion::Retry { run_at, error } => {
+                // The job stays pending (its marker keeps a live job); only its schedule moves.
+                job.info.lease_until = None;
+                job.info.run_at = run_at;
+                job.info.last_error = Some(error);
+                job.token = None;
+                job.version = self.versions.fetch_add(1, Ordering::Relaxed);
+                queue
+                    .leased
+                    .remove(&(held_until, lease.job, lease.key.clone()));
+                queue
+                    .scheduled
+                    .insert((run_at, lease.job, lease.key.clone()));
+                drop(queue);
+                self.work.notify_waiters();
+                return Ok(());
+            }
+            Completion::Store(content) => (Some(content), Status::Idle),
+            Completion::Pass(pass) => (None, Status::Pass(pass)),
+            Completion::Fail(failure) => (
+                self.settled(&lease.key, now)
+                    .and_then(|e| e.content.clone()),
+                Status::Failed(failure),
+            ),
+        };
+        queue
+            .leased
+            .remove(&(held_until, lease.job, lease.key.clone()));
+        let Some(job) = queue.pending.remove(&lease.key) else {
+            return Err(StoreError::LeaseLost);
+        };
+        let entry = Entry {
+            key: lease.key.clone(),
+            uri: job.uri,
+            version: self.version(),
+            content,
+            status,
+        };
+        self.entries.insert(lease.key.clone(), Arc::new(entry));
+        drop(queue);
+        self.wakeups.wake(&lease.key);
+        Ok(())
+    }
+
+    async fn wait(&self, key: &Key, timeout: Duration) -> Result<Option<Entry>, StoreError> {
+        self.wakeups
+            .wait_settled(key, timeout, || async { Ok(self.lookup_now(key)) })
+            .await
+    }
+
+    async fn wait_for_jobs(&self, timeout: Duration) -> Result<(), StoreError> {
+        let notified = self.work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let now = self.clock.now();
+        let sleep_for = {
+            let mut queue = self.queue();
+            queue.promote(now);
+            if !queue.ready.is_empty() {
+                return Ok(());
+            }
+            queue
+                .next_due()
+                .map_or(timeout, |due| due.since(now).min(timeout))
+        };
+        let _ = tokio::time::timeout(sleep_for, notified).await;
+        Ok(())
+    }
+
+    async fn take_once(&self, key: &Key) -> Result<Option<Arc<StoredResponse>>, StoreError> {
+        let now = self.clock.now();
+        let _queue = self.queue();
+        let Some(entry) = self.settled(key, now) else {
+            return Ok(None);
+        };
+        let Status::Pass(pass) = &entry.status else {
+            return Ok(None);
+        };
+        let Some(once) = pass.once.clone() else {
+            return Ok(None);
+        };
+        let mut pass = pass.clone();
+        pass.once = None;
+        let replaced = Entry {
+            version: self.version(),
+            status: Status::Pass(pass),
+            ..Entry::clone(&entry)
+        };
+        self.entries.insert(key.clone(), Arc::new(replaced));
+        Ok(Some(once))
+    }
+
+    async fn purge(&self, purge: Purge) -> Result<u64, StoreError> {
+        let now = self.clock.now();
+        let _queue = self.queue();
+        Ok(self.purge_settled(&purge.target, purge.soft, now))
+    }
+
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        let now = self.clock.now();
+        let mut stats = Stats::default();
+        self.entries.run_pending_tasks();
+        let mut queue = self.queue();
+        queue.promote(now);
+        for (key, entry) in self.entries.iter() {
+            if entry.expires_at().is_some_and(|at| at <= now) || queue.pending.contains_key(&*key) {
+                continue;
+            }
+            stats.bytes += entry.weight() as u64;
+            let fresh = entry.content.as_ref().is_some_and(|c| now < c.fresh_until);
+            match &entry.status {
+                Status::Pass(p) if now < p.until => stats.pass += 1,
+                Status::Failed(f) if now < f.until => stats.failed += 1,
+                _ if fresh => stats.fresh += 1,
+                _ => stats.stale += 1,
+            }
+        }
+        stats.pending = queue.pending.len() as u64;
+        stats.ready = queue.ready.len() as u64;
+        stats.scheduled = queue.scheduled.len() as u64;
+        stats.running = queue.leased.len() as u64;
+        stats.oldest_ready_ms = queue
+            .ready
+            .iter()
+            .map(|(_, run_at, _, _)| now.since(*run_at))
+            .max()
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Ok(stats)
+    }
+}

@@ -1,0 +1,283 @@
+//! The store contract: one small async trait that every backend implements.
+//!
+//! In the seed the cache holds `key=request_signature value=NULL` while a queue holds the job;
+//! here they are one record, **the pending entry is the job**, so the seed's two racy steps
+//! become single atomic operations:
+//!
+//! - [`Store::claim`] = enqueue-if-absent: create the pending entry unless a live one exists;
+//! - [`Store::complete`] = store the result and acknowledge the job, fenced by the lease token,
+//!   then publish the wake-up for that key.
+//!
+//! Around them: [`Store::lookup`] (the hit path), [`Store::take`] (ready jobs by priority then
+//! run time, each with a lease), [`Store::heartbeat`], [`Store::wait`] (wake-up for a key),
+//! [`Store::wait_for_jobs`], [`Store::take_once`], [`Store::purge`], [`Store::stats`].
+//!
+//! Every implementation must pass the conformance suite in `contract` (feature
+//! `contract-tests`), unchanged.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::pattern::{
+    Content, Entry, Failure, JobId, Key, PassInfo, Priority, RequestRecord, StoredResponse,
+    Timestamp,
+};
+
+#[cfg(feature = "contract-tests")]
+pub mod contract;
+pub mod memory;
+mod wakeup;
+
+pub use memory::{MemoryConfig, MemoryStore};
+pub use wakeup::Wakeups;
+
+/// Where a store reads the time. Fronts and workers read it through [`Store::now`], so a test
+/// can drive a whole store, front and worker with a [`ManualClock`].
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// The wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that moves only when told to (tests).
+#[derive(Debug)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// A clock standing at the current wall-clock time.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self(AtomicU64::new(Timestamp::now().0)))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// A request to create the pending entry (the job) for a signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The signature's key.
+    pub key: Key,
+    /// The canonical request the worker will replay.
+    pub request: RequestRecord,
+    /// Canonical URI without key headers (for purge by URI/prefix).
+    pub uri: String,
+    /// A client's miss, or a background refresh.
+    pub priority: Priority,
+    /// `None`: claim only if no entry exists (or it has expired). `Some(v)`: claim only if
+    /// the entry is still at version `v` (a refresh of what the caller saw).
+    pub expect: Option<u64>,
+}
+
+/// What [`Store::claim`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The job was enqueued; this is the new pending entry.
+    Enqueued(Entry),
+    /// Someone else's entry was there (a live job, or a newer version): decide again on it.
+    Exists(Entry),
+}
+
+/// Proof that a worker holds a job: presented to [`Store::complete`] and
+/// [`Store::heartbeat`], which refuse it once another worker has taken the job over.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LeaseToken {
+    /// The signature's key.
+    pub key: Key,
+    /// The job.
+    pub job: JobId,
+    /// Unique per take: a redelivered job gets a new one.
+    pub token: u64,
+}
+
+/// A job taken by a worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    /// The lease that fences this worker's writes.
+    pub lease: LeaseToken,
+    /// When the lease ends unless renewed.
+    pub lease_until: Timestamp,
+    /// The request to replay.
+    pub request: RequestRecord,
+    /// Its priority.
+    pub priority: Priority,
+    /// Which attempt this is (1 for the first take; a redelivery or retry counts).
+    pub attempt: u32,
+    /// When the job was claimed.
+    pub created_at: Timestamp,
+}
+
+/// How a job ended, as given to [`Store::complete`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// A shareable response: the entry turns fresh.
+    Store(Content),
+    /// Not shareable: hit-for-pass (the stale copy, if any, is dropped).
+    Pass(PassInfo),
+    /// Every attempt failed: the entry turns failed (a stale copy is kept for stale-if-error).
+    Fail(Failure),
+    /// This attempt failed: the job stays pending and runs again at `run_at`.
+    Retry {
+        /// When the next attempt may run.
+        run_at: Timestamp,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// What to purge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PurgeTarget {
+    /// One signature.
+    Key(Key),
+    /// Every variant of one canonical URI (e.g. after a successful POST to it).
+    Uri(String),
+    /// Every canonical URI starting with this (`http://host/path/`).
+    Prefix(String),
+    /// Every entry whose content carries this tag.
+    Tag(String),
+    /// Everything.
+    All,
+}
+
+/// A purge request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Purge {
+    /// What to purge.
+    pub target: PurgeTarget,
+    /// Soft: mark the content stale (served while one refresh runs) instead of removing it.
+    pub soft: bool,
+}
+
+/// Counts for operators (`errand stats`, metrics, dashboard).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Entries serving fresh content.
+    pub fresh: u64,
+    /// Entries past freshness but still servable (stale or stale-if-error windows).
+    pub stale: u64,
+    /// Entries with a queued or running job.
+    pub pending: u64,
+    /// Entries answering with a failure.
+    pub failed: u64,
+    /// Hit-for-pass entries.
+    pub pass: u64,
+    /// Bytes held by non-pending entries (as weighed by the store).
+    pub bytes: u64,
+    /// Jobs ready to run now.
+    pub ready: u64,
+    /// Jobs waiting for a retry's backoff to pass.
+    pub scheduled: u64,
+    /// Jobs held by workers.
+    pub running: u64,
+    /// Age of the oldest ready job, in milliseconds.
+    pub oldest_ready_ms: u64,
+}
+
+/// Why a store call failed. The front maps every variant to an answer (`503` +
+/// `Retry-After` for an unreachable store); none of them is a panic.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend could not be reached or answered with an error.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend did not answer in time.
+    #[error("store call timed out after {0:?}")]
+    Timeout(Duration),
+    /// The lease was lost: another worker has taken the job over (or it was completed).
+    #[error("lease lost: the job was taken over or completed elsewhere")]
+    LeaseLost,
+    /// Too many distinct pending signatures: the flood cap refuses new jobs.
+    #[error("queue full: {0} pending signatures")]
+    Full(u64),
+    /// Stored data could not be read back.
+    #[error("corrupt store record: {0}")]
+    Corrupt(String),
+}
+
+/// The store contract. Every method is one atomic step with respect to every other call on
+/// the same store, from any process; every call is bounded in time (an implementation that
+/// talks to a server puts a timeout on it and returns [`StoreError::Timeout`]).
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// The store's time: fronts and workers use it so every decision agrees on "now".
+    fn now(&self) -> Timestamp;
+
+    /// The entry of `key`, or `None`. Never returns an entry past its
+    /// [`expires_at`](Entry::expires_at): such an entry is absent (pruned or about to be).
+    async fn lookup(&self, key: &Key) -> Result<Option<Entry>, StoreError>;
+
+    /// Enqueue-if-absent. Creates the pending entry (the job, ready now, attempts 0) unless a
+    /// live job exists for the key, or the entry does not match [`Claim::expect`]; then
+    /// returns the entry found instead. However many callers race, one wins. The stale content
+    /// of a refreshed entry is kept, so it can still be served while the job runs. Returns
+    /// [`StoreError::Full`] when the store's cap on pending entries is reached.
+    async fn claim(&self, claim: Claim) -> Result<ClaimOutcome, StoreError>;
+
+    /// Takes up to `max` ready jobs, by priority then run time, each leased to the caller
+    /// until `now + lease`. Jobs whose lease expired are ready again (at-least-once). Never
+    /// removes a job: only [`complete`](Self::complete) does.
+    async fn take(&self, max: usize, lease: Duration) -> Result<Vec<Job>, StoreError>;
+
+    /// Extends a held lease to `now + lease`; [`StoreError::LeaseLost`] if it is no longer
+    /// held by this token.
+    async fn heartbeat(
+        &self,
+        lease: &LeaseToken,
+        extend: Duration,
+    ) -> Result<Timestamp, StoreError>;
+
+    /// Stores a job's result and acknowledges it, in one step, fenced by `lease`: a token that
+    /// no longer holds the job gets [`StoreError::LeaseLost`] and changes nothing. Publishes
+    /// the wake-up for the key (except for a [`Completion::Retry`], which only reschedules).
+    async fn complete(&self, lease: &LeaseToken, completion: Completion) -> Result<(), StoreError>;
+
+    /// Waits until `key` is no longer pending (woken by a notification, not by polling in a
+    /// loop) and returns its entry; `Ok(None)` if it is still pending after `timeout`. Returns
+    /// at once when the entry is already not pending (or absent, as `Some` of nothing is not
+    /// possible: an absent entry also returns `Ok(None)` at once).
+    async fn wait(&self, key: &Key, timeout: Duration) -> Result<Option<Entry>, StoreError>;
+
+    /// Returns when a job may have become ready (a claim, a retry coming due, a lease
+    /// expiring) or after `timeout`, whichever is first. Idle workers call it between takes.
+    async fn wait_for_jobs(&self, timeout: Duration) -> Result<(), StoreError>;
+
+    /// Takes the response a hit-for-pass entry keeps for the next try of its signature: the
+    /// first caller gets it, every later caller gets `None`.
+    async fn take_once(&self, key: &Key) -> Result<Option<Arc<StoredResponse>>, StoreError>;
+
+    /// Purges entries; returns how many were affected. A hard purge removes content and
+    /// verdicts but never a live job (its result will land as usual); a soft purge makes
+    /// content stale, keeping its stale windows.
+    async fn purge(&self, purge: Purge) -> Result<u64, StoreError>;
+
+    /// Counts by state and queue figures.
+    async fn stats(&self) -> Result<Stats, StoreError>;
+}
+
+/// A store shared by fronts and workers.
+pub type SharedStore = Arc<dyn Store>;
