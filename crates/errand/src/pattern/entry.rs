@@ -23,7 +23,7 @@ pub struct Timestamp(pub u64);
 
 impl Timestamp {
     /// The time `d` after this one.
-    pub fn add(self, d: Duration) -> Self {
+    pub fn plus(self, d: Duration) -> Self {
         Self(
             self.0
                 .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),

@@ -309,7 +309,8 @@ mod tests {
     #[test]
     fn classification_table() {
         let lang: [HeaderName; 1] = [header::ACCEPT_LANGUAGE];
-        let cases: Vec<(u16, Vec<(&str, &str)>, Classification)> = vec![
+        type Case = (u16, Vec<(&'static str, &'static str)>, Classification);
+        let cases: Vec<Case> = vec![
             (200, vec![], store(60, 30, 600, 0)),
             (
                 200,

@@ -110,13 +110,13 @@ fn content(
     tags: &[&str],
 ) -> Content {
     let now = store.now();
-    let fresh_until = now.add(Duration::from_secs(fresh));
+    let fresh_until = now.plus(Duration::from_secs(fresh));
     Content {
         response: response(body),
         generated_at: now,
         fresh_until,
-        stale_until: fresh_until.add(Duration::from_secs(stale)),
-        stale_if_error_until: fresh_until.add(Duration::from_secs(sie)),
+        stale_until: fresh_until.plus(Duration::from_secs(stale)),
+        stale_if_error_until: fresh_until.plus(Duration::from_secs(sie)),
         tags: tags.iter().map(|t| (*t).to_owned()).collect(),
         job_millis: 3,
     }
@@ -328,7 +328,7 @@ pub async fn heartbeat_extends_a_lease(store: Arc<dyn Store>, clock: Arc<ManualC
     let job = store.take(1, LEASE).await.unwrap().remove(0);
     clock.advance(Duration::from_secs(20));
     let until = store.heartbeat(&job.lease, LEASE).await.unwrap();
-    assert_eq!(until, store.now().add(LEASE));
+    assert_eq!(until, store.now().plus(LEASE));
     clock.advance(Duration::from_secs(20));
     assert!(
         store.take(1, LEASE).await.unwrap().is_empty(),
@@ -352,7 +352,7 @@ pub async fn retry_is_scheduled_after_its_backoff(store: Arc<dyn Store>, clock: 
             .unwrap(),
     );
     let job = store.take(1, LEASE).await.unwrap().remove(0);
-    let run_at = store.now().add(Duration::from_secs(5));
+    let run_at = store.now().plus(Duration::from_secs(5));
     store
         .complete(
             &job.lease,
@@ -419,7 +419,7 @@ pub async fn complete_turns_pending_into_fresh_failed_or_pass(
     );
     let job = store.take(1, LEASE).await.unwrap().remove(0);
     let failure = Failure {
-        until: store.now().add(Duration::from_secs(10)),
+        until: store.now().plus(Duration::from_secs(10)),
         response: Arc::new(StoredResponse {
             status: StatusCode::BAD_GATEWAY,
             headers: HeaderMap::new(),
@@ -456,7 +456,7 @@ pub async fn complete_turns_pending_into_fresh_failed_or_pass(
     );
     let job = store.take(1, LEASE).await.unwrap().remove(0);
     let pass = PassInfo {
-        until: store.now().add(Duration::from_secs(30)),
+        until: store.now().plus(Duration::from_secs(30)),
         once: None,
         reason: "private".into(),
     };
@@ -686,7 +686,7 @@ pub async fn take_once_delivers_exactly_once(store: Arc<dyn Store>, _clock: Arc<
     );
     let job = store.take(1, LEASE).await.unwrap().remove(0);
     let pass = PassInfo {
-        until: store.now().add(Duration::from_secs(30)),
+        until: store.now().plus(Duration::from_secs(30)),
         once: Some(response("for one client")),
         reason: "status".into(),
     };

@@ -230,8 +230,8 @@ impl MemoryStore {
             let stale_for = content.stale_until.since(content.fresh_until);
             let sie_for = content.stale_if_error_until.since(content.fresh_until);
             content.fresh_until = now;
-            content.stale_until = now.add(stale_for);
-            content.stale_if_error_until = now.add(sie_for);
+            content.stale_until = now.plus(stale_for);
+            content.stale_if_error_until = now.plus(sie_for);
             let replaced = Entry {
                 version: self.version(),
                 content: Some(content),
@@ -339,7 +339,7 @@ impl Store for MemoryStore {
 
     async fn take(&self, max: usize, lease: Duration) -> Result<Vec<Job>, StoreError> {
         let now = self.clock.now();
-        let until = now.add(lease);
+        let until = now.plus(lease);
         let mut queue = self.queue();
         queue.promote(now);
         let mut jobs = Vec::new();
@@ -379,7 +379,7 @@ impl Store for MemoryStore {
         extend: Duration,
     ) -> Result<Timestamp, StoreError> {
         let now = self.clock.now();
-        let until = now.add(extend);
+        let until = now.plus(extend);
         let mut queue = self.queue();
         queue.promote(now);
         let job = queue.held(lease)?;

@@ -76,6 +76,34 @@ impl Clock for ManualClock {
     }
 }
 
+/// The wall clock plus an offset that only grows: time flows as usual (retries come due,
+/// leases expire) and a test can jump ahead past a TTL without sleeping.
+#[derive(Debug, Default)]
+pub struct OffsetClock(AtomicU64);
+
+impl OffsetClock {
+    /// A clock at the wall-clock time.
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Jumps forward.
+    pub fn advance(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(
+            Timestamp::now()
+                .0
+                .saturating_add(self.0.load(Ordering::SeqCst)),
+        )
+    }
+}
+
 /// A request to create the pending entry (the job) for a signature.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {

@@ -1,0 +1,83 @@
+//! Adaptive `Retry-After`: how long a route's jobs take, as a moving average.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::config::RouteId;
+
+/// Per-route exponentially weighted moving average of job durations, in milliseconds.
+/// Lock-free: fronts read it on every `202`, workers and fronts update it when they see a
+/// job's duration.
+#[derive(Debug)]
+pub struct JobEstimates {
+    millis: Vec<AtomicU64>,
+}
+
+/// Before any job of a route has been seen, assume this.
+const INITIAL_MS: u64 = 1000;
+
+impl JobEstimates {
+    /// Estimates for `routes` routes.
+    pub fn new(routes: usize) -> Self {
+        Self {
+            millis: (0..routes).map(|_| AtomicU64::new(INITIAL_MS)).collect(),
+        }
+    }
+
+    /// Folds one observed duration in (weight 1/4: adapts within a few jobs).
+    pub fn observe(&self, route: RouteId, took: Duration) {
+        let Some(slot) = self.millis.get(route.0) else {
+            return;
+        };
+        let sample = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+            Some(old - old / 4 + sample / 4)
+        });
+    }
+
+    /// The expected duration of a route's job.
+    pub fn expected(&self, route: RouteId) -> Duration {
+        let ms = self
+            .millis
+            .get(route.0)
+            .map_or(INITIAL_MS, |m| m.load(Ordering::Relaxed));
+        Duration::from_millis(ms)
+    }
+}
+
+/// `Retry-After` in whole seconds: the expected remaining time of a job that has run for
+/// `elapsed`, rounded up and clamped to `[min, max]`.
+pub fn retry_after(expected: Duration, elapsed: Duration, min: Duration, max: Duration) -> u64 {
+    let remaining = expected.saturating_sub(elapsed);
+    let secs = remaining.as_millis().div_ceil(1000);
+    let secs = u64::try_from(secs).unwrap_or(u64::MAX);
+    secs.clamp(min.as_secs().max(1), max.as_secs().max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_whole_clamped_seconds() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        assert_eq!(retry_after(ms(200), ms(0), s(1), s(30)), 1);
+        assert_eq!(retry_after(ms(4200), ms(0), s(1), s(30)), 5);
+        assert_eq!(retry_after(ms(4200), ms(3000), s(1), s(30)), 2);
+        assert_eq!(retry_after(s(300), ms(0), s(1), s(30)), 30);
+        assert_eq!(retry_after(s(3), s(10), s(1), s(30)), 1);
+    }
+
+    #[test]
+    fn estimates_follow_observations() {
+        let e = JobEstimates::new(2);
+        for _ in 0..30 {
+            e.observe(RouteId(0), Duration::from_secs(8));
+        }
+        let got = e.expected(RouteId(0)).as_millis();
+        assert!((7900..=8000).contains(&got), "{got}");
+        assert_eq!(e.expected(RouteId(1)), Duration::from_millis(INITIAL_MS));
+        e.observe(RouteId(9), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,559 @@
+//! What the front does with one request, in the order of DESIGN's "The front, request by
+//! request": hygiene, pass-through cases, signature, lookup, then [`decide`] until there is
+//! an answer. The Layer and the proxy share this one flow.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use tower_service::Service;
+
+use super::Shared;
+use super::estimate::retry_after;
+use super::prefer::Prefer;
+use super::respond;
+use crate::body::{self, Body, BoxError};
+use crate::config::{Mode, RouteId, RoutePolicy};
+use crate::pattern::cache_status::Fwd;
+use crate::pattern::signature::{CREDENTIAL_HEADERS, canonical_uri};
+use crate::pattern::{
+    CacheStatus, Decision, Entry, Phase, Priority, Signature, StoredResponse, Timestamp, decide,
+};
+use crate::store::{Claim, ClaimOutcome, Purge, PurgeTarget, StoreError};
+use crate::worker::JobRequest;
+
+/// Runs one store call under the front's timeout.
+pub(crate) async fn timed<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(StoreError::Timeout(limit)))
+}
+
+/// The front's flow for one request.
+pub(crate) async fn handle<S, ReqBody, ResBody>(
+    shared: Arc<Shared>,
+    inner: S,
+    request: Request<ReqBody>,
+) -> Result<Response<Body>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    // A worker replaying a job through the same app: straight to the handler.
+    if request.extensions().get::<JobRequest>().is_some() {
+        return forward(inner, request, None).await;
+    }
+    let front = &shared.config.front;
+    let headers = request.headers();
+    if headers.contains_key(header::CONTENT_LENGTH)
+        && headers.contains_key(header::TRANSFER_ENCODING)
+    {
+        return Ok(respond::bad_request(
+            StatusCode::BAD_REQUEST,
+            "Content-Length together with Transfer-Encoding is not allowed",
+        ));
+    }
+    let target_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if target_len > front.max_uri_len {
+        return Ok(respond::bad_request(
+            StatusCode::URI_TOO_LONG,
+            &format!(
+                "request target is {target_len} bytes; the limit is {}",
+                front.max_uri_len
+            ),
+        ));
+    }
+    let (route, policy) = shared.config.routes.policy_for(request.uri().path());
+    let method = request.method().clone();
+    if method != Method::GET && method != Method::HEAD {
+        return pass_unsafe(&shared, inner, request).await;
+    }
+    if policy.mode == Mode::Pass {
+        return forward(
+            inner,
+            request,
+            Some(CacheStatus::new(Phase::Pass).fwd(Fwd::Bypass)),
+        )
+        .await;
+    }
+    if has_body(headers) || private_request(headers, policy) {
+        return forward(inner, request, Some(CacheStatus::new(Phase::Pass))).await;
+    }
+    let signature = match Signature::of(
+        &method,
+        request.uri(),
+        headers,
+        &front.scheme,
+        &policy.key_headers,
+    ) {
+        Ok(signature) => signature,
+        Err(e) => {
+            return Ok(respond::bad_request(
+                StatusCode::BAD_REQUEST,
+                &e.to_string(),
+            ));
+        }
+    };
+    if !front.allowed_hosts.is_empty()
+        && !front
+            .allowed_hosts
+            .iter()
+            .any(|h| h == signature.request.authority())
+    {
+        return Ok(respond::bad_request(
+            StatusCode::MISDIRECTED_REQUEST,
+            &format!(
+                "host {:?} is not served here",
+                signature.request.authority()
+            ),
+        ));
+    }
+    let uri = canonical_uri(request.uri(), headers, &front.scheme).unwrap_or_default();
+    let front_request = FrontRequest {
+        shared: &shared,
+        route,
+        signature,
+        uri,
+        head: method == Method::HEAD,
+        headers: request.headers().clone(),
+        prefer: Prefer::parse(request.headers()),
+    };
+    match front_request.answer().await {
+        Answer::Respond(response) => Ok(response),
+        Answer::Forward(status) => forward(inner, request, Some(status)).await,
+    }
+}
+
+/// A request body on a GET/HEAD: never deferred (a worker could not replay it).
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// Credentials the route does not key on make the request private: it passes through.
+fn private_request(headers: &HeaderMap, policy: &RoutePolicy) -> bool {
+    CREDENTIAL_HEADERS
+        .iter()
+        .any(|name| headers.contains_key(name) && !policy.key_headers.contains(name))
+}
+
+/// Forwards to the inner service, marking the answer when it belongs to a deferred route.
+async fn forward<S, ReqBody, ResBody>(
+    mut inner: S,
+    request: Request<ReqBody>,
+    status: Option<CacheStatus>,
+) -> Result<Response<Body>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let response = inner.call(request).await?;
+    let mut response = response.map(body::boxed);
+    if let Some(status) = status {
+        respond::mark(response.headers_mut(), &status);
+    }
+    Ok(response)
+}
+
+/// POST/PUT/PATCH/DELETE (and other methods) pass through; a successful unsafe one
+/// invalidates the stored variants of its URI and of its `Location`/`Content-Location` on
+/// the same host (RFC 9111 §4.4).
+async fn pass_unsafe<S, ReqBody, ResBody>(
+    shared: &Shared,
+    inner: S,
+    request: Request<ReqBody>,
+) -> Result<Response<Body>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let safe = matches!(*request.method(), Method::OPTIONS | Method::TRACE);
+    let scheme = shared.config.front.scheme.clone();
+    let target = canonical_uri(request.uri(), request.headers(), &scheme).ok();
+    let host = request.headers().get(header::HOST).cloned();
+    let status = CacheStatus::new(Phase::Pass).fwd(Fwd::Method);
+    let response = forward(inner, request, Some(status)).await?;
+    let succeeded = response.status().is_success() || response.status().is_redirection();
+    if safe || !succeeded {
+        return Ok(response);
+    }
+    let mut uris: Vec<String> = target.into_iter().collect();
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let Some(location) = response.headers().get(&name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let Ok(location) = location.parse::<http::Uri>() else {
+            continue;
+        };
+        let mut headers = HeaderMap::new();
+        if let Some(host) = &host {
+            headers.insert(header::HOST, host.clone());
+        }
+        if let Ok(uri) = canonical_uri(&location, &headers, &scheme) {
+            // Only the same origin may be invalidated (another host's entries are not ours to drop).
+            if uris.first().is_some_and(|own| same_origin(own, &uri)) {
+                uris.push(uri);
+            }
+        }
+    }
+    for uri in uris {
+        let purge = Purge {
+            target: PurgeTarget::Uri(uri.clone()),
+            soft: false,
+        };
+        if let Err(e) = timed(shared.config.front.store_timeout, shared.store.purge(purge)).await {
+            tracing::warn!(%uri, error = %e, "could not invalidate after an unsafe request");
+        }
+    }
+    Ok(response)
+}
+
+fn same_origin(a: &str, b: &str) -> bool {
+    let origin = |u: &str| {
+        let rest = u.split_once("://").map_or(u, |(_, r)| r);
+        let end = rest.find('/').unwrap_or(rest.len());
+        u[..u.len() - rest.len() + end].to_owned()
+    };
+    origin(a) == origin(b)
+}
+
+/// What the decision loop settled on.
+enum Answer {
+    Respond(Response<Body>),
+    /// Go through to the inner service (hit-for-pass).
+    Forward(CacheStatus),
+}
+
+/// A GET/HEAD on a deferred route, with its signature.
+struct FrontRequest<'a> {
+    shared: &'a Shared,
+    route: RouteId,
+    signature: Signature,
+    uri: String,
+    head: bool,
+    headers: HeaderMap,
+    prefer: Prefer,
+}
+
+impl FrontRequest<'_> {
+    fn store_timeout(&self) -> Duration {
+        self.shared.config.front.store_timeout
+    }
+
+    /// Looks the signature up, then decides until there is an answer: a claim or a wait
+    /// brings a new entry to decide on; the loop is bounded.
+    async fn answer(&self) -> Answer {
+        let store = &self.shared.store;
+        let mut entry = match timed(self.store_timeout(), store.lookup(&self.signature.key)).await {
+            Ok(entry) => entry,
+            Err(e) => return Answer::Respond(self.unavailable(&e)),
+        };
+        // Miss if this request enqueued the job, Collapsed if it lost the race to another.
+        let mut claimed: Option<Phase> = None;
+        let mut waited = false;
+        for _ in 0..4 {
+            let now = store.now();
+            match decide(entry.as_ref(), now) {
+                Decision::Hit => {
+                    return Answer::Respond(self.serve_content(
+                        entry.as_ref(),
+                        now,
+                        waited,
+                        claimed,
+                    ));
+                }
+                Decision::Stale { refresh } | Decision::StaleIfError { refresh } => {
+                    let Some(current) = entry.as_ref() else { break };
+                    if refresh {
+                        self.refresh_in_background(current.version);
+                    }
+                    return Answer::Respond(self.serve_content(
+                        entry.as_ref(),
+                        now,
+                        waited,
+                        claimed,
+                    ));
+                }
+                Decision::Miss { expect } => {
+                    match timed(
+                        self.store_timeout(),
+                        store.claim(self.claim(Priority::Miss, expect)),
+                    )
+                    .await
+                    {
+                        Ok(ClaimOutcome::Enqueued(pending)) => {
+                            claimed = Some(Phase::Miss);
+                            entry = Some(pending);
+                        }
+                        Ok(ClaimOutcome::Exists(found)) => {
+                            claimed = Some(Phase::Collapsed);
+                            entry = Some(found);
+                        }
+                        Err(e) => return Answer::Respond(self.unavailable(&e)),
+                    }
+                }
+                Decision::Pending => {
+                    let phase = claimed.unwrap_or(Phase::Pending);
+                    if !waited {
+                        if let Some(settled) = self.wait().await {
+                            waited = true;
+                            entry = Some(settled);
+                            continue;
+                        }
+                    }
+                    return Answer::Respond(self.accepted(entry.as_ref(), phase, now));
+                }
+                Decision::Failed => {
+                    return Answer::Respond(self.failed(entry.as_ref(), now, waited, claimed));
+                }
+                Decision::Pass { once } => {
+                    if once {
+                        match timed(self.store_timeout(), store.take_once(&self.signature.key))
+                            .await
+                        {
+                            Ok(Some(response)) => {
+                                let status = self.status_after(
+                                    Phase::Pass,
+                                    waited,
+                                    claimed,
+                                    &response,
+                                    false,
+                                );
+                                let mut answer = respond::stored(
+                                    &response,
+                                    None,
+                                    &self.headers,
+                                    self.head,
+                                    &status,
+                                );
+                                answer.headers_mut().insert(
+                                    header::CACHE_CONTROL,
+                                    HeaderValue::from_static("private, no-store"),
+                                );
+                                return Answer::Respond(answer);
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "take_once failed; passing through")
+                            }
+                        }
+                    }
+                    return Answer::Forward(
+                        CacheStatus::new(Phase::Pass)
+                            .fwd(Fwd::UriMiss)
+                            .detail("hit-for-pass"),
+                    );
+                }
+            }
+        }
+        // Four rounds without an answer: the entry changes faster than we can act on it.
+        Answer::Respond(self.unavailable(&StoreError::Unavailable("entry kept changing".into())))
+    }
+
+    fn claim(&self, priority: Priority, expect: Option<u64>) -> Claim {
+        Claim {
+            key: self.signature.key.clone(),
+            request: self.signature.request.clone(),
+            uri: self.uri.clone(),
+            priority,
+            expect,
+        }
+    }
+
+    /// One refresh job for a stale entry, claimed without delaying the stale answer.
+    fn refresh_in_background(&self, version: u64) {
+        let store = Arc::clone(&self.shared.store);
+        let claim = self.claim(Priority::Refresh, Some(version));
+        let limit = self.store_timeout();
+        tokio::spawn(async move {
+            if let Err(e) = timed(limit, store.claim(claim)).await {
+                tracing::warn!(error = %e, "could not claim a refresh");
+            }
+        });
+    }
+
+    /// Under `Prefer: wait=N`: the settled entry if the job ends within `min(N, max_wait)`.
+    /// Bounded by the cap on concurrent waiters (beyond it: no wait, a plain `202`).
+    async fn wait(&self) -> Option<Entry> {
+        let wait = self.prefer.wait?.min(self.shared.config.front.max_wait);
+        if wait.is_zero() {
+            return None;
+        }
+        let _permit = Arc::clone(&self.shared.waiters).try_acquire_owned().ok()?;
+        let store = &self.shared.store;
+        // The wait's own limit is the client's; the store's timeout bounds it only on top.
+        match timed(
+            wait + self.store_timeout(),
+            store.wait(&self.signature.key, wait),
+        )
+        .await
+        {
+            Ok(settled) => settled,
+            Err(e) => {
+                tracing::warn!(error = %e, "wait failed");
+                None
+            }
+        }
+    }
+
+    fn status_after(
+        &self,
+        phase: Phase,
+        waited: bool,
+        claimed: Option<Phase>,
+        response: &StoredResponse,
+        stored: bool,
+    ) -> CacheStatus {
+        if waited {
+            CacheStatus::new(claimed.unwrap_or(Phase::Pending))
+                .waited(response.status.as_u16(), stored)
+        } else {
+            CacheStatus::new(phase)
+        }
+    }
+
+    fn serve_content(
+        &self,
+        entry: Option<&Entry>,
+        now: Timestamp,
+        waited: bool,
+        claimed: Option<Phase>,
+    ) -> Response<Body> {
+        let Some(content) = entry.and_then(|e| e.content.as_ref()) else {
+            return self.unavailable(&StoreError::Corrupt("entry without content".into()));
+        };
+        let ttl = content.fresh_until.secs_from(now);
+        let mut status = if ttl > 0 || now < content.fresh_until {
+            CacheStatus::new(Phase::Hit).ttl(ttl)
+        } else if now < content.stale_until {
+            CacheStatus::new(Phase::Stale).ttl(ttl)
+        } else {
+            CacheStatus::new(Phase::Stale)
+                .ttl(ttl)
+                .detail("stale-if-error")
+        };
+        if waited {
+            status = self.status_after(Phase::Hit, true, claimed, &content.response, true);
+        }
+        let age = now.since(content.generated_at).as_secs();
+        respond::stored(
+            &content.response,
+            Some(age),
+            &self.headers,
+            self.head,
+            &status,
+        )
+    }
+
+    fn failed(
+        &self,
+        entry: Option<&Entry>,
+        now: Timestamp,
+        waited: bool,
+        claimed: Option<Phase>,
+    ) -> Response<Body> {
+        let Some(crate::pattern::Status::Failed(failure)) = entry.map(|e| &e.status) else {
+            return self.unavailable(&StoreError::Corrupt(
+                "failed decision without a failure".into(),
+            ));
+        };
+        let status = if waited {
+            self.status_after(Phase::Failed, true, claimed, &failure.response, false)
+        } else {
+            CacheStatus::new(Phase::Failed)
+        };
+        let mut answer = respond::stored(
+            &failure.response,
+            None,
+            &HeaderMap::new(),
+            self.head,
+            &status,
+        );
+        answer
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // Whole seconds, rounded up: the client must not come back before the error TTL ends.
+        let secs = u64::try_from(failure.until.since(now).as_millis().div_ceil(1000))
+            .unwrap_or(1)
+            .max(1);
+        respond::retry_after(&mut answer, secs);
+        answer
+    }
+
+    /// `202 Accepted`: come back in `Retry-After` seconds.
+    fn accepted(&self, entry: Option<&Entry>, phase: Phase, now: Timestamp) -> Response<Body> {
+        let front = &self.shared.config.front;
+        let job = entry.and_then(Entry::job);
+        let expected = entry
+            .and_then(|e| e.content.as_ref())
+            .map(|c| Duration::from_millis(c.job_millis))
+            .unwrap_or_else(|| self.shared.estimates.expected(self.route));
+        // A job backing off after a failed attempt runs again at run_at, then takes as long as usual.
+        let elapsed = job.map_or(Duration::ZERO, |j| now.since(j.created_at.max(j.run_at)));
+        let backoff = job.map_or(Duration::ZERO, |j| j.run_at.since(now));
+        let secs = retry_after(
+            expected + backoff,
+            elapsed,
+            front.retry_after_min,
+            front.retry_after_max,
+        );
+        let attempts = job.map_or(0, |j| j.attempts);
+        let body = serde_json::json!({
+            "state": "pending",
+            "key": self.signature.key.as_str(),
+            "retry_after": secs,
+            "attempts": attempts,
+        });
+        let status = CacheStatus::new(phase);
+        let mut answer = respond::generated(
+            StatusCode::ACCEPTED,
+            "application/json",
+            format!("{body}\n"),
+            self.head,
+            Some(&status),
+        );
+        respond::retry_after(&mut answer, secs);
+        if self.prefer.respond_async {
+            answer.headers_mut().insert(
+                "preference-applied",
+                HeaderValue::from_static("respond-async"),
+            );
+        }
+        answer
+    }
+
+    /// `503` + `Retry-After`: the store could not be reached (or refuses new jobs).
+    fn unavailable(&self, error: &StoreError) -> Response<Body> {
+        let (detail, state) = match error {
+            StoreError::Full(_) => ("queue-full", "queue-full"),
+            _ => ("store-unavailable", "unavailable"),
+        };
+        tracing::warn!(key = %self.signature.key, %error, "answering 503");
+        let body = serde_json::json!({ "state": state, "error": error.to_string() });
+        let status = CacheStatus::new(Phase::Error).detail(detail);
+        let mut answer = respond::generated(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            format!("{body}\n"),
+            self.head,
+            Some(&status),
+        );
+        let secs = self.shared.config.front.retry_after_min.as_secs().max(1);
+        respond::retry_after(&mut answer, secs);
+        answer
+    }
+}

@@ -1,0 +1,120 @@
+//! The answers the front builds itself: a stored response (with `Age`, `304`), a `202`, a
+//! `503`, a plain error. Every answer of a deferred route carries `Cache-Status` and
+//! `Vary: Prefer`.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::conditional::{KEPT_ON_304, not_modified};
+use crate::body::{self, Body};
+use crate::pattern::{CacheStatus, StoredResponse};
+
+/// Adds `Cache-Status` and `Prefer` to `Vary` (RFC 7240 §2: the answer depends on it).
+pub fn mark(headers: &mut HeaderMap, status: &CacheStatus) {
+    if let Ok(value) = HeaderValue::from_str(&status.to_string()) {
+        headers.insert("cache-status", value);
+    }
+    let varies_on_prefer = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("prefer") || t.trim() == "*");
+    if !varies_on_prefer {
+        headers.append(header::VARY, HeaderValue::from_static("Prefer"));
+    }
+}
+
+/// A stored response as the answer: `Age` counted from when it was generated, `304` when the
+/// request's validators match, no body for `HEAD` (but the GET's `Content-Length`).
+pub fn stored(
+    response: &StoredResponse,
+    age_secs: Option<u64>,
+    request: &HeaderMap,
+    head: bool,
+    status: &CacheStatus,
+) -> Response<Body> {
+    if response.status == StatusCode::OK && not_modified(request, &response.headers) {
+        let mut answer = Response::new(body::empty());
+        *answer.status_mut() = StatusCode::NOT_MODIFIED;
+        let headers = answer.headers_mut();
+        for name in KEPT_ON_304 {
+            for value in response.headers.get_all(&name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if let Some(age) = age_secs {
+            headers.insert(header::AGE, HeaderValue::from(age));
+        }
+        mark(headers, status);
+        return answer;
+    }
+    let body = if head {
+        body::empty()
+    } else {
+        body::full(response.body.clone())
+    };
+    let mut answer = Response::new(body);
+    *answer.status_mut() = response.status;
+    *answer.headers_mut() = response.headers.clone();
+    let headers = answer.headers_mut();
+    if let Some(age) = age_secs {
+        headers.insert(header::AGE, HeaderValue::from(age));
+    }
+    headers.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(response.body.len()),
+    );
+    mark(headers, status);
+    answer
+}
+
+/// A generated answer with a JSON body (`202`, `503`) or a plain-text error (`400`, `414`, …).
+pub fn generated(
+    code: StatusCode,
+    content_type: &'static str,
+    text: String,
+    head: bool,
+    status: Option<&CacheStatus>,
+) -> Response<Body> {
+    let len = text.len();
+    let mut answer = Response::new(if head {
+        body::empty()
+    } else {
+        body::full(text)
+    });
+    *answer.status_mut() = code;
+    let headers = answer.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(status) = status {
+        mark(headers, status);
+    }
+    answer
+}
+
+/// A plain-text error naming what was wrong with the request.
+pub fn bad_request(code: StatusCode, why: &str) -> Response<Body> {
+    let mut answer = generated(
+        code,
+        "text/plain; charset=utf-8",
+        format!("{why}\n"),
+        false,
+        None,
+    );
+    if code == StatusCode::BAD_REQUEST {
+        // Framing errors leave the connection in an unknown state: do not reuse it.
+        answer
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    answer
+}
+
+/// Sets `Retry-After` in whole seconds.
+pub fn retry_after(answer: &mut Response<Body>, secs: u64) {
+    answer
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+}

@@ -1,0 +1,507 @@
+//! The worker runtime: the seed's "Worker" loop, with leases.
+//!
+//! take jobs (as many as free slots) → rebuild each job's request → run it through the app's
+//! handler (or, in the proxy, the upstream call) under the job timeout, renewing the lease
+//! meanwhile → classify the outcome ([`classify`]) → [`complete`](crate::store::Store::complete)
+//! (store + acknowledge + wake-up, fenced by the lease).
+//!
+//! On shutdown it stops taking jobs, lets running ones finish within
+//! [`JobConfig::shutdown_timeout`](crate::config::JobConfig::shutdown_timeout), and hands the
+//! rest back to the queue so another worker runs them at once.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
+
+use crate::body::BoxError;
+use crate::config::{JobConfig, RoutePolicy};
+use crate::front::Errand;
+use crate::front::flow::timed;
+use crate::pattern::freshness::{NoStore, strip_hop_by_hop, tags};
+use crate::pattern::{
+    Classification, Content, Failure, Key, PassInfo, StoredResponse, Timestamp, classify,
+};
+use crate::store::{Completion, Job, LeaseToken, StoreError};
+
+/// Marks a request as a job's replay (in its extensions), so a Layer on the same app lets it
+/// straight through to the handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobRequest {
+    /// The signature's key.
+    pub key: Key,
+    /// Which attempt this is.
+    pub attempt: u32,
+}
+
+/// The body of a job's request: jobs replay `GET`s, which have none.
+pub type JobBody = http_body_util::Empty<Bytes>;
+
+/// How long an idle worker sleeps when no notification comes (a fallback, not the wake-up
+/// mechanism).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// Runs jobs of an [`Errand`] deployment with a service. Made by [`Errand::worker`].
+pub struct Worker<S> {
+    errand: Errand,
+    service: S,
+    concurrency: usize,
+}
+
+impl<S> fmt::Debug for Worker<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ResBody> Worker<S>
+where
+    S: Service<Request<JobBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    pub(crate) fn new(errand: Errand, service: S) -> Self {
+        let concurrency = errand.config().jobs.concurrency.max(1);
+        Self {
+            errand,
+            service,
+            concurrency,
+        }
+    }
+
+    /// How many jobs run at once (default: [`JobConfig::concurrency`]).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Runs on a task of its own until `shutdown` is cancelled and running jobs are done.
+    pub fn spawn(self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run(shutdown))
+    }
+
+    /// Runs until `shutdown` is cancelled; then stops taking jobs, lets running ones finish
+    /// within the shutdown timeout and hands the others back.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let config = self.errand.config().jobs.clone();
+        let store = Arc::clone(self.errand.store());
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let held: Arc<Mutex<HashSet<LeaseToken>>> = Arc::default();
+        let mut running = JoinSet::new();
+        loop {
+            while running.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                permit = Arc::clone(&slots).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let free = slots.available_permits() + 1;
+            let jobs = match timed(config.store_timeout, store.take(free, config.lease)).await {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not take jobs; retrying in 1s");
+                    drop(permit);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            if jobs.is_empty() {
+                drop(permit);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = store.wait_for_jobs(IDLE_POLL) => continue,
+                }
+            }
+            let mut first = Some(permit);
+            for job in jobs {
+                let permit = match first.take() {
+                    Some(permit) => permit,
+                    // `free` slots were available and only this loop takes them.
+                    None => match Arc::clone(&slots).acquire_owned().await {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                };
+                lock(&held).insert(job.lease.clone());
+                let run = JobRun {
+                    errand: self.errand.clone(),
+                    service: self.service.clone(),
+                    held: Arc::clone(&held),
+                };
+                running.spawn(run.run(job, permit));
+            }
+        }
+        drain(&self.errand, running, held, &config).await;
+    }
+}
+
+/// Waits for running jobs up to the shutdown timeout, then hands back what is still held.
+async fn drain(
+    errand: &Errand,
+    mut running: JoinSet<()>,
+    held: Arc<Mutex<HashSet<LeaseToken>>>,
+    config: &JobConfig,
+) {
+    let deadline = tokio::time::sleep(config.shutdown_timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = running.join_next() => if next.is_none() { break },
+            _ = &mut deadline => {
+                running.abort_all();
+                while running.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
+    let leftover: Vec<LeaseToken> = lock(&held).drain().collect();
+    let store = errand.store();
+    for lease in leftover {
+        // Hand the job back: ready again now, for any worker.
+        let back = Completion::Retry {
+            run_at: store.now(),
+            error: "worker shut down before the job finished".into(),
+        };
+        match timed(config.store_timeout, store.complete(&lease, back)).await {
+            Ok(()) => tracing::info!(key = %lease.key, "handed back a running job at shutdown"),
+            Err(e) => {
+                tracing::warn!(key = %lease.key, error = %e, "could not hand back a job; its lease will expire")
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One job being run.
+struct JobRun<S> {
+    errand: Errand,
+    service: S,
+    held: Arc<Mutex<HashSet<LeaseToken>>>,
+}
+
+/// What one attempt produced, before classification.
+enum Attempt {
+    /// A whole response.
+    Response(http::response::Parts, Bytes),
+    /// A response whose body exceeded the maximum.
+    TooLarge,
+    /// No response: connection error, handler error, timeout.
+    Error(StatusCode, String),
+}
+
+impl<S, ResBody> JobRun<S>
+where
+    S: Service<Request<JobBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    async fn run(self, job: Job, _permit: OwnedSemaphorePermit) {
+        let started = Instant::now();
+        let config = &self.errand.config().jobs;
+        let store = Arc::clone(self.errand.store());
+        let routes = &self.errand.config().routes;
+        let path = job
+            .request
+            .path_and_query()
+            .split('?')
+            .next()
+            .unwrap_or("/")
+            .to_owned();
+        let (route, policy) = routes.policy_for(&path);
+
+        // Renew the lease while the job runs; if it is lost, another worker has the job and
+        // this attempt is abandoned (its result could not be stored anyway).
+        let lost = CancellationToken::new();
+        let heartbeat = {
+            let store = Arc::clone(&store);
+            let lease = job.lease.clone();
+            let lost = lost.clone();
+            let every = config.lease / 3;
+            let (extend, limit) = (config.lease, config.store_timeout);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    match timed(limit, store.heartbeat(&lease, extend)).await {
+                        Ok(_) => {}
+                        Err(StoreError::LeaseLost) => {
+                            lost.cancel();
+                            break;
+                        }
+                        Err(e) => tracing::warn!(key = %lease.key, error = %e, "heartbeat failed"),
+                    }
+                }
+            })
+        };
+        let attempt = tokio::select! {
+            attempt = run_attempt(self.service.clone(), &job, config) => attempt,
+            _ = lost.cancelled() => {
+                heartbeat.abort();
+                lock(&self.held).remove(&job.lease);
+                tracing::warn!(key = %job.lease.key, attempt = job.attempt, "lease lost mid-job; abandoned");
+                return;
+            }
+        };
+        heartbeat.abort();
+        let took = started.elapsed();
+        let now = store.now();
+        let (completion, outcome) = self.completion(&job, attempt, policy, now, took);
+        let result = timed(config.store_timeout, store.complete(&job.lease, completion)).await;
+        lock(&self.held).remove(&job.lease);
+        self.errand.estimates().observe(route, took);
+        let duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        match result {
+            Ok(()) => tracing::info!(
+                key = %job.lease.key, route = routes.name(route), attempt = job.attempt,
+                outcome, duration_ms, "job done"
+            ),
+            Err(StoreError::LeaseLost) => tracing::warn!(
+                key = %job.lease.key, attempt = job.attempt, duration_ms,
+                "job finished after its lease was taken over; result dropped"
+            ),
+            Err(e) => tracing::error!(
+                key = %job.lease.key, attempt = job.attempt, error = %e,
+                "could not complete the job; it will be redelivered when its lease ends"
+            ),
+        }
+    }
+
+    /// Classifies an attempt into what to store, and names the outcome for the job log line.
+    fn completion(
+        &self,
+        job: &Job,
+        attempt: Attempt,
+        policy: &RoutePolicy,
+        now: Timestamp,
+        took: Duration,
+    ) -> (Completion, &'static str) {
+        let config = &self.errand.config().jobs;
+        let jitter: f64 = rand::random();
+        let (status, error, upstream) = match attempt {
+            Attempt::Response(parts, body) => {
+                let verdict = classify(
+                    parts.status,
+                    &parts.headers,
+                    &policy.windows,
+                    &policy.key_headers,
+                    jitter,
+                );
+                let tags = tags(&parts.headers);
+                let response = stored_response(parts, body);
+                match verdict {
+                    Classification::Store {
+                        fresh_for,
+                        stale_for,
+                        stale_if_error_for,
+                        age,
+                    } => {
+                        let generated_at = Timestamp(
+                            now.0
+                                .saturating_sub(u64::try_from(age.as_millis()).unwrap_or(0)),
+                        );
+                        let fresh_until = generated_at.plus(fresh_for);
+                        let content = Content {
+                            response: Arc::new(response),
+                            generated_at,
+                            fresh_until,
+                            stale_until: fresh_until.plus(stale_for),
+                            stale_if_error_until: fresh_until.plus(stale_if_error_for),
+                            tags,
+                            job_millis: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                        };
+                        return (Completion::Store(content), "stored");
+                    }
+                    Classification::Pass(reason) => {
+                        // The response may go to the one client whose request made it, unless
+                        // it varies on a header that client's request did not carry here.
+                        let once =
+                            (!matches!(reason, NoStore::Vary(_))).then(|| Arc::new(response));
+                        let pass = PassInfo {
+                            until: now.plus(policy.pass_ttl),
+                            once,
+                            reason: reason.as_str().into(),
+                        };
+                        return (Completion::Pass(pass), "pass");
+                    }
+                    Classification::Once => {
+                        let reason = format!("status-{}", response.status.as_u16());
+                        let pass = PassInfo {
+                            until: now.plus(policy.pass_ttl),
+                            once: Some(Arc::new(response)),
+                            reason,
+                        };
+                        return (Completion::Pass(pass), "once");
+                    }
+                    Classification::Retry => {
+                        let error = format!("upstream answered {}", response.status);
+                        (response.status, error, Some(response))
+                    }
+                }
+            }
+            Attempt::TooLarge => {
+                let pass = PassInfo {
+                    until: now.plus(policy.pass_ttl),
+                    once: None,
+                    reason: NoStore::TooLarge.as_str().into(),
+                };
+                return (Completion::Pass(pass), "pass");
+            }
+            Attempt::Error(status, error) => (status, error, None),
+        };
+        if job.attempt < config.max_attempts {
+            let delay = backoff(job.attempt, config.backoff_base, config.backoff_max, jitter);
+            return (
+                Completion::Retry {
+                    run_at: now.plus(delay),
+                    error,
+                },
+                "retry",
+            );
+        }
+        let response = upstream.unwrap_or_else(|| {
+            let body =
+                serde_json::json!({ "state": "failed", "error": error, "attempts": job.attempt });
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            StoredResponse {
+                status,
+                headers,
+                body: format!("{body}\n").into(),
+            }
+        });
+        let failure = Failure {
+            until: now.plus(policy.error_ttl),
+            response: Arc::new(response),
+            error,
+            attempts: job.attempt,
+            at: now,
+        };
+        (Completion::Fail(failure), "failed")
+    }
+}
+
+/// Rebuilds the job's request and runs it under the job timeout, body included.
+async fn run_attempt<S, ResBody>(mut service: S, job: &Job, config: &JobConfig) -> Attempt
+where
+    S: Service<Request<JobBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ResBody: http_body::Body<Data = Bytes>,
+    ResBody::Error: Into<BoxError>,
+{
+    let request = match build_request(job) {
+        Ok(request) => request,
+        Err(e) => return Attempt::Error(StatusCode::BAD_GATEWAY, e),
+    };
+    let max_body = config.max_body;
+    let call = async move {
+        if let Err(e) = std::future::poll_fn(|cx| service.poll_ready(cx)).await {
+            return Attempt::Error(StatusCode::BAD_GATEWAY, e.into().to_string());
+        }
+        let response = match service.call(request).await {
+            Ok(response) => response,
+            Err(e) => return Attempt::Error(StatusCode::BAD_GATEWAY, e.into().to_string()),
+        };
+        let (parts, body) = response.into_parts();
+        match Limited::new(body, max_body).collect().await {
+            Ok(collected) => Attempt::Response(parts, collected.to_bytes()),
+            Err(e) if e.is::<LengthLimitError>() => Attempt::TooLarge,
+            Err(e) => Attempt::Error(StatusCode::BAD_GATEWAY, format!("reading the body: {e}")),
+        }
+    };
+    match tokio::time::timeout(config.timeout, call).await {
+        Ok(attempt) => attempt,
+        Err(_) => Attempt::Error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("timed out after {:?}", config.timeout),
+        ),
+    }
+}
+
+/// The job's request: `GET` of its path with `Host` and exactly its key headers.
+fn build_request(job: &Job) -> Result<Request<JobBody>, String> {
+    let record = &job.request;
+    let mut request = Request::new(JobBody::new());
+    *request.method_mut() = Method::GET;
+    *request.uri_mut() = record.path_and_query().parse().map_err(|e| {
+        format!(
+            "stored request target {:?} is invalid: {e}",
+            record.path_and_query()
+        )
+    })?;
+    let headers = request.headers_mut();
+    let host = HeaderValue::from_str(record.authority())
+        .map_err(|e| format!("stored host {:?} is invalid: {e}", record.authority()))?;
+    headers.insert(header::HOST, host);
+    for (name, value) in &record.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| format!("stored header name {name:?}: {e}"))?;
+        let value =
+            HeaderValue::from_str(value).map_err(|e| format!("stored value of {name}: {e}"))?;
+        headers.append(name, value);
+    }
+    request.extensions_mut().insert(JobRequest {
+        key: job.lease.key.clone(),
+        attempt: job.attempt,
+    });
+    Ok(request)
+}
+
+/// The response as it is kept: hop-by-hop headers and the framing length removed (the front
+/// sets `Content-Length` from the stored body).
+fn stored_response(mut parts: http::response::Parts, body: Bytes) -> StoredResponse {
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    StoredResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Delay before attempt `attempt + 1`: `base · 2^(attempt-1)`, capped at `max`, with "equal
+/// jitter" (half fixed, half random) so retries of many jobs spread out.
+pub fn backoff(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(30);
+    let full = base.saturating_mul(1u32 << exponent).min(max);
+    full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let base = Duration::from_millis(500);
+        let max = Duration::from_secs(30);
+        assert_eq!(backoff(1, base, max, 0.0), Duration::from_millis(250));
+        assert_eq!(backoff(1, base, max, 1.0), Duration::from_millis(500));
+        assert_eq!(backoff(3, base, max, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff(20, base, max, 1.0), max);
+        assert_eq!(backoff(20, base, max, 0.0), max / 2);
+    }
+}

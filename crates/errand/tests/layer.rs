@@ -1,0 +1,425 @@
+//! The Layer in front of an axum app, with in-process workers: what a client sees.
+//! Freshness is tested by jumping an OffsetClock ahead; waits are `Prefer: wait` wake-ups.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use errand::config::{Config, Mode, PathPattern, Route, RoutePolicy};
+use errand::store::{MemoryConfig, MemoryStore, OffsetClock};
+use errand::{Errand, store::SharedStore};
+use http_body_util::BodyExt;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+#[derive(Clone, Default)]
+struct Calls(Arc<AtomicUsize>);
+
+impl Calls {
+    fn bump(&self) -> usize {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+    fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+fn app(calls: Calls) -> Router {
+    let c = calls.clone();
+    let slow = get(move || {
+        let c = c.clone();
+        async move {
+            let n = c.bump();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ([(header::ETAG, "\"v1\"")], format!("hello #{n}"))
+        }
+    });
+    let c = calls.clone();
+    let fail = get(move || {
+        let c = c.clone();
+        async move {
+            c.bump();
+            (StatusCode::INTERNAL_SERVER_ERROR, "boom")
+        }
+    });
+    let c = calls.clone();
+    let private = get(move || {
+        let c = c.clone();
+        async move {
+            let n = c.bump();
+            ([(header::CACHE_CONTROL, "private")], format!("secret #{n}"))
+        }
+    });
+    let c = calls.clone();
+    let me = get(move |headers: HeaderMap| {
+        let c = c.clone();
+        async move {
+            c.bump();
+            let who = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("nobody")
+                .to_owned();
+            format!("you are {who}")
+        }
+    });
+    let c = calls.clone();
+    let item = get(move || {
+        let c = c.clone();
+        async move { format!("item v{}", c.bump()) }
+    })
+    .post(|| async { (StatusCode::CREATED, "created").into_response() });
+    Router::new()
+        .route("/slow", slow)
+        .route("/fail", fail)
+        .route("/private", private)
+        .route("/me", me)
+        .route("/item", item)
+        .route("/bypass", get(|| async { "direct" }))
+}
+
+struct Harness {
+    errand: Errand,
+    clock: Arc<OffsetClock>,
+    calls: Calls,
+    shutdown: CancellationToken,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let mut config = Config::default();
+        config.jobs.backoff_base = Duration::from_millis(20);
+        config.jobs.backoff_max = Duration::from_millis(40);
+        let bypass = RoutePolicy {
+            mode: Mode::Pass,
+            ..RoutePolicy::default()
+        };
+        config.routes.routes.push(Route {
+            path: PathPattern::parse("/bypass").unwrap(),
+            policy: bypass,
+        });
+        let keyed = RoutePolicy {
+            key_headers: vec![header::AUTHORIZATION],
+            ..RoutePolicy::default()
+        };
+        config.routes.routes.push(Route {
+            path: PathPattern::parse("/me").unwrap(),
+            policy: keyed,
+        });
+        config.routes.default.windows.ttl = Duration::from_secs(10);
+        config.routes.default.windows.stale = Duration::from_secs(10);
+        config.routes.default.error_ttl = Duration::from_secs(5);
+        let clock = OffsetClock::new();
+        let store: SharedStore = Arc::new(MemoryStore::with_clock(
+            MemoryConfig::default(),
+            clock.clone(),
+        ));
+        let errand = Errand::new(store, config);
+        let calls = Calls::default();
+        let shutdown = CancellationToken::new();
+        errand.worker(app(calls.clone())).spawn(shutdown.clone());
+        Self {
+            errand,
+            clock,
+            calls,
+            shutdown,
+        }
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, HeaderMap, String) {
+        let service = app(self.calls.clone()).layer(self.errand.layer());
+        let response = service.oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn get(&self, path: &str, extra: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+        let mut request = Request::get(path).header("host", "app.test");
+        for (n, v) in extra {
+            request = request.header(*n, *v);
+        }
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn cache_status(h: &HeaderMap) -> &str {
+    h.get("cache-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+const WAIT: (&str, &str) = ("prefer", "wait=10");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miss_then_pending_then_hit_then_stale() {
+    let h = Harness::new();
+    let (status, headers, body) = h.get("/slow", &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(cache_status(&headers), "errand; fwd=uri-miss; detail=miss");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["vary"], "Prefer");
+    assert!(
+        headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["state"], "pending");
+
+    // Another client while the job runs: pending (or, if it already finished, a hit).
+    let (status, headers, _) = h.get("/slow", &[WAIT]).await;
+    assert_eq!(status, StatusCode::OK, "{}", cache_status(&headers));
+    let (status, headers, body) = h.get("/slow", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "hello #1");
+    assert!(
+        cache_status(&headers).starts_with("errand; hit; ttl="),
+        "{}",
+        cache_status(&headers)
+    );
+    assert_eq!(headers["age"], "0");
+    assert_eq!(headers["etag"], "\"v1\"");
+
+    // Conditional GET: 304 from the store.
+    let (status, _, body) = h.get("/slow", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert!(body.is_empty());
+
+    // HEAD shares the entry and gets no body.
+    let (status, headers, body) = h.get_head("/slow").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_empty());
+    assert_eq!(headers["content-length"], "8");
+
+    // Past the TTL: stale served at once, exactly one refresh runs.
+    h.clock.advance(Duration::from_secs(12));
+    let (status, headers, body) = h.get("/slow", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "hello #1");
+    assert!(
+        cache_status(&headers).contains("fwd=stale"),
+        "{}",
+        cache_status(&headers)
+    );
+    assert_eq!(headers["age"], "12");
+    for _ in 0..10 {
+        let (_, headers, _) = h.get("/slow", &[]).await;
+        assert!(cache_status(&headers).contains("hit"));
+    }
+    // The refresh lands: hits now serve its result.
+    let key = errand::pattern::Signature::of(
+        &http::Method::GET,
+        &"/slow".parse().unwrap(),
+        &[(header::HOST, "app.test".parse().unwrap())]
+            .into_iter()
+            .collect(),
+        "http",
+        &[],
+    )
+    .unwrap()
+    .key;
+    // The refresh claim is made off the request path; follow it until its result lands.
+    let store = h.errand.store();
+    let mut settled = None;
+    for _ in 0..200 {
+        match store.lookup(&key).await.unwrap() {
+            Some(e) if e.job().is_some() => {
+                settled = store.wait(&key, Duration::from_secs(10)).await.unwrap()
+            }
+            Some(e)
+                if e.content
+                    .as_ref()
+                    .is_some_and(|c| c.response.body != "hello #1") =>
+            {
+                settled = Some(e)
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+        if settled.is_some() {
+            break;
+        }
+    }
+    let settled = settled.expect("the refresh landed");
+    assert_eq!(settled.content.unwrap().response.body, "hello #2");
+    let (_, headers, body) = h.get("/slow", &[]).await;
+    assert_eq!(body, "hello #2");
+    assert!(cache_status(&headers).starts_with("errand; hit;"));
+    assert_eq!(h.calls.get(), 2, "one refresh for eleven stale hits");
+}
+
+impl Harness {
+    async fn get_head(&self, path: &str) -> (StatusCode, HeaderMap, String) {
+        let request = Request::head(path)
+            .header("host", "app.test")
+            .body(Body::empty())
+            .unwrap();
+        self.send(request).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_gets_cause_one_job() {
+    let h = Arc::new(Harness::new());
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let h = Arc::clone(&h);
+            tokio::spawn(async move { h.get("/slow", &[]).await })
+        })
+        .collect();
+    let mut phases = std::collections::HashMap::<String, usize>::new();
+    for task in tasks {
+        let (status, headers, _) = task.await.unwrap();
+        assert!(status == StatusCode::ACCEPTED || status == StatusCode::OK);
+        let detail = cache_status(&headers).to_owned();
+        *phases.entry(detail).or_default() += 1;
+    }
+    assert_eq!(
+        phases.get("errand; fwd=uri-miss; detail=miss"),
+        Some(&1),
+        "{phases:?}"
+    );
+    let (status, _, _) = h.get("/slow", &[WAIT]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        h.calls.get(),
+        1,
+        "exactly one handler call for 200 first GETs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_wait_answers_in_the_same_round_trip() {
+    let h = Harness::new();
+    let (status, headers, body) = h.get("/slow", &[WAIT]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "hello #1");
+    assert_eq!(
+        cache_status(&headers),
+        "errand; fwd=uri-miss; fwd-status=200; stored; detail=waited"
+    );
+    // A wait shorter than the job: 202 after it.
+    let (status, _, _) = h.get("/item", &[("prefer", "wait=0")]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, headers, _) = h.get("/private", &[("prefer", "respond-async")]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(headers["preference-applied"], "respond-async");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_retry_then_answer_502_until_the_error_ttl() {
+    let h = Harness::new();
+    let (status, headers, body) = h.get("/fail", &[WAIT]).await;
+    assert_eq!(
+        status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the upstream's last error response"
+    );
+    assert_eq!(body, "boom");
+    assert!(cache_status(&headers).contains("waited"));
+    assert_eq!(h.calls.get(), 3, "max_attempts = 3");
+    let (status, headers, _) = h.get("/fail", &[]).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        cache_status(&headers),
+        "errand; fwd=uri-miss; detail=failed"
+    );
+    assert_eq!(headers["retry-after"], "5");
+    // After the error TTL a new job runs.
+    h.clock.advance(Duration::from_secs(6));
+    let (status, _, _) = h.get("/fail", &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_responses_are_delivered_once_then_pass() {
+    let h = Harness::new();
+    let (status, _, body) = h.get("/private", &[WAIT]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "secret #1");
+    let (status, headers, body) = h.get("/private", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body, "secret #2",
+        "not shared: the next request goes through"
+    );
+    assert_eq!(
+        cache_status(&headers),
+        "errand; fwd=uri-miss; detail=hit-for-pass"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_pass_through_unless_keyed() {
+    let h = Harness::new();
+    let (status, headers, _) = h.get("/slow", &[("cookie", "session=1")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cache_status(&headers), "errand; fwd=request; detail=pass");
+    // /me keys on Authorization: each credential has its own entry.
+    let (_, _, alice) = h.get("/me", &[("authorization", "alice"), WAIT]).await;
+    let (_, _, bob) = h.get("/me", &[("authorization", "bob"), WAIT]).await;
+    assert_eq!(alice, "you are alice");
+    assert_eq!(bob, "you are bob");
+    let (_, headers, alice) = h.get("/me", &[("authorization", "alice")]).await;
+    assert_eq!(alice, "you are alice");
+    assert!(cache_status(&headers).contains("hit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_methods_pass_and_invalidate() {
+    let h = Harness::new();
+    let (_, _, first) = h.get("/item", &[WAIT]).await;
+    assert_eq!(first, "item v1");
+    let post = Request::post("/item")
+        .header("host", "app.test")
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, _) = h.send(post).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(cache_status(&headers), "errand; fwd=method; detail=pass");
+    let (status, _, body) = h.get("/item", &[WAIT]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "item v2", "the POST invalidated the stored GET");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_named() {
+    let h = Harness::new();
+    let long = format!("/slow?q={}", "x".repeat(9000));
+    let (status, _, body) = h.get(&long, &[]).await;
+    assert_eq!(status, StatusCode::URI_TOO_LONG);
+    assert!(body.contains("limit"));
+    let request = Request::get("/slow")
+        .header("host", "app.test")
+        .header("content-length", "3")
+        .header("transfer-encoding", "chunked")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = h.send(request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("Transfer-Encoding"));
+    let no_host = Request::get("/slow").body(Body::empty()).unwrap();
+    let (status, _, body) = h.send(no_host).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("Host"));
+    let (_, headers, body) = h.get("/bypass", &[]).await;
+    assert_eq!(body, "direct");
+    assert_eq!(cache_status(&headers), "errand; fwd=bypass; detail=pass");
+}
