@@ -1,1 +1,51 @@
-fn main() {}
+//! `errand`: the Worker Pattern as a reverse proxy in front of any slow HTTP upstream.
+//!
+//! Layout: [`cli`] (flags), [`framing`] (a connection guard against ambiguous request
+//! framing), [`settings`] (flags + `--config` → errand's `Config`, with errors
+//! naming what is wrong), [`upstream`] (the upstream client, used by the front and the
+//! workers), [`server`] (listener, connections, shutdown). The pattern itself is the `errand`
+//! library.
+
+mod cli;
+mod framing;
+mod server;
+mod settings;
+mod upstream;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let filter = EnvFilter::try_from_env("ERRAND_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("errand: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            cli::Command::Serve(args) => server::serve(args).await,
+            cli::Command::Work(args) => server::work(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("errand: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

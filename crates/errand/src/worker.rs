@@ -423,7 +423,17 @@ where
         }
         let response = match service.call(request).await {
             Ok(response) => response,
-            Err(e) => return Attempt::Error(StatusCode::BAD_GATEWAY, e.into().to_string()),
+            Err(e) => {
+                let e = e.into();
+                // A service that gave up waiting (a client timeout) means a gateway timeout.
+                if e.is::<tokio::time::error::Elapsed>() {
+                    return Attempt::Error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream timed out".into(),
+                    );
+                }
+                return Attempt::Error(StatusCode::BAD_GATEWAY, e.to_string());
+            }
         };
         let (parts, body) = response.into_parts();
         match Limited::new(body, max_body).collect().await {

@@ -1,0 +1,152 @@
+//! The command line: `errand serve` and `errand work`. Every flag can also be given as an
+//! `ERRAND_<FLAG>` environment variable (e.g. `ERRAND_UPSTREAM`, `ERRAND_CACHE_SIZE`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use clap::{Args, Parser, Subcommand};
+
+/// errand: the Worker Pattern in front of any slow HTTP upstream.
+///
+/// The first GET of a URL answers `202 Accepted` at once while a worker fetches it from the
+/// upstream; the next GET is served from the cache.
+#[derive(Debug, Parser)]
+#[command(name = "errand", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The front (cache + queue) plus in-process workers.
+    Serve(Serve),
+    /// Workers only, sharing a backend with fronts elsewhere.
+    Work(Work),
+}
+
+/// `errand serve`.
+#[derive(Debug, Args)]
+pub struct Serve {
+    /// The slow HTTP service to put errand in front of (http://host[:port][/base]).
+    #[arg(long, env = "ERRAND_UPSTREAM")]
+    pub upstream: String,
+
+    /// Address to listen on.
+    #[arg(long, env = "ERRAND_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Where cache entries and jobs live: `memory` (this process only).
+    #[arg(long, env = "ERRAND_BACKEND", default_value = "memory")]
+    pub backend: String,
+
+    /// Jobs run at once by this process's workers; 0 runs the front only.
+    #[arg(long, env = "ERRAND_WORKERS", default_value_t = 16)]
+    pub workers: usize,
+
+    /// Largest amount of memory the cache may hold (e.g. 256MiB, 2GiB).
+    #[arg(long, env = "ERRAND_CACHE_SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub cache_size: u64,
+
+    #[command(flatten)]
+    pub route: RouteFlags,
+
+    #[command(flatten)]
+    pub jobs: JobFlags,
+
+    /// Longest a client may wait with `Prefer: wait=N`.
+    #[arg(long, env = "ERRAND_MAX_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub max_wait: Duration,
+
+    /// Largest `Retry-After` given to clients (it adapts to observed job times below this).
+    #[arg(long, env = "ERRAND_RETRY_AFTER_MAX", default_value = "30s", value_parser = parse_duration)]
+    pub retry_after_max: Duration,
+
+    /// TOML file of per-route rules and server limits (see README, "Configuration file").
+    #[arg(long, env = "ERRAND_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// `errand work`.
+#[derive(Debug, Args)]
+pub struct Work {
+    /// The slow HTTP service the jobs call.
+    #[arg(long, env = "ERRAND_UPSTREAM")]
+    pub upstream: String,
+
+    /// The backend shared with the fronts (a postgres:// or redis:// URL).
+    #[arg(long, env = "ERRAND_BACKEND")]
+    pub backend: String,
+
+    /// Jobs run at once.
+    #[arg(long, env = "ERRAND_WORKERS", default_value_t = 16)]
+    pub workers: usize,
+
+    #[command(flatten)]
+    pub route: RouteFlags,
+
+    #[command(flatten)]
+    pub jobs: JobFlags,
+
+    /// TOML file of per-route rules (the same file as the fronts').
+    #[arg(long, env = "ERRAND_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Defaults of every route (a route in `--config` may override them).
+#[derive(Debug, Args)]
+pub struct RouteFlags {
+    /// How long a response is fresh when the upstream's Cache-Control does not say.
+    #[arg(long, env = "ERRAND_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub ttl: Duration,
+
+    /// After freshness, how long the stale copy is served while one refresh runs.
+    #[arg(long, env = "ERRAND_STALE", default_value = "60s", value_parser = parse_duration)]
+    pub stale: Duration,
+
+    /// After freshness, how long the stale copy is served while refreshes fail.
+    #[arg(long, env = "ERRAND_STALE_IF_ERROR", default_value = "10m", value_parser = parse_duration)]
+    pub stale_if_error: Duration,
+
+    /// How long a URL whose job failed answers its error before a new job runs.
+    #[arg(long, env = "ERRAND_ERROR_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub error_ttl: Duration,
+}
+
+/// How jobs run.
+#[derive(Debug, Args)]
+pub struct JobFlags {
+    /// Attempts per job before its URL turns failed (5xx, timeouts and connection errors retry).
+    #[arg(long, env = "ERRAND_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+
+    /// Longest one upstream request may take, body included.
+    #[arg(long, env = "ERRAND_JOB_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub job_timeout: Duration,
+
+    /// Lease of a running job; renewed while it runs, so a dead worker's job runs elsewhere
+    /// after at most this long.
+    #[arg(long, env = "ERRAND_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub lease: Duration,
+
+    /// Largest response body stored; larger responses are passed through.
+    #[arg(long, env = "ERRAND_MAX_BODY", default_value = "8MiB", value_parser = parse_size)]
+    pub max_body: u64,
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h 30m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (expected a duration such as 500ms, 10s, 5m)"))
+}
+
+/// Parses `32MiB`, `1GB`, `4096`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("{e} (expected a size such as 32MiB, 1GiB, 65536)"))
+}

@@ -1,0 +1,195 @@
+//! The listener and its connections, the in-process workers, and shutdown: SIGTERM or
+//! Ctrl-C cancels one token; the accept loop stops, open connections finish their request,
+//! workers finish or hand back their jobs, and the process exits 0.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use errand::Errand;
+use errand::body::{self, Body};
+use errand::store::{MemoryConfig, MemoryStore};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
+
+use crate::cli::{Serve, Work};
+use crate::framing::FramingGuard;
+use crate::settings::{self, Backend, File};
+use crate::upstream::{ClientAddr, Upstream};
+
+/// `errand serve`.
+pub async fn serve(args: Serve) -> anyhow::Result<()> {
+    let upstream_uri = settings::upstream(&args.upstream)?;
+    let Backend::Memory = settings::backend(&args.backend)?;
+    let file = match &args.config {
+        Some(path) => File::load(path)?,
+        None => File::default(),
+    };
+    if file.server.max_header_bytes < 8192 {
+        bail!("--config: server.max_header_bytes must be at least 8KiB");
+    }
+    let mut config = settings::config(&args.route, &args.jobs, args.workers, &file)?;
+    if args.jobs.max_body > args.cache_size {
+        bail!(
+            "--max-body ({}) is larger than --cache-size ({}): no response that large could be kept",
+            args.jobs.max_body,
+            args.cache_size
+        );
+    }
+    config.front.max_wait = args.max_wait;
+    config.front.retry_after_max = args.retry_after_max.max(Duration::from_secs(1));
+    let store = MemoryStore::new(MemoryConfig {
+        capacity: args.cache_size,
+        max_pending: file.server.max_pending,
+    });
+    let errand = Errand::new(Arc::new(store), config);
+    let upstream = Upstream::new(&upstream_uri, args.jobs.job_timeout);
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("--listen: cannot listen on {}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("--listen: no local address")?;
+    tracing::info!(
+        "errand listening on http://{addr} (upstream {upstream_uri}, backend memory, {} workers)",
+        args.workers
+    );
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let worker = (args.workers > 0).then(|| {
+        errand
+            .worker(upstream.clone())
+            .concurrency(args.workers)
+            .spawn(shutdown.clone())
+    });
+    let front = errand.layer();
+    let service = tower_layer::Layer::layer(&front, upstream);
+    accept_loop(listener, service, &file, shutdown.clone()).await;
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
+    tracing::info!("errand stopped");
+    Ok(())
+}
+
+/// `errand work`.
+pub async fn work(args: Work) -> anyhow::Result<()> {
+    settings::upstream(&args.upstream)?;
+    match settings::backend(&args.backend)? {
+        Backend::Memory => bail!(
+            "--backend: memory lives inside one process, so a separate `errand work` cannot share it; \
+             use `errand serve` (front and workers in one process) or a shared backend"
+        ),
+    }
+}
+
+async fn accept_loop<S>(listener: TcpListener, service: S, file: &File, shutdown: CancellationToken)
+where
+    S: Service<Request<Incoming>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<errand::body::BoxError> + Send,
+{
+    let graceful = GracefulShutdown::new();
+    let max_buf = usize::try_from(file.server.max_header_bytes).unwrap_or(usize::MAX);
+    let header_timeout = file.server.header_read_timeout;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let per_request = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ClientAddr(peer));
+            let mut service = service.clone();
+            async move {
+                if let Err(e) = std::future::poll_fn(|cx| service.poll_ready(cx)).await {
+                    return Ok::<_, Infallible>(bad_gateway(&e.into()));
+                }
+                Ok(match service.call(request).await {
+                    Ok(response) => response,
+                    Err(e) => bad_gateway(&e.into()),
+                })
+            }
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(max_buf)
+            .serve_connection(TokioIo::new(FramingGuard::new(stream)), per_request);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => {
+            tracing::warn!("connections still open after 10s; closing them");
+        }
+    }
+}
+
+/// A request that passed through failed at the upstream.
+fn bad_gateway(error: &errand::body::BoxError) -> Response<Body> {
+    tracing::warn!(%error, "pass-through request failed");
+    let (status, text) = if error.is::<tokio::time::error::Elapsed>() {
+        (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("upstream timed out: {error}\n"),
+        )
+    } else {
+        (StatusCode::BAD_GATEWAY, format!("{error}\n"))
+    };
+    let mut response = Response::new(body::full(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: no new connections or jobs; finishing what runs");
+    shutdown.cancel();
+}

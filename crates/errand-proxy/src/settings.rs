@@ -1,0 +1,287 @@
+//! From command line and `--config` file to errand's [`Config`]: validation with messages
+//! that name the flag or the file key at fault.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use errand::config::{Config, Mode, PathPattern, Route, RoutePolicy};
+use errand::pattern::Windows;
+use http::HeaderName;
+use serde::Deserialize;
+
+use crate::cli::{JobFlags, RouteFlags};
+
+/// The `--config` TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// Server limits.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Routes, first match wins.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteSection>,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Hosts served on deferred routes (others get 421); empty = any.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Cap on distinct pending URLs (beyond it: 503 + Retry-After).
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+    /// Cap on requests waiting under `Prefer: wait`.
+    #[serde(default = "default_max_waiters")]
+    pub max_waiters: usize,
+    /// Longest request target.
+    #[serde(default = "default_max_uri")]
+    pub max_uri_bytes: usize,
+    /// Largest request head (request line + headers); beyond it: 431.
+    #[serde(default = "default_max_header", with = "size")]
+    pub max_header_bytes: u64,
+    /// A client must send its request head within this.
+    #[serde(default = "default_header_timeout", with = "humantime_serde_compat")]
+    pub header_read_timeout: Duration,
+    /// How long a URL whose response must not be shared goes straight through.
+    #[serde(default = "default_pass_ttl", with = "humantime_serde_compat")]
+    pub pass_ttl: Duration,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: Vec::new(),
+            max_pending: default_max_pending(),
+            max_waiters: default_max_waiters(),
+            max_uri_bytes: default_max_uri(),
+            max_header_bytes: default_max_header(),
+            header_read_timeout: default_header_timeout(),
+            pass_ttl: default_pass_ttl(),
+        }
+    }
+}
+
+fn default_max_pending() -> usize {
+    10_000
+}
+fn default_max_waiters() -> usize {
+    10_000
+}
+fn default_max_uri() -> usize {
+    8 * 1024
+}
+fn default_max_header() -> u64 {
+    16 * 1024
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_pass_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// `/exact`, `/prefix/*` or `*`.
+    pub path: String,
+    /// `defer` (default) or `pass`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Freshness when the upstream does not say.
+    #[serde(default, with = "opt_duration")]
+    pub ttl: Option<Duration>,
+    /// Stale-while-revalidate window.
+    #[serde(default, with = "opt_duration")]
+    pub stale: Option<Duration>,
+    /// Stale-if-error window.
+    #[serde(default, with = "opt_duration")]
+    pub stale_if_error: Option<Duration>,
+    /// Error TTL.
+    #[serde(default, with = "opt_duration")]
+    pub error_ttl: Option<Duration>,
+    /// Request headers that are part of the cache key.
+    #[serde(default)]
+    pub key_headers: Vec<String>,
+}
+
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration ({e}); use e.g. \"10s\""
+            ))
+        })
+    }
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::Deserializer;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::humantime_serde_compat::deserialize(d).map(Some)
+    }
+}
+
+mod size {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not a size ({e}); use e.g. \"16KiB\""
+                ))
+            })
+    }
+}
+
+impl File {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--config: cannot read {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("--config: {} is not a valid errand config", path.display()))
+    }
+}
+
+/// The upstream URL, checked: `http://host[:port][/base]`.
+pub fn upstream(text: &str) -> anyhow::Result<http::Uri> {
+    let uri: http::Uri = text
+        .parse()
+        .with_context(|| format!("--upstream: {text:?} is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => bail!(
+            "--upstream: {text:?} uses https, which this build cannot reach yet; put a TLS-terminating proxy in between or use an http:// upstream"
+        ),
+        _ => bail!(
+            "--upstream: {text:?} must be an absolute http:// URL, e.g. http://127.0.0.1:3000"
+        ),
+    }
+    if uri.authority().is_none() {
+        bail!("--upstream: {text:?} has no host");
+    }
+    if uri.query().is_some() {
+        bail!("--upstream: {text:?} must not have a query string");
+    }
+    Ok(uri)
+}
+
+/// Which store `--backend` names.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded store.
+    Memory,
+}
+
+/// Parses `--backend`.
+pub fn backend(text: &str) -> anyhow::Result<Backend> {
+    let scheme = text.split_once("://").map_or(text, |(s, _)| s);
+    match scheme {
+        "memory" => Ok(Backend::Memory),
+        "postgres" | "postgresql" | "redis" | "rediss" => {
+            bail!("--backend: {scheme}:// is not supported by this build yet; use --backend memory")
+        }
+        _ => bail!(
+            "--backend: {text:?} is not a backend; use memory (postgres:// and redis:// are planned)"
+        ),
+    }
+}
+
+/// Builds errand's configuration from the flags and the file.
+pub fn config(
+    route: &RouteFlags,
+    jobs: &JobFlags,
+    workers: usize,
+    file: &File,
+) -> anyhow::Result<Config> {
+    let mut config = Config::default();
+    let base = RoutePolicy {
+        mode: Mode::Defer,
+        windows: Windows {
+            ttl: route.ttl,
+            stale: route.stale,
+            stale_if_error: route.stale_if_error,
+        },
+        error_ttl: route.error_ttl,
+        pass_ttl: file.server.pass_ttl,
+        key_headers: Vec::new(),
+    };
+    let mut seen = BTreeMap::new();
+    for (i, r) in file.routes.iter().enumerate() {
+        let at = format!("--config: route #{} ({:?})", i + 1, r.path);
+        let path = PathPattern::parse(&r.path).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+        if let Some(first) = seen.insert(r.path.clone(), i + 1) {
+            bail!("{at}: the same path as route #{first}; the later one would never match");
+        }
+        let mode = match r.mode.as_deref() {
+            None | Some("defer") => Mode::Defer,
+            Some("pass") => Mode::Pass,
+            Some(other) => bail!("{at}: mode {other:?} is not \"defer\" or \"pass\""),
+        };
+        let key_headers = r
+            .key_headers
+            .iter()
+            .map(|h| {
+                HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| anyhow::anyhow!("{at}: key header {h:?} is not a header name"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        config.routes.routes.push(Route {
+            path,
+            policy: RoutePolicy {
+                mode,
+                windows: Windows {
+                    ttl: r.ttl.unwrap_or(base.windows.ttl),
+                    stale: r.stale.unwrap_or(base.windows.stale),
+                    stale_if_error: r.stale_if_error.unwrap_or(base.windows.stale_if_error),
+                },
+                error_ttl: r.error_ttl.unwrap_or(base.error_ttl),
+                key_headers,
+                ..base.clone()
+            },
+        });
+    }
+    config.routes.default = base;
+    if jobs.lease < Duration::from_secs(1) {
+        bail!(
+            "--lease: {:?} is too short; a lease must be at least 1s",
+            jobs.lease
+        );
+    }
+    if jobs.job_timeout.is_zero() {
+        bail!("--job-timeout: must be more than 0");
+    }
+    config.jobs.concurrency = workers.max(1);
+    config.jobs.max_attempts = jobs.max_attempts;
+    config.jobs.timeout = jobs.job_timeout;
+    config.jobs.lease = jobs.lease;
+    config.jobs.max_body =
+        usize::try_from(jobs.max_body).context("--max-body: too large for this machine")?;
+    config.front.allowed_hosts = file
+        .server
+        .allowed_hosts
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    config.front.max_waiters = file.server.max_waiters;
+    config.front.max_uri_len = file.server.max_uri_bytes;
+    Ok(config)
+}
