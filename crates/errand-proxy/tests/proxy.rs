@@ -730,3 +730,47 @@ async fn sigterm_finishes_running_jobs_and_exits_zero() {
         "the running job finished before exit"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_within_the_cache_budget() {
+    let router = Router::new().route("/blob/{n}", get(|| async { vec![b'b'; 256 * 1024] }));
+    let up = origin(router).await;
+    let errand = Errand::serve(up, &["--cache-size", "32MiB"]);
+    let http = Http::new();
+    let baseline = common::rss(errand.pid());
+    // 1,200 distinct 256 KiB responses: 300 MiB through a 32 MiB cache, 8 at a time.
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut pushed = 0usize;
+    for n in 0..1200 {
+        if tasks.len() >= 8 {
+            pushed += tasks.join_next().await.unwrap().unwrap();
+        }
+        let http = http.clone();
+        let url = errand.url(&format!("/blob/{n}"));
+        tasks.spawn(async move {
+            let reply = http.get(&url, &[WAIT]).await;
+            assert_eq!(reply.status, StatusCode::OK);
+            reply.body.len()
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        pushed += done.unwrap();
+    }
+    assert_eq!(pushed, 1200 * 256 * 1024);
+    let rss = common::rss(errand.pid());
+    let budget = 32 * 1024 * 1024;
+    let overhead = 40 * 1024 * 1024;
+    assert!(
+        rss <= baseline + budget + overhead,
+        "RSS {} MiB after 300 MiB through a 32 MiB cache (baseline {} MiB)",
+        rss >> 20,
+        baseline >> 20
+    );
+    // The most recent responses are still served from the cache.
+    let recent = http.get(&errand.url("/blob/1199"), &[]).await;
+    assert!(
+        recent.cache_status().starts_with("errand; hit"),
+        "{}",
+        recent.cache_status()
+    );
+}

@@ -8,3 +8,6 @@ pub mod worker;
 
 pub use front::{Errand, ErrandLayer, ErrandService};
 pub use worker::{JobBody, JobRequest, Worker};
+
+/// The shutdown signal shared by a server and its workers: cancel it and every loop stops.
+pub use tokio_util::sync::CancellationToken as Shutdown;

@@ -436,8 +436,16 @@ where
             }
         };
         let (parts, body) = response.into_parts();
-        match Limited::new(body, max_body).collect().await {
-            Ok(collected) => Attempt::Response(parts, collected.to_bytes()),
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > max_body) {
+            return Attempt::TooLarge;
+        }
+        match collect(body, max_body, declared.unwrap_or(0)).await {
+            Ok(bytes) => Attempt::Response(parts, bytes),
             Err(e) if e.is::<LengthLimitError>() => Attempt::TooLarge,
             Err(e) => Attempt::Error(StatusCode::BAD_GATEWAY, format!("reading the body: {e}")),
         }
@@ -449,6 +457,23 @@ where
             format!("timed out after {:?}", config.timeout),
         ),
     }
+}
+
+/// Reads a body of at most `max` bytes into one buffer, frame by frame, so the peak is the
+/// body plus one frame (collecting the frames first and joining them would hold it twice).
+async fn collect<B>(body: B, max: usize, size_hint: usize) -> Result<Bytes, BoxError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut body = std::pin::pin!(Limited::new(body, max));
+    let mut buffer = bytes::BytesMut::with_capacity(size_hint.min(max));
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.freeze())
 }
 
 /// The job's request: `GET` of its path with `Host` and exactly its key headers.
@@ -487,9 +512,25 @@ fn stored_response(mut parts: http::response::Parts, body: Bytes) -> StoredRespo
     parts.headers.remove(header::CONTENT_LENGTH);
     StoredResponse {
         status: parts.status,
-        headers: parts.headers,
+        headers: detach(&parts.headers),
         body,
     }
+}
+
+/// Copies header names and values into allocations of their own. A client parses headers as
+/// zero-copy slices of its read buffer, so a stored header would otherwise keep that whole
+/// buffer (often larger than the response) alive for as long as the entry lives, unseen by
+/// the byte budget.
+fn detach(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut copy = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let name =
+            HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
+        let mut fresh = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        fresh.set_sensitive(value.is_sensitive());
+        copy.append(name, fresh);
+    }
+    copy
 }
 
 /// Delay before attempt `attempt + 1`: `base · 2^(attempt-1)`, capped at `max`, with "equal

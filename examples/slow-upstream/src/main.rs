@@ -11,7 +11,7 @@
 //!   document saying when it was made and which request number it was;
 //! - `GET /kb`: 1 KiB at once (for benchmarks);
 //! - `GET /fail`: `500` after the delay; `GET /private`: `Cache-Control: private`;
-//! - `GET /cookie`: sets a cookie; `GET /big?mib=N`: N MiB of body;
+//! - `GET /cookie`: sets a cookie; `GET /big?mib=N` (or `?kib=N`): that much body;
 //! - `GET /cc?max-age=N`: `Cache-Control: max-age=N`;
 //! - `POST /anything`: `201` at once.
 
@@ -48,6 +48,7 @@ struct App {
 struct Params {
     delay: Option<String>,
     mib: Option<usize>,
+    kib: Option<usize>,
     #[serde(rename = "max-age")]
     max_age: Option<u64>,
 }
@@ -114,8 +115,11 @@ async fn cookie(State(app): State<App>) -> impl IntoResponse {
 }
 
 async fn big(Query(params): Query<Params>) -> impl IntoResponse {
-    let mib = params.mib.unwrap_or(1).min(1024);
-    vec![b'b'; mib * 1024 * 1024]
+    let kib = params
+        .kib
+        .unwrap_or(params.mib.unwrap_or(1) * 1024)
+        .min(1024 * 1024);
+    vec![b'b'; kib * 1024]
 }
 
 async fn cc(State(app): State<App>, Query(params): Query<Params>) -> impl IntoResponse {

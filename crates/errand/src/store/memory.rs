@@ -2,8 +2,10 @@
 //!
 //! Two structures, one lock for every write:
 //! - `entries`, a [`moka`] cache of settled entries (fresh, stale, failed, pass) weighed in
-//!   bytes against [`MemoryConfig::capacity`], evicted by TinyLFU admission + LRU. It is the
-//!   hit path: a fresh hit is one lock-free `get`.
+//!   bytes against [`MemoryConfig::capacity`], evicted least-recently-used first. It is the
+//!   hit path: a fresh hit is one lock-free `get`. LRU rather than moka's default TinyLFU
+//!   admission: TinyLFU may refuse a new key outright when the cache is full, and here every
+//!   new key is a result a client was just told to come back for.
 //! - `queue`, the pending entries (the jobs), bounded by [`MemoryConfig::max_pending`]. They
 //!   are kept out of the cache on purpose: eviction must never drop a live job.
 //!
@@ -136,6 +138,7 @@ impl MemoryStore {
                 u32::try_from(entry.weight()).unwrap_or(u32::MAX)
             })
             .expire_after(ExpireAtEnd)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .build();
         Self {
             clock,
@@ -166,6 +169,14 @@ impl MemoryStore {
             return None;
         }
         Some(entry)
+    }
+
+    /// Inserts and applies eviction at once. moka defers maintenance to batches, which with
+    /// large responses would let the cache run tens of megabytes over its budget; writes are
+    /// off the hit path (a job completing), so they pay for it here.
+    fn insert_settled(&self, key: Key, entry: Entry) {
+        self.entries.insert(key, Arc::new(entry));
+        self.entries.run_pending_tasks();
     }
 
     fn pending_entry(&self, key: &Key, job: &PendingJob, now: Timestamp) -> Entry {
@@ -237,7 +248,7 @@ impl MemoryStore {
                 content: Some(content),
                 ..Entry::clone(&entry)
             };
-            self.entries.insert(entry.key.clone(), Arc::new(replaced));
+            self.insert_settled(entry.key.clone(), replaced);
             count += 1;
         }
         count
@@ -434,7 +445,7 @@ impl Store for MemoryStore {
             content,
             status,
         };
-        self.entries.insert(lease.key.clone(), Arc::new(entry));
+        self.insert_settled(lease.key.clone(), entry);
         drop(queue);
         self.wakeups.wake(&lease.key);
         Ok(())
@@ -484,7 +495,7 @@ impl Store for MemoryStore {
             status: Status::Pass(pass),
             ..Entry::clone(&entry)
         };
-        self.entries.insert(key.clone(), Arc::new(replaced));
+        self.insert_settled(key.clone(), replaced);
         Ok(Some(once))
     }
 
@@ -524,5 +535,121 @@ impl Store for MemoryStore {
             .max()
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{HeaderMap, Method, StatusCode};
+
+    use super::*;
+    use crate::pattern::{Content, Signature};
+    use crate::store::{Claim, Completion};
+
+    fn signature(n: usize) -> Signature {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::HOST, "mem.test".parse().expect("host"));
+        let uri = format!("/item/{n}").parse().expect("uri");
+        Signature::of(&Method::GET, &uri, &headers, "http", &[]).expect("signature")
+    }
+
+    async fn store_one(store: &MemoryStore, n: usize, body: Bytes) {
+        let sig = signature(n);
+        let claim = Claim {
+            key: sig.key.clone(),
+            uri: sig.request.uri.clone(),
+            request: sig.request,
+            priority: Priority::Miss,
+            expect: None,
+        };
+        store.claim(claim).await.expect("claim");
+        let job = store
+            .take(1, Duration::from_secs(30))
+            .await
+            .expect("take")
+            .remove(0);
+        let now = store.now();
+        let content = Content {
+            response: Arc::new(StoredResponse {
+                status: StatusCode::OK,
+                headers: HeaderMap::new(),
+                body,
+            }),
+            generated_at: now,
+            fresh_until: now.plus(Duration::from_secs(600)),
+            stale_until: now.plus(Duration::from_secs(600)),
+            stale_if_error_until: now.plus(Duration::from_secs(600)),
+            tags: vec![],
+            job_millis: 1,
+        };
+        store
+            .complete(&job.lease, Completion::Store(content))
+            .await
+            .expect("complete");
+    }
+
+    use bytes::Bytes;
+
+    #[tokio::test]
+    async fn settled_entries_stay_within_the_byte_budget() {
+        let budget = 32 * 1024 * 1024;
+        let store = MemoryStore::new(MemoryConfig {
+            capacity: budget,
+            max_pending: 10,
+        });
+        // 512 MiB of distinct 1 MiB responses through a 32 MiB store.
+        for n in 0..512 {
+            store_one(&store, n, Bytes::from(vec![b'x'; 1024 * 1024])).await;
+        }
+        store.entries.run_pending_tasks();
+        let held = store.entries.weighted_size();
+        assert!(held <= budget, "{held} bytes held for a budget of {budget}");
+        let stats = store.stats().await.expect("stats");
+        assert!(stats.bytes <= budget, "{stats:?}");
+        assert!(
+            stats.fresh >= 16,
+            "the budget is used, not wasted: {stats:?}"
+        );
+        // The most recent entries are still served.
+        assert!(
+            store
+                .lookup(&signature(511).key)
+                .await
+                .expect("lookup")
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_flood_cap_refuses_claims_beyond_max_pending() {
+        let store = MemoryStore::new(MemoryConfig {
+            capacity: 1024 * 1024,
+            max_pending: 3,
+        });
+        for n in 0..3 {
+            let sig = signature(n);
+            let claim = Claim {
+                key: sig.key.clone(),
+                uri: sig.request.uri.clone(),
+                request: sig.request,
+                priority: Priority::Miss,
+                expect: None,
+            };
+            assert!(matches!(
+                store.claim(claim).await,
+                Ok(ClaimOutcome::Enqueued(_))
+            ));
+        }
+        let sig = signature(99);
+        let claim = Claim {
+            key: sig.key.clone(),
+            uri: sig.request.uri.clone(),
+            request: sig.request,
+            priority: Priority::Miss,
+            expect: None,
+        };
+        assert!(matches!(store.claim(claim).await, Err(StoreError::Full(3))));
     }
 }
