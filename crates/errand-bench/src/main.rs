@@ -1,1 +1,416 @@
-fn main() {}
+//! Load generator and reference origin for errand's benchmarks (see `BENCHMARKS.md`).
+//!
+//! Latency percentiles come from every raw sample (sorted), not from a histogram with
+//! coordinated-omission correction: each connection sends its next request when the previous
+//! answer has arrived, and every round trip is recorded as measured.
+//!
+//! - `origin`: a bare hyper server answering N bytes after an optional delay, counting
+//!   requests (`/__stats`); it is both the upstream and the "bare hyper" baseline.
+//! - `load`: N keep-alive connections for a duration, one URL or a new URL per request.
+//! - `stampede`: N clients send the same first request at once with `Prefer: wait`, and the
+//!   tool reports upstream calls and how long after the origin's answer each client got its own.
+
+// A report printed to stdout is this tool's output.
+#![allow(clippy::print_stdout)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "errand-bench",
+    about = "Benchmarks for errand: origin, load and stampede"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// A bare hyper origin.
+    Origin {
+        #[arg(long, default_value = "127.0.0.1:3100")]
+        listen: SocketAddr,
+        /// Delay before each answer.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        delay: Duration,
+        /// Body size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Cache-Control max-age sent with each answer.
+        #[arg(long, default_value_t = 3600)]
+        max_age: u64,
+    },
+    /// Keep-alive load for a duration.
+    Load {
+        /// Target URL (http://host:port/path).
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Append `?u=N` with a new N per request: every request is a first request.
+        #[arg(long)]
+        unique: bool,
+        /// A label for the report line.
+        #[arg(long, default_value = "load")]
+        label: String,
+    },
+    /// N simultaneous first requests for one URL, with `Prefer: wait`.
+    Stampede {
+        /// Target URL (through errand or another cache).
+        #[arg(long)]
+        url: String,
+        /// The origin behind it (its `/__stats` is read).
+        #[arg(long)]
+        origin: String,
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        #[arg(long, default_value = "wait=30")]
+        prefer: String,
+        #[arg(long, default_value = "stampede")]
+        label: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Origin {
+            listen,
+            delay,
+            size,
+            max_age,
+        } => origin(listen, delay, size, max_age).await,
+        Command::Load {
+            url,
+            connections,
+            duration,
+            unique,
+            label,
+        } => load(&url, connections, duration, unique, &label).await,
+        Command::Stampede {
+            url,
+            origin,
+            clients,
+            prefer,
+            label,
+        } => stampede(&url, &origin, clients, &prefer, &label).await,
+    }
+}
+
+fn epoch_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+async fn origin(
+    listen: SocketAddr,
+    delay: Duration,
+    size: usize,
+    max_age: u64,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("--listen {listen}"))?;
+    let body = Bytes::from(vec![b'x'; size]);
+    let count = Arc::new(AtomicU64::new(0));
+    let last_done = Arc::new(AtomicU64::new(0));
+    let cache_control = format!("max-age={max_age}");
+    eprintln!(
+        "origin on http://{} (delay {delay:?}, {size} bytes)",
+        listener.local_addr()?
+    );
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let (body, count, last_done, cache_control) = (
+            body.clone(),
+            count.clone(),
+            last_done.clone(),
+            cache_control.clone(),
+        );
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let (body, count, last_done, cache_control) = (
+                body.clone(),
+                count.clone(),
+                last_done.clone(),
+                cache_control.clone(),
+            );
+            async move {
+                if request.uri().path() == "/__stats" {
+                    let stats = format!(
+                        "{{\"requests\":{},\"last_done_us\":{}}}",
+                        count.load(Ordering::SeqCst),
+                        last_done.load(Ordering::SeqCst)
+                    );
+                    return Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(stats))));
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                last_done.store(epoch_micros(), Ordering::SeqCst);
+                let mut response = Response::new(Full::new(body));
+                if let Ok(value) = cache_control.parse() {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CACHE_CONTROL, value);
+                }
+                Ok(response)
+            }
+        });
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn connect(uri: &Uri) -> anyhow::Result<Sender> {
+    let authority = uri
+        .authority()
+        .context("URL without host")?
+        .as_str()
+        .to_owned();
+    let stream = TcpStream::connect(&authority)
+        .await
+        .with_context(|| format!("connect {authority}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// One request on a connection; returns the status once the whole body has arrived.
+async fn round_trip(
+    sender: &mut Sender,
+    uri: &Uri,
+    path: &str,
+    prefer: Option<&str>,
+) -> anyhow::Result<StatusCode> {
+    sender.ready().await?;
+    let mut request = Request::get(path).header(
+        http::header::HOST,
+        uri.authority().map_or("", |a| a.as_str()),
+    );
+    if let Some(prefer) = prefer {
+        request = request.header("prefer", prefer);
+    }
+    let response = sender.send_request(request.body(Empty::new())?).await?;
+    let status = response.status();
+    response.into_body().collect().await?;
+    Ok(status)
+}
+
+#[derive(Default)]
+struct Samples {
+    micros: Vec<u32>,
+    statuses: std::collections::BTreeMap<u16, u64>,
+    errors: u64,
+}
+
+async fn load(
+    url: &str,
+    connections: usize,
+    duration: Duration,
+    unique: bool,
+    label: &str,
+) -> anyhow::Result<()> {
+    let uri: Uri = url.parse().with_context(|| format!("--url {url}"))?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let next = Arc::new(AtomicU64::new(0));
+    let run_id = epoch_micros();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let (uri, path, next) = (uri.clone(), path.clone(), next.clone());
+        tasks.spawn(async move {
+            let mut samples = Samples::default();
+            let mut sender = match connect(&uri).await {
+                Ok(s) => s,
+                Err(_) => {
+                    samples.errors += 1;
+                    return samples;
+                }
+            };
+            while Instant::now() < deadline {
+                let target = if unique {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let sep = if path.contains('?') { '&' } else { '?' };
+                    format!("{path}{sep}u={run_id}-{n}")
+                } else {
+                    path.clone()
+                };
+                let sent = Instant::now();
+                match round_trip(&mut sender, &uri, &target, None).await {
+                    Ok(status) => {
+                        let micros = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                        samples.micros.push(micros);
+                        *samples.statuses.entry(status.as_u16()).or_default() += 1;
+                    }
+                    Err(_) => {
+                        samples.errors += 1;
+                        match connect(&uri).await {
+                            Ok(s) => sender = s,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            samples
+        });
+    }
+    let mut all = Samples::default();
+    while let Some(done) = tasks.join_next().await {
+        let s = done?;
+        all.micros.extend(s.micros);
+        for (k, v) in s.statuses {
+            *all.statuses.entry(k).or_default() += v;
+        }
+        all.errors += s.errors;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    report(label, &mut all, elapsed);
+    Ok(())
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64)).ceil() as usize;
+    f64::from(sorted[rank.clamp(1, sorted.len()) - 1]) / 1000.0
+}
+
+fn report(label: &str, samples: &mut Samples, elapsed: f64) {
+    samples.micros.sort_unstable();
+    let n = samples.micros.len();
+    let statuses: Vec<String> = samples
+        .statuses
+        .iter()
+        .map(|(k, v)| format!("{k}:{v}"))
+        .collect();
+    println!(
+        "{label}: {n} requests in {elapsed:.1}s = {:.0} req/s | latency ms p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} | status {} | errors {}",
+        n as f64 / elapsed,
+        percentile(&samples.micros, 50.0),
+        percentile(&samples.micros, 90.0),
+        percentile(&samples.micros, 99.0),
+        percentile(&samples.micros, 99.9),
+        percentile(&samples.micros, 100.0),
+        statuses.join(" "),
+        samples.errors,
+    );
+}
+
+async fn origin_stats(origin: &str) -> anyhow::Result<(u64, u64)> {
+    let base: Uri = origin
+        .parse()
+        .with_context(|| format!("--origin {origin}"))?;
+    let mut sender = connect(&base).await?;
+    sender.ready().await?;
+    let request = Request::get("/__stats")
+        .header(
+            http::header::HOST,
+            base.authority().map_or("", |a| a.as_str()),
+        )
+        .body(Empty::new())?;
+    let body = sender
+        .send_request(request)
+        .await?
+        .into_body()
+        .collect()
+        .await?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let start = text.find(name).context("origin stats")? + name.len() + 2;
+        let digits: String = text[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        Ok(digits.parse()?)
+    };
+    Ok((field("\"requests")?, field("\"last_done_us")?))
+}
+
+async fn stampede(
+    url: &str,
+    origin: &str,
+    clients: usize,
+    prefer: &str,
+    label: &str,
+) -> anyhow::Result<()> {
+    let uri: Uri = url.parse().with_context(|| format!("--url {url}"))?;
+    let path = format!(
+        "{}{}stampede={}",
+        uri.path(),
+        if uri.query().is_some() { "&" } else { "?" },
+        epoch_micros()
+    );
+    let (before, _) = origin_stats(origin).await?;
+    // Connect every client first, so the requests leave together.
+    let mut senders = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        senders.push(connect(&uri).await?);
+    }
+    let gate = Arc::new(tokio::sync::Barrier::new(clients));
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut sender in senders {
+        let (uri, path, gate, prefer) =
+            (uri.clone(), path.clone(), gate.clone(), prefer.to_owned());
+        tasks.spawn(async move {
+            gate.wait().await;
+            let status = round_trip(&mut sender, &uri, &path, Some(&prefer)).await;
+            (status, epoch_micros())
+        });
+    }
+    let mut arrivals = Vec::with_capacity(clients);
+    let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
+    while let Some(done) = tasks.join_next().await {
+        let (status, at) = done?;
+        let status = status?;
+        *statuses.entry(status.as_u16()).or_default() += 1;
+        arrivals.push(at);
+    }
+    let (after, job_done) = origin_stats(origin).await?;
+    let calls = after - before;
+    if calls == 0 {
+        bail!("the origin saw no request");
+    }
+    // How long after the origin finished its answer each client had its own.
+    let mut lag: Vec<u32> = arrivals
+        .iter()
+        .map(|at| u32::try_from(at.saturating_sub(job_done)).unwrap_or(u32::MAX))
+        .collect();
+    lag.sort_unstable();
+    let statuses: Vec<String> = statuses.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    println!(
+        "{label}: {clients} clients, upstream calls {calls} | answer after the origin's, ms: p50 {:.3} p99 {:.3} max {:.3} | status {}",
+        percentile(&lag, 50.0),
+        percentile(&lag, 99.0),
+        percentile(&lag, 100.0),
+        statuses.join(" ")
+    );
+    Ok(())
+}

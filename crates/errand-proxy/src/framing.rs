@@ -4,7 +4,7 @@
 //! `Transfer-Encoding` or follow `Transfer-Encoding` and close the connection. errand rejects
 //! it (`400`): such a request is a classic smuggling probe. hyper takes the second option
 //! and drops `Content-Length` before any service sees the request, so the check happens here,
-//! on the bytes: the guard reads each request head, and when one carries both headers it
+//! on the bytes: the guard looks at each request head, and when one carries both headers it
 //! spoils the head's terminator (its final line feed becomes a NUL), which makes hyper answer
 //! `400` and close the connection.
 //!
@@ -49,7 +49,8 @@ impl<IO> FramingGuard<IO> {
     }
 
     /// Follows `bytes` (just read, and about to be handed to hyper) through heads and bodies,
-    /// spoiling an ambiguous head in place.
+    /// spoiling an ambiguous head in place. A head that arrives whole (the usual case) is
+    /// judged where it lies; only a head split across reads is copied.
     fn inspect(&mut self, bytes: &mut [u8]) {
         let mut at = 0;
         while at < bytes.len() {
@@ -63,22 +64,30 @@ impl<IO> FramingGuard<IO> {
                         self.state = State::Head(Vec::new());
                     }
                 }
-                State::Head(head) => {
-                    let before = head.len();
-                    head.extend_from_slice(&bytes[at..]);
-                    let Some(end) = find_end(head) else {
-                        if head.len() > MAX_HEAD {
-                            self.state = State::Off;
-                        }
-                        return;
+                State::Head(partial) => {
+                    let before = partial.len();
+                    // Where the head ends, counted from `at` in this read.
+                    let (verdict, end_here) = if before == 0 {
+                        let Some(end) = find_end(&bytes[at..]) else {
+                            partial.extend_from_slice(&bytes[at..]);
+                            self.check_size();
+                            return;
+                        };
+                        (judge(&bytes[at..at + end]), end)
+                    } else {
+                        // The terminator may straddle the reads: search from just before them.
+                        let from = before.saturating_sub(3);
+                        partial.extend_from_slice(&bytes[at..]);
+                        let Some(end) = find_end(&partial[from..]).map(|e| e + from) else {
+                            self.check_size();
+                            return;
+                        };
+                        (judge(&partial[..end]), end - before)
                     };
-                    // `end` is just past "\r\n\r\n". Its last byte arrived in this read (the
-                    // terminator was incomplete before), so it can still be changed.
-                    let consumed = end - before;
-                    let verdict = judge(&head[..end]);
                     match verdict {
                         Verdict::Ambiguous => {
-                            bytes[at + end - 1 - before] = 0;
+                            // The head's last byte arrived in this read, so it can still change.
+                            bytes[at + end_here - 1] = 0;
                             self.state = State::Off;
                             return;
                         }
@@ -89,9 +98,15 @@ impl<IO> FramingGuard<IO> {
                             return;
                         }
                     }
-                    at += consumed;
+                    at += end_here;
                 }
             }
+        }
+    }
+
+    fn check_size(&mut self) {
+        if matches!(&self.state, State::Head(h) if h.len() > MAX_HEAD) {
+            self.state = State::Off;
         }
     }
 }
@@ -112,24 +127,30 @@ fn find_end(head: &[u8]) -> Option<usize> {
         .map(|i| i + 4)
 }
 
+/// Reads the two framing headers of a complete head (hyper does the real parsing; this only
+/// needs their presence and the length).
 fn judge(head: &[u8]) -> Verdict {
-    let mut headers = [httparse::EMPTY_HEADER; 128];
-    let mut request = httparse::Request::new(&mut headers);
-    match request.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Verdict::Unknown,
-    }
     let mut length = None;
     let mut chunked = false;
-    for header in request.headers.iter() {
-        if header.name.eq_ignore_ascii_case("content-length") {
-            length = std::str::from_utf8(header.value)
+    // Skip the request line; stop at the empty line.
+    for line in head.split(|b| *b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            return Verdict::Unknown;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let parsed = std::str::from_utf8(value)
                 .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            if length.is_none() {
+                .and_then(|v| v.parse::<u64>().ok());
+            if parsed.is_none() || (length.is_some() && length != parsed) {
                 return Verdict::Unknown;
             }
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            length = parsed;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             chunked = true;
         }
     }

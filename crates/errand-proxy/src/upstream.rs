@@ -23,10 +23,16 @@ use tower_service::Service;
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub SocketAddr);
 
-/// An HTTP client bound to one upstream base URL.
+/// An HTTP client bound to one upstream base URL. Cheap to clone (the front clones it per
+/// request).
 #[derive(Clone, Debug)]
 pub struct Upstream {
+    target: std::sync::Arc<Target>,
     client: Client<HttpConnector, Body>,
+}
+
+#[derive(Debug)]
+struct Target {
     scheme: Scheme,
     authority: Authority,
     base_path: String,
@@ -43,8 +49,7 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Self {
-            client,
+        let target = Target {
             scheme: base.scheme().cloned().unwrap_or(Scheme::HTTP),
             authority: base
                 .authority()
@@ -52,10 +57,16 @@ impl Upstream {
                 .unwrap_or_else(|| Authority::from_static("localhost")),
             base_path: base.path().trim_end_matches('/').to_owned(),
             timeout,
+        };
+        Self {
+            target: std::sync::Arc::new(target),
+            client,
         }
     }
+}
 
-    fn target(&self, original: &Uri) -> Result<Uri, BoxError> {
+impl Target {
+    fn uri(&self, original: &Uri) -> Result<Uri, BoxError> {
         let path = original.path_and_query().map_or("/", PathAndQuery::as_str);
         let joined: PathAndQuery = format!("{}{}", self.base_path, path).parse()?;
         Ok(Uri::builder()
@@ -108,13 +119,14 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
-        let target = match self.target(&parts.uri) {
+        let upstream = &self.target;
+        let target = match upstream.uri(&parts.uri) {
             Ok(target) => target,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
         let original_host = parts.headers.remove(header::HOST);
         strip_request_hop_headers(&mut parts.headers);
-        if let Ok(host) = HeaderValue::from_str(self.authority.as_str()) {
+        if let Ok(host) = HeaderValue::from_str(upstream.authority.as_str()) {
             parts.headers.insert(header::HOST, host);
         }
         if let Some(host) = original_host {
@@ -132,7 +144,7 @@ where
         parts.version = http::Version::HTTP_11;
         let request = Request::from_parts(parts, errand::body::boxed(body));
         let response = self.client.request(request);
-        let timeout = self.timeout;
+        let timeout = upstream.timeout;
         Box::pin(async move {
             match tokio::time::timeout(timeout, response).await {
                 Ok(Ok(response)) => Ok(response),

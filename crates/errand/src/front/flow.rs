@@ -118,17 +118,17 @@ where
             ),
         ));
     }
-    let uri = canonical_uri(request.uri(), headers, &front.scheme).unwrap_or_default();
-    let front_request = FrontRequest {
+    let answer = FrontRequest {
         shared: &shared,
         route,
         signature,
-        uri,
         head: method == Method::HEAD,
-        headers: request.headers().clone(),
-        prefer: Prefer::parse(request.headers()),
-    };
-    match front_request.answer().await {
+        headers,
+        prefer: Prefer::parse(headers),
+    }
+    .answer()
+    .await;
+    match answer {
         Answer::Respond(response) => Ok(response),
         Answer::Forward(status) => forward(inner, request, Some(status)).await,
     }
@@ -243,9 +243,9 @@ struct FrontRequest<'a> {
     shared: &'a Shared,
     route: RouteId,
     signature: Signature,
-    uri: String,
     head: bool,
-    headers: HeaderMap,
+    /// The client's headers (validators for `304`), borrowed from the request.
+    headers: &'a HeaderMap,
     prefer: Prefer,
 }
 
@@ -336,7 +336,7 @@ impl FrontRequest<'_> {
                                 let mut answer = respond::stored(
                                     &response,
                                     None,
-                                    &self.headers,
+                                    self.headers,
                                     self.head,
                                     &status,
                                 );
@@ -368,7 +368,8 @@ impl FrontRequest<'_> {
         Claim {
             key: self.signature.key.clone(),
             request: self.signature.request.clone(),
-            uri: self.uri.clone(),
+            // The canonical URI without key headers: every variant of one URI shares it.
+            uri: self.signature.request.uri.clone(),
             priority,
             expect,
         }
@@ -453,7 +454,7 @@ impl FrontRequest<'_> {
         respond::stored(
             &content.response,
             Some(age),
-            &self.headers,
+            self.headers,
             self.head,
             &status,
         )
