@@ -66,6 +66,11 @@ enum Command {
         /// Append `?u=N` with a new N per request: every request is a first request.
         #[arg(long)]
         unique: bool,
+        /// Open loop: offer this many requests per second in all (spread over the
+        /// connections, each request timed from when it was due, so a slow answer delays
+        /// and is charged to the ones behind it). Without it: closed loop, as fast as answered.
+        #[arg(long)]
+        rate: Option<u64>,
         /// A label for the report line.
         #[arg(long, default_value = "load")]
         label: String,
@@ -101,8 +106,9 @@ async fn main() -> anyhow::Result<()> {
             connections,
             duration,
             unique,
+            rate,
             label,
-        } => load(&url, connections, duration, unique, &label).await,
+        } => load(&url, connections, duration, unique, rate, &label).await,
         Command::Stampede {
             url,
             origin,
@@ -233,8 +239,11 @@ async fn load(
     connections: usize,
     duration: Duration,
     unique: bool,
+    rate: Option<u64>,
     label: &str,
 ) -> anyhow::Result<()> {
+    // Per connection, the time between two due requests (open loop only).
+    let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r.max(1) as f64));
     let uri: Uri = url.parse().with_context(|| format!("--url {url}"))?;
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let next = Arc::new(AtomicU64::new(0));
@@ -242,8 +251,10 @@ async fn load(
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..connections {
+    for i in 0..connections {
         let (uri, path, next) = (uri.clone(), path.clone(), next.clone());
+        // Stagger the connections' schedules across one interval.
+        let offset = interval.map(|d| d.mul_f64(i as f64 / connections as f64));
         tasks.spawn(async move {
             let mut samples = Samples::default();
             let mut sender = match connect(&uri).await {
@@ -253,7 +264,15 @@ async fn load(
                     return samples;
                 }
             };
+            let mut due = started + offset.unwrap_or_default();
+            let mut last_end = started;
             while Instant::now() < deadline {
+                if interval.is_some() {
+                    tokio::time::sleep_until(due.into()).await;
+                    if due >= deadline {
+                        break;
+                    }
+                }
                 let target = if unique {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     let sep = if path.contains('?') { '&' } else { '?' };
@@ -261,8 +280,21 @@ async fn load(
                 } else {
                     path.clone()
                 };
-                let sent = Instant::now();
-                match round_trip(&mut sender, &uri, &target, None).await {
+                // Charge the wait from when the request was due only if the previous answer
+                // made it late (the server's doing); a late wake-up of this tool's own
+                // millisecond timer is not the server's to pay for.
+                let now = Instant::now();
+                let sent = if interval.is_some() && last_end > due {
+                    due
+                } else {
+                    now
+                };
+                if let Some(interval) = interval {
+                    due += interval;
+                }
+                let result = round_trip(&mut sender, &uri, &target, None).await;
+                last_end = Instant::now();
+                match result {
                     Ok(status) => {
                         let micros = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
                         samples.micros.push(micros);
@@ -406,7 +438,8 @@ async fn stampede(
     lag.sort_unstable();
     let statuses: Vec<String> = statuses.iter().map(|(k, v)| format!("{k}:{v}")).collect();
     println!(
-        "{label}: {clients} clients, upstream calls {calls} | answer after the origin's, ms: p50 {:.3} p99 {:.3} max {:.3} | status {}",
+        "{label}: {clients} clients, upstream calls {calls} | answer after the origin's, ms: min {:.3} p50 {:.3} p99 {:.3} max {:.3} | status {}",
+        percentile(&lag, 0.0),
         percentile(&lag, 50.0),
         percentile(&lag, 99.0),
         percentile(&lag, 100.0),

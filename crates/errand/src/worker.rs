@@ -499,7 +499,7 @@ fn build_request(job: &Job) -> Result<Request<JobBody>, String> {
         headers.append(name, value);
     }
     request.extensions_mut().insert(JobRequest {
-        key: job.lease.key.clone(),
+        key: job.lease.key,
         attempt: job.attempt,
     });
     Ok(request)

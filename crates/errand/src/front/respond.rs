@@ -11,7 +11,8 @@ use crate::pattern::{CacheStatus, StoredResponse};
 
 /// Adds `Cache-Status` and `Prefer` to `Vary` (RFC 7240 §2: the answer depends on it).
 pub fn mark(headers: &mut HeaderMap, status: &CacheStatus) {
-    if let Ok(value) = HeaderValue::from_str(&status.to_string()) {
+    // From the String itself: no second copy.
+    if let Ok(value) = HeaderValue::try_from(status.to_string()) {
         headers.insert("cache-status", value);
     }
     let varies_on_prefer = headers

@@ -207,7 +207,7 @@ pub struct Entry {
     /// The signature's key.
     pub key: Key,
     /// Canonical URI without key headers (for purge by URI or prefix, and for operators).
-    pub uri: String,
+    pub uri: Arc<str>,
     /// Changes on every write; conditional claims compare it.
     pub version: u64,
     /// The last storable response, if any (kept while a refresh runs or fails).

@@ -28,39 +28,70 @@ pub const CREDENTIAL_HEADERS: [HeaderName; 3] = [
     http::header::PROXY_AUTHORIZATION,
 ];
 
-/// The fixed-length key a signature is stored under: 32 hex digits (128 bits of SHA-256).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Key(String);
+/// The fixed-length key a signature is stored under: 128 bits of SHA-256 of the canonical
+/// form, shown and serialized as 32 lower-case hex digits. `Copy`: the hit path moves it
+/// around without allocating.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key([u8; 16]);
 
 impl Key {
-    /// The key as stored (32 lower-case hex digits).
-    pub fn as_str(&self) -> &str {
+    /// The key as 32 lower-case hex digits (the form stores and operators see).
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// The key's 16 bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
 
-    /// Wraps a key read back from a store or typed by an operator; `None` unless it has the
-    /// exact shape of a key.
+    /// Reads a key back from its hex form (from a store, or typed by an operator); `None`
+    /// unless it is exactly 32 hex digits.
     pub fn parse(text: &str) -> Option<Self> {
-        (text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| Self(text.to_ascii_lowercase()))
+        if text.len() != 32 {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(bytes))
     }
 
     fn of(canonical: &str) -> Self {
         let digest = Sha256::digest(canonical.as_bytes());
-        Self(hex(&digest[..16]))
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self(bytes)
     }
 }
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
     }
 }
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Key({})", self.0)
+        write!(f, "Key({self})")
+    }
+}
+
+impl Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a 32-hex-digit key")))
     }
 }
 
@@ -156,7 +187,12 @@ impl Signature {
         let authority = normalize_authority(&host, &scheme)?;
         let path = normalize_path(uri.path());
         let query = uri.query().map(normalize_query).unwrap_or_default();
-        let mut canonical_uri = format!("{scheme}://{authority}{path}");
+        let mut canonical_uri =
+            String::with_capacity(scheme.len() + authority.len() + path.len() + 4);
+        canonical_uri.push_str(&scheme);
+        canonical_uri.push_str("://");
+        canonical_uri.push_str(&authority);
+        canonical_uri.push_str(&path);
         if !query.is_empty() {
             canonical_uri.push('?');
             canonical_uri.push_str(&query);
@@ -168,7 +204,11 @@ impl Signature {
         } else {
             method
         };
-        let mut canonical = format!("{method}\n{canonical_uri}\n");
+        let mut canonical = String::with_capacity(canonical_uri.len() + 16);
+        canonical.push_str(method.as_str());
+        canonical.push('\n');
+        canonical.push_str(&canonical_uri);
+        canonical.push('\n');
         let mut record_headers = Vec::with_capacity(key_headers.len());
         for name in key_headers {
             let values: Vec<&str> = headers
@@ -287,6 +327,15 @@ fn normalize_component(raw: &str) -> String {
 /// Normalizes a path: one percent-encoding spelling, dot segments removed (RFC 3986 §5.2.4),
 /// empty path as `/`. Repeated slashes are kept: many applications give them meaning.
 fn normalize_path(path: &str) -> String {
+    // Most paths are already canonical: plain characters and no dot segments.
+    let plain = path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_~/!$&'()*+,;=:@".contains(&b) || b == b'.')
+        && !path.split('/').any(|s| s == "." || s == "..");
+    if plain {
+        return path.to_owned();
+    }
     let encoded = normalize_component(path);
     let mut out: Vec<&str> = Vec::new();
     let segments: Vec<&str> = encoded.split('/').collect();
@@ -320,6 +369,9 @@ fn normalize_path(path: &str) -> String {
 /// Sorts query parameters by name (stable: repeated names keep their order) and normalizes
 /// their encoding; empty pieces (`a=1&&b=2`) are dropped.
 fn normalize_query(query: &str) -> String {
+    if query.is_empty() {
+        return String::new();
+    }
     let mut pairs: Vec<(String, Option<String>)> = query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -480,8 +532,8 @@ mod tests {
         );
         assert_ne!(alice.key, bob.key);
         // The key is a hash of a canonical form that itself only holds a hash of the secret.
-        assert!(!alice.key.as_str().contains("alice"));
-        assert_eq!(alice.key.as_str().len(), 32);
+        assert!(!alice.key.to_hex().contains("alice"));
+        assert_eq!(alice.key.to_hex().len(), 32);
         // The job must be able to replay the request, so the record keeps the real value.
         assert_eq!(alice.request.headers[0].1, "Bearer alice");
     }
@@ -507,7 +559,13 @@ mod tests {
         let s = sig("GET", "/a?b=1", &host("a.test:81"), &[]);
         assert_eq!(s.request.authority(), "a.test:81");
         assert_eq!(s.request.path_and_query(), "/a?b=1");
-        assert!(Key::parse(s.key.as_str()).is_some());
+        assert_eq!(Key::parse(&s.key.to_hex()), Some(s.key));
+        assert_eq!(
+            Key::parse("0123456789ABCDEF0123456789abcdef")
+                .map(|k| k.to_hex())
+                .as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
         assert!(Key::parse("nope").is_none());
     }
 }

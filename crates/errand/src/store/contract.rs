@@ -244,7 +244,7 @@ pub async fn take_orders_by_priority_then_run_time(store: Arc<dyn Store>, clock:
     .into_iter()
     .map(|jobs| {
         assert_eq!(jobs.len(), 1);
-        jobs[0].lease.key.clone()
+        jobs[0].lease.key
     })
     .collect();
     let want = [
@@ -484,7 +484,6 @@ pub async fn wait_is_woken_by_complete(store: Arc<dyn Store>, _clock: Arc<Manual
     let waiters: Vec<_> = (0..50)
         .map(|_| {
             let store = Arc::clone(&store);
-            let key = key.clone();
             tokio::spawn(async move {
                 let started = tokio::time::Instant::now();
                 let entry = store.wait(&key, Duration::from_secs(20)).await.unwrap();
@@ -703,7 +702,6 @@ pub async fn take_once_delivers_exactly_once(store: Arc<dyn Store>, _clock: Arc<
     let takers: Vec<_> = (0..20)
         .map(|_| {
             let store = Arc::clone(&store);
-            let key = key.clone();
             tokio::spawn(async move { store.take_once(&key).await.unwrap() })
         })
         .collect();

@@ -64,14 +64,15 @@ pub struct MemoryStore {
 struct PendingJob {
     info: JobInfo,
     request: RequestRecord,
-    uri: String,
+    uri: Arc<str>,
     version: u64,
     token: Option<u64>,
 }
 
 #[derive(Debug, Default)]
 struct Queue {
-    pending: HashMap<Key, PendingJob>,
+    /// Boxed: buckets stay small, so a table sized for the flood cap stays cheap.
+    pending: HashMap<Key, Box<PendingJob>>,
     /// Ready to run: (priority, run_at, id).
     ready: BTreeSet<(Priority, Timestamp, JobId, Key)>,
     /// Backing off until run_at.
@@ -143,7 +144,13 @@ impl MemoryStore {
         Self {
             clock,
             entries,
-            queue: Mutex::new(Queue::default()),
+            // Sized for the flood cap up front: a HashMap that doubles rehashes every entry
+            // under this lock, a pause every front would feel at once. Untouched buckets cost
+            // address space, not memory.
+            queue: Mutex::new(Queue {
+                pending: HashMap::with_capacity(config.max_pending.min(1 << 22)),
+                ..Queue::default()
+            }),
             wakeups: Wakeups::default(),
             work: Notify::new(),
             versions: AtomicU64::new(1),
@@ -181,7 +188,7 @@ impl MemoryStore {
 
     fn pending_entry(&self, key: &Key, job: &PendingJob, now: Timestamp) -> Entry {
         Entry {
-            key: key.clone(),
+            key: *key,
             uri: job.uri.clone(),
             version: job.version,
             content: self.settled(key, now).and_then(|e| e.content.clone()),
@@ -209,7 +216,7 @@ impl MemoryStore {
     fn purge_settled(&self, target: &PurgeTarget, soft: bool, now: Timestamp) -> u64 {
         let matches = |entry: &Entry| match target {
             PurgeTarget::Key(k) => &entry.key == k,
-            PurgeTarget::Uri(u) => &entry.uri == u,
+            PurgeTarget::Uri(u) => *entry.uri == **u,
             PurgeTarget::Prefix(p) => entry.uri.starts_with(p.as_str()),
             PurgeTarget::Tag(t) => entry.content.as_ref().is_some_and(|c| c.tags.contains(t)),
             PurgeTarget::All => true,
@@ -248,7 +255,7 @@ impl MemoryStore {
                 content: Some(content),
                 ..Entry::clone(&entry)
             };
-            self.insert_settled(entry.key.clone(), replaced);
+            self.insert_settled(entry.key, replaced);
             count += 1;
         }
         count
@@ -328,21 +335,19 @@ impl Store for MemoryStore {
         let job = PendingJob {
             info,
             request: claim.request,
-            uri: claim.uri,
+            uri: claim.uri.into(),
             version: self.version(),
             token: None,
         };
-        queue
-            .ready
-            .insert((claim.priority, now, id, claim.key.clone()));
+        queue.ready.insert((claim.priority, now, id, claim.key));
         let entry = Entry {
-            key: claim.key.clone(),
+            key: claim.key,
             uri: job.uri.clone(),
             version: job.version,
             content: settled.and_then(|e| e.content.clone()),
             status: Status::Pending(job.info.clone()),
         };
-        queue.pending.insert(claim.key, job);
+        queue.pending.insert(claim.key, Box::new(job));
         drop(queue);
         self.work.notify_waiters();
         Ok(ClaimOutcome::Enqueued(entry))
@@ -368,7 +373,7 @@ impl Store for MemoryStore {
             job.token = Some(token);
             let taken = Job {
                 lease: LeaseToken {
-                    key: key.clone(),
+                    key,
                     job: id,
                     token,
                 },
@@ -395,8 +400,8 @@ impl Store for MemoryStore {
         queue.promote(now);
         let job = queue.held(lease)?;
         let old = job.info.lease_until.replace(until).unwrap_or(until);
-        queue.leased.remove(&(old, lease.job, lease.key.clone()));
-        queue.leased.insert((until, lease.job, lease.key.clone()));
+        queue.leased.remove(&(old, lease.job, lease.key));
+        queue.leased.insert((until, lease.job, lease.key));
         Ok(until)
     }
 
@@ -414,12 +419,8 @@ impl Store for MemoryStore {
                 job.info.last_error = Some(error);
                 job.token = None;
                 job.version = self.versions.fetch_add(1, Ordering::Relaxed);
-                queue
-                    .leased
-                    .remove(&(held_until, lease.job, lease.key.clone()));
-                queue
-                    .scheduled
-                    .insert((run_at, lease.job, lease.key.clone()));
+                queue.leased.remove(&(held_until, lease.job, lease.key));
+                queue.scheduled.insert((run_at, lease.job, lease.key));
                 drop(queue);
                 self.work.notify_waiters();
                 return Ok(());
@@ -432,20 +433,18 @@ impl Store for MemoryStore {
                 Status::Failed(failure),
             ),
         };
-        queue
-            .leased
-            .remove(&(held_until, lease.job, lease.key.clone()));
+        queue.leased.remove(&(held_until, lease.job, lease.key));
         let Some(job) = queue.pending.remove(&lease.key) else {
             return Err(StoreError::LeaseLost);
         };
         let entry = Entry {
-            key: lease.key.clone(),
+            key: lease.key,
             uri: job.uri,
             version: self.version(),
             content,
             status,
         };
-        self.insert_settled(lease.key.clone(), entry);
+        self.insert_settled(lease.key, entry);
         drop(queue);
         self.wakeups.wake(&lease.key);
         Ok(())
@@ -495,7 +494,7 @@ impl Store for MemoryStore {
             status: Status::Pass(pass),
             ..Entry::clone(&entry)
         };
-        self.insert_settled(key.clone(), replaced);
+        self.insert_settled(*key, replaced);
         Ok(Some(once))
     }
 
@@ -558,7 +557,7 @@ mod tests {
     async fn store_one(store: &MemoryStore, n: usize, body: Bytes) {
         let sig = signature(n);
         let claim = Claim {
-            key: sig.key.clone(),
+            key: sig.key,
             uri: sig.request.uri.clone(),
             request: sig.request,
             priority: Priority::Miss,
@@ -631,7 +630,7 @@ mod tests {
         for n in 0..3 {
             let sig = signature(n);
             let claim = Claim {
-                key: sig.key.clone(),
+                key: sig.key,
                 uri: sig.request.uri.clone(),
                 request: sig.request,
                 priority: Priority::Miss,
@@ -644,7 +643,7 @@ mod tests {
         }
         let sig = signature(99);
         let claim = Claim {
-            key: sig.key.clone(),
+            key: sig.key,
             uri: sig.request.uri.clone(),
             request: sig.request,
             priority: Priority::Miss,

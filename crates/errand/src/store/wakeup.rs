@@ -21,7 +21,7 @@ impl Wakeups {
     /// checking the entry's state, so a wake-up between the check and the await is not missed.
     pub fn subscribe(&self, key: &Key) -> Arc<Notify> {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(waiters.entry(key.clone()).or_default())
+        Arc::clone(waiters.entry(*key).or_default())
     }
 
     /// Drops the subscription of a waiter that gave up, if nobody else waits on the key.
