@@ -35,27 +35,39 @@ pub(crate) async fn timed<T>(
         .unwrap_or(Err(StoreError::Timeout(limit)))
 }
 
-/// The front's flow for one request.
-pub(crate) async fn handle<S, ReqBody, ResBody>(
-    shared: Arc<Shared>,
-    inner: S,
-    request: Request<ReqBody>,
-) -> Result<Response<Body>, S::Error>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError>,
-{
+/// What the front will do with a request, decided before any I/O.
+pub(crate) enum Plan {
+    /// Answer at once (a refusal naming what was wrong).
+    Respond(Response<Body>),
+    /// Straight through to the inner service, marked with this status (if on a deferred route).
+    Forward(Option<CacheStatus>),
+    /// An unsafe method: through, then invalidate on success.
+    PassUnsafe,
+    /// The Worker Pattern: look up the signature and decide.
+    Defer(Deferred),
+}
+
+/// A deferred request's facts, computed synchronously.
+pub(crate) struct Deferred {
+    route: RouteId,
+    signature: Signature,
+    head: bool,
+    prefer: Prefer,
+}
+
+/// Steps 1–2 of the front (hygiene, the pass-through cases, the signature): synchronous, so
+/// only the future of the chosen path is built and boxed.
+pub(crate) fn plan<B>(shared: &Shared, request: &Request<B>) -> Plan {
     // A worker replaying a job through the same app: straight to the handler.
     if request.extensions().get::<JobRequest>().is_some() {
-        return forward(inner, request, None).await;
+        return Plan::Forward(None);
     }
     let front = &shared.config.front;
     let headers = request.headers();
     if headers.contains_key(header::CONTENT_LENGTH)
         && headers.contains_key(header::TRANSFER_ENCODING)
     {
-        return Ok(respond::bad_request(
+        return Plan::Respond(respond::bad_request(
             StatusCode::BAD_REQUEST,
             "Content-Length together with Transfer-Encoding is not allowed",
         ));
@@ -65,7 +77,7 @@ where
         .path_and_query()
         .map_or(0, |pq| pq.as_str().len());
     if target_len > front.max_uri_len {
-        return Ok(respond::bad_request(
+        return Plan::Respond(respond::bad_request(
             StatusCode::URI_TOO_LONG,
             &format!(
                 "request target is {target_len} bytes; the limit is {}",
@@ -74,23 +86,18 @@ where
         ));
     }
     let (route, policy) = shared.config.routes.policy_for(request.uri().path());
-    let method = request.method().clone();
+    let method = request.method();
     if method != Method::GET && method != Method::HEAD {
-        return pass_unsafe(&shared, inner, request).await;
+        return Plan::PassUnsafe;
     }
     if policy.mode == Mode::Pass {
-        return forward(
-            inner,
-            request,
-            Some(CacheStatus::new(Phase::Pass).fwd(Fwd::Bypass)),
-        )
-        .await;
+        return Plan::Forward(Some(CacheStatus::new(Phase::Pass).fwd(Fwd::Bypass)));
     }
     if has_body(headers) || private_request(headers, policy) {
-        return forward(inner, request, Some(CacheStatus::new(Phase::Pass))).await;
+        return Plan::Forward(Some(CacheStatus::new(Phase::Pass)));
     }
     let signature = match Signature::of(
-        &method,
+        method,
         request.uri(),
         headers,
         &front.scheme,
@@ -98,39 +105,53 @@ where
     ) {
         Ok(signature) => signature,
         Err(e) => {
-            return Ok(respond::bad_request(
+            return Plan::Respond(respond::bad_request(
                 StatusCode::BAD_REQUEST,
                 &e.to_string(),
             ));
         }
     };
-    if !front.allowed_hosts.is_empty()
-        && !front
-            .allowed_hosts
-            .iter()
-            .any(|h| h == signature.request.authority())
-    {
-        return Ok(respond::bad_request(
+    let authority = signature.request.authority();
+    if !front.allowed_hosts.is_empty() && !front.allowed_hosts.iter().any(|h| h == authority) {
+        return Plan::Respond(respond::bad_request(
             StatusCode::MISDIRECTED_REQUEST,
-            &format!(
-                "host {:?} is not served here",
-                signature.request.authority()
-            ),
+            &format!("host {authority:?} is not served here"),
         ));
     }
-    let answer = FrontRequest {
-        shared: &shared,
+    Plan::Defer(Deferred {
         route,
         signature,
         head: method == Method::HEAD,
-        headers,
         prefer: Prefer::parse(headers),
+    })
+}
+
+/// Steps 3–4 for a deferred request: lookup, decide, claim / wait / serve; through to the
+/// inner service only for hit-for-pass.
+pub(crate) async fn defer<S, ReqBody, ResBody>(
+    shared: Arc<Shared>,
+    inner: S,
+    request: Request<ReqBody>,
+    deferred: Deferred,
+) -> Result<Response<Body>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let answer = FrontRequest {
+        shared: &shared,
+        route: deferred.route,
+        signature: deferred.signature,
+        head: deferred.head,
+        headers: request.headers(),
+        prefer: deferred.prefer,
     }
     .answer()
     .await;
     match answer {
         Answer::Respond(response) => Ok(response),
-        Answer::Forward(status) => forward(inner, request, Some(status)).await,
+        Answer::Forward(status) => Box::pin(forward(inner, request, Some(status))).await,
     }
 }
 
@@ -150,7 +171,7 @@ fn private_request(headers: &HeaderMap, policy: &RoutePolicy) -> bool {
 }
 
 /// Forwards to the inner service, marking the answer when it belongs to a deferred route.
-async fn forward<S, ReqBody, ResBody>(
+pub(crate) async fn forward<S, ReqBody, ResBody>(
     mut inner: S,
     request: Request<ReqBody>,
     status: Option<CacheStatus>,
@@ -171,8 +192,8 @@ where
 /// POST/PUT/PATCH/DELETE (and other methods) pass through; a successful unsafe one
 /// invalidates the stored variants of its URI and of its `Location`/`Content-Location` on
 /// the same host (RFC 9111 §4.4).
-async fn pass_unsafe<S, ReqBody, ResBody>(
-    shared: &Shared,
+pub(crate) async fn pass_unsafe<S, ReqBody, ResBody>(
+    shared: Arc<Shared>,
     inner: S,
     request: Request<ReqBody>,
 ) -> Result<Response<Body>, S::Error>

@@ -164,6 +164,13 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let shared = Arc::clone(self.errand.shared());
-        Box::pin(flow::handle(shared, inner, request))
+        // Plan synchronously, then box only the chosen path's future: one state machine for
+        // every path would be several times larger, and it is moved on every request.
+        match flow::plan(&shared, &request) {
+            flow::Plan::Respond(response) => Box::pin(std::future::ready(Ok(response))),
+            flow::Plan::Forward(status) => Box::pin(flow::forward(inner, request, status)),
+            flow::Plan::PassUnsafe => Box::pin(flow::pass_unsafe(shared, inner, request)),
+            flow::Plan::Defer(deferred) => Box::pin(flow::defer(shared, inner, request, deferred)),
+        }
     }
 }
