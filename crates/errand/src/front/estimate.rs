@@ -16,22 +16,30 @@ pub struct JobEstimates {
 /// Before any job of a route has been seen, assume this.
 const INITIAL_MS: u64 = 1000;
 
+/// Marks a route with no observation yet (a real job of 0 ms is stored as 1 ms).
+const UNSEEN: u64 = 0;
+
 impl JobEstimates {
     /// Estimates for `routes` routes.
     pub fn new(routes: usize) -> Self {
         Self {
-            millis: (0..routes).map(|_| AtomicU64::new(INITIAL_MS)).collect(),
+            millis: (0..routes).map(|_| AtomicU64::new(UNSEEN)).collect(),
         }
     }
 
-    /// Folds one observed duration in (weight 1/4: adapts within a few jobs).
+    /// Folds one observed duration in (weight 1/4: adapts within a few jobs); the first
+    /// observation of a route is taken as it is.
     pub fn observe(&self, route: RouteId, took: Duration) {
         let Some(slot) = self.millis.get(route.0) else {
             return;
         };
-        let sample = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        let sample = u64::try_from(took.as_millis()).unwrap_or(u64::MAX).max(1);
         let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-            Some(old - old / 4 + sample / 4)
+            Some(if old == UNSEEN {
+                sample
+            } else {
+                old - old / 4 + sample / 4
+            })
         });
     }
 
@@ -40,8 +48,8 @@ impl JobEstimates {
         let ms = self
             .millis
             .get(route.0)
-            .map_or(INITIAL_MS, |m| m.load(Ordering::Relaxed));
-        Duration::from_millis(ms)
+            .map_or(UNSEEN, |m| m.load(Ordering::Relaxed));
+        Duration::from_millis(if ms == UNSEEN { INITIAL_MS } else { ms })
     }
 }
 
@@ -72,11 +80,15 @@ mod tests {
     #[test]
     fn estimates_follow_observations() {
         let e = JobEstimates::new(2);
-        for _ in 0..30 {
-            e.observe(RouteId(0), Duration::from_secs(8));
-        }
-        let got = e.expected(RouteId(0)).as_millis();
-        assert!((7900..=8000).contains(&got), "{got}");
+        assert_eq!(e.expected(RouteId(0)), Duration::from_millis(INITIAL_MS));
+        e.observe(RouteId(0), Duration::from_secs(8));
+        assert_eq!(
+            e.expected(RouteId(0)),
+            Duration::from_secs(8),
+            "the first sample is taken whole"
+        );
+        e.observe(RouteId(0), Duration::from_secs(4));
+        assert_eq!(e.expected(RouteId(0)), Duration::from_secs(7));
         assert_eq!(e.expected(RouteId(1)), Duration::from_millis(INITIAL_MS));
         e.observe(RouteId(9), Duration::from_secs(1));
     }

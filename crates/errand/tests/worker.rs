@@ -1,0 +1,137 @@
+//! The worker runtime as an app sees it: long jobs keep their lease, shutdown hands back what
+//! it cannot finish, and `Retry-After` follows how long jobs take.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use errand::config::Config;
+use errand::store::{MemoryConfig, MemoryStore, SharedStore};
+use errand::{Errand, Shutdown};
+use tower::ServiceExt;
+
+fn sleeper(calls: Arc<AtomicUsize>, nap: Duration) -> Router {
+    Router::new().route(
+        "/{id}",
+        get(move || {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(nap).await;
+                "done"
+            }
+        }),
+    )
+}
+
+fn errand(config: Config) -> Errand {
+    let store: SharedStore = Arc::new(MemoryStore::new(MemoryConfig::default()));
+    Errand::new(store, config)
+}
+
+async fn send(
+    app: Router,
+    errand: &Errand,
+    path: &str,
+    prefer: Option<&str>,
+) -> (StatusCode, String) {
+    let mut request = Request::get(path).header("host", "w.test");
+    if let Some(prefer) = prefer {
+        request = request.header("prefer", prefer);
+    }
+    let response = app
+        .layer(errand.layer())
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, retry_after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_longer_than_its_lease_keeps_it_by_heartbeat() {
+    let mut config = Config::default();
+    config.jobs.lease = Duration::from_millis(600);
+    let errand = errand(config);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = sleeper(calls.clone(), Duration::from_millis(1500));
+    let shutdown = Shutdown::new();
+    let worker = errand.worker(app.clone()).spawn(shutdown.clone());
+    let (status, _) = send(app.clone(), &errand, "/long", Some("wait=10")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "renewed, never redelivered to a second run"
+    );
+    shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_back_jobs_it_cannot_finish() {
+    let mut config = Config::default();
+    config.jobs.shutdown_timeout = Duration::from_millis(200);
+    let errand = errand(config);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = sleeper(calls.clone(), Duration::from_secs(30));
+    let shutdown = Shutdown::new();
+    let worker = errand.worker(app.clone()).spawn(shutdown.clone());
+    let (status, _) = send(app.clone(), &errand, "/endless", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    while errand.store().stats().await.unwrap().running == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = tokio::time::Instant::now();
+    shutdown.cancel();
+    worker.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the shutdown timeout"
+    );
+    let stats = errand.store().stats().await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.running, stats.ready),
+        (1, 0, 1),
+        "{stats:?}"
+    );
+
+    // Another worker (here: a new runtime) takes the handed-back job at once.
+    let fast = sleeper(calls.clone(), Duration::from_millis(10));
+    let shutdown = Shutdown::new();
+    let worker = errand.worker(fast.clone()).spawn(shutdown.clone());
+    let (status, _) = send(fast, &errand, "/endless", Some("wait=10")).await;
+    assert_eq!(status, StatusCode::OK);
+    shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_follows_observed_job_time() {
+    let errand = errand(Config::default());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = sleeper(calls, Duration::from_millis(2500));
+    let shutdown = Shutdown::new();
+    let worker = errand.worker(app.clone()).spawn(shutdown.clone());
+    let (status, first) = send(app.clone(), &errand, "/a", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(first, "1", "nothing observed yet: the default of 1 s");
+    let (status, _) = send(app.clone(), &errand, "/a", Some("wait=10")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, adapted) = send(app.clone(), &errand, "/b", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(adapted, "3", "a 2.5 s job: come back in 3 s");
+    shutdown.cancel();
+    worker.await.unwrap();
+}
