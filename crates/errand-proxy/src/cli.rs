@@ -32,7 +32,7 @@ pub enum Command {
 /// `errand serve`.
 #[derive(Debug, Args)]
 pub struct Serve {
-    /// The slow HTTP service to put errand in front of (http://host[:port][/base]).
+    /// The slow HTTP service to put errand in front of: http://host:port, optionally with a base path.
     #[arg(long, env = "ERRAND_UPSTREAM")]
     pub upstream: String,
 

@@ -30,7 +30,7 @@
 //! - [`pattern`]: the pattern itself, pure (no I/O, `now` is a parameter):
 //!   [`Signature`](pattern::Signature) (what "the same request" means), the entry states
 //!   ([`Entry`](pattern::Entry), [`Status`](pattern::Status)), RFC 9111 classification of a
-//!   response ([`classify`](pattern::classify)), the front's [`decide`](pattern::decide) and
+//!   response ([`classify`](pattern::classify)), the front's [`decide`](fn@pattern::decide) and
 //!   the [`Phase`](pattern::Phase) vocabulary shared by `Cache-Status`, logs and metrics.
 //! - [`store`]: the [`Store`](store::Store) trait, one small contract in which *the pending
 //!   entry is the job* (`claim` = enqueue-if-absent, `complete` = store + acknowledge, fenced

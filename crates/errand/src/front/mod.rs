@@ -2,9 +2,10 @@
 //! hands misses to workers.
 //!
 //! - [`Errand`] is the handle a program builds once (store + config) and clones freely; it
-//!   makes the [`ErrandLayer`] for the front and [`Worker`](crate::Worker)s for the jobs.
-//! - [`ErrandService`] is the Layer's service; its request flow lives in [`flow`], its
-//!   generated answers in [`respond`].
+//!   makes the [`ErrandLayer`] for the front and a [`Worker`] for the jobs.
+//! - [`ErrandService`] is the Layer's service; its request flow lives in `flow.rs` (plan the
+//!   request synchronously, then lookup → decide → claim / wait / serve), the answers it
+//!   builds in `respond.rs`.
 
 mod conditional;
 mod estimate;
@@ -135,7 +136,7 @@ impl<S> Layer<S> for ErrandLayer {
 }
 
 /// The front as a service over `S`, the app (or upstream client) that requests pass through
-/// to. See [`flow`] for what it does with each request.
+/// to. What it does with each request is described in the [crate docs](crate) and `flow.rs`.
 #[derive(Clone, Debug)]
 pub struct ErrandService<S> {
     inner: S,
