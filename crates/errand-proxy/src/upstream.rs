@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use errand::body::{Body, BoxError};
-use http::header::{self, HeaderMap, HeaderValue};
+use errand::pattern::freshness::remove_hop_headers;
+use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
@@ -77,32 +78,18 @@ impl Target {
     }
 }
 
-/// Request headers that belong to the client's hop and are not forwarded (RFC 9110 §7.6.1).
-fn strip_request_hop_headers(headers: &mut HeaderMap) {
-    let listed: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ]
-    .into_iter()
-    .chain(listed.iter().map(String::as_str))
-    {
-        headers.remove(name);
-    }
-}
+/// Request headers that belong to the client's hop and are not forwarded (RFC 9110 §7.6.1),
+/// besides those the client lists in `Connection`.
+const REQUEST_HOP_HEADERS: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 impl<B> Service<Request<B>> for Upstream
 where
@@ -125,7 +112,7 @@ where
             Err(e) => return Box::pin(async move { Err(e) }),
         };
         let original_host = parts.headers.remove(header::HOST);
-        strip_request_hop_headers(&mut parts.headers);
+        remove_hop_headers(&mut parts.headers, &REQUEST_HOP_HEADERS);
         if let Ok(host) = HeaderValue::from_str(upstream.authority.as_str()) {
             parts.headers.insert(header::HOST, host);
         }

@@ -135,3 +135,45 @@ async fn retry_after_follows_observed_job_time() {
     shutdown.cancel();
     worker.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flood_cap_answers_503_with_retry_after() {
+    let store: SharedStore = Arc::new(MemoryStore::new(MemoryConfig {
+        capacity: 1024 * 1024,
+        max_pending: 2,
+    }));
+    let errand = Errand::new(store, Config::default());
+    // No worker: jobs stay pending, as under a flood of unique URLs.
+    let app = sleeper(Arc::new(AtomicUsize::new(0)), Duration::from_millis(1));
+    assert_eq!(
+        send(app.clone(), &errand, "/1", None).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        send(app.clone(), &errand, "/2", None).await.0,
+        StatusCode::ACCEPTED
+    );
+    let response = app
+        .clone()
+        .layer(errand.layer())
+        .oneshot(
+            Request::get("/3")
+                .header("host", "w.test")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(
+        response.headers()["cache-status"],
+        "errand; fwd=uri-miss; detail=queue-full"
+    );
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("queue-full"));
+    // Already-pending URLs still answer 202.
+    assert_eq!(send(app, &errand, "/1", None).await.0, StatusCode::ACCEPTED);
+}

@@ -238,6 +238,12 @@ const NOT_STORED: [&str; 12] = [
 /// Removes hop-by-hop headers (including those listed in `Connection`) and the headers the
 /// cache consumes itself.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    remove_hop_headers(headers, &NOT_STORED);
+}
+
+/// Removes every header named in `Connection` (RFC 9110 §7.6.1), then each of `fixed`.
+/// Shared by the stored responses here and the requests a proxy forwards.
+pub fn remove_hop_headers(headers: &mut HeaderMap, fixed: &[&str]) {
     let listed: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -246,10 +252,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
         .collect();
-    for name in NOT_STORED
+    for name in listed
         .iter()
-        .copied()
-        .chain(listed.iter().map(String::as_str))
+        .map(String::as_str)
+        .chain(fixed.iter().copied())
     {
         headers.remove(name);
     }

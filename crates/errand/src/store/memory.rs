@@ -554,16 +554,19 @@ mod tests {
         Signature::of(&Method::GET, &uri, &headers, "http", &[]).expect("signature")
     }
 
-    async fn store_one(store: &MemoryStore, n: usize, body: Bytes) {
+    fn claim(n: usize) -> Claim {
         let sig = signature(n);
-        let claim = Claim {
+        Claim {
             key: sig.key,
             uri: sig.request.uri.clone(),
             request: sig.request,
             priority: Priority::Miss,
             expect: None,
-        };
-        store.claim(claim).await.expect("claim");
+        }
+    }
+
+    async fn store_one(store: &MemoryStore, n: usize, body: Bytes) {
+        store.claim(claim(n)).await.expect("claim");
         let job = store
             .take(1, Duration::from_secs(30))
             .await
@@ -628,27 +631,14 @@ mod tests {
             max_pending: 3,
         });
         for n in 0..3 {
-            let sig = signature(n);
-            let claim = Claim {
-                key: sig.key,
-                uri: sig.request.uri.clone(),
-                request: sig.request,
-                priority: Priority::Miss,
-                expect: None,
-            };
             assert!(matches!(
-                store.claim(claim).await,
+                store.claim(claim(n)).await,
                 Ok(ClaimOutcome::Enqueued(_))
             ));
         }
-        let sig = signature(99);
-        let claim = Claim {
-            key: sig.key,
-            uri: sig.request.uri.clone(),
-            request: sig.request,
-            priority: Priority::Miss,
-            expect: None,
-        };
-        assert!(matches!(store.claim(claim).await, Err(StoreError::Full(3))));
+        assert!(matches!(
+            store.claim(claim(99)).await,
+            Err(StoreError::Full(3))
+        ));
     }
 }
