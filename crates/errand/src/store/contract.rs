@@ -2,12 +2,14 @@
 //!
 //! Use [`store_contract!`](crate::store_contract) in an integration test of the backend with
 //! an async constructor that takes the suite's [`ManualClock`] and returns `Some(store)` (or
-//! `None` to skip, e.g. a local run without the database; a CI run must not skip):
+//! `None` to skip, e.g. a local run without the database; a CI run must not skip), and
+//! optionally an async cleanup that gets the store back after each case, pass or fail:
 //!
 //! ```ignore
 //! errand::store_contract!(|clock| async move {
 //!     Some(errand::store::MemoryStore::with_clock(Default::default(), clock))
 //! });
+//! errand::store_contract!(make_pg_store, |store: Arc<PgStore>| async move { store.drop_schema().await });
 //! ```
 //!
 //! Each case gets a fresh store and a clock it moves by hand, so lease expiry, backoff and
@@ -30,7 +32,10 @@ use crate::pattern::{
 #[macro_export]
 macro_rules! store_contract {
     ($make:expr) => {
-        $crate::store_contract!(@cases $make;
+        $crate::store_contract!($make, |_store| async {});
+    };
+    ($make:expr, $cleanup:expr) => {
+        $crate::store_contract!(@cases $make, $cleanup;
             claim_is_atomic_under_contention,
             claim_respects_the_expected_version,
             take_orders_by_priority_then_run_time,
@@ -47,7 +52,7 @@ macro_rules! store_contract {
             stats_count_entries_and_queue
         );
     };
-    (@cases $make:expr; $($case:ident),* $(,)?) => {
+    (@cases $make:expr, $cleanup:expr; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
@@ -56,7 +61,20 @@ macro_rules! store_contract {
                 let Some(store) = make(::std::sync::Arc::clone(&clock)).await else {
                     return;
                 };
-                $crate::store::contract::$case(::std::sync::Arc::new(store), clock).await;
+                let store = ::std::sync::Arc::new(store);
+                // Run the case in a task of its own, so a failing case still cleans up.
+                let outcome = ::tokio::spawn($crate::store::contract::$case(
+                    ::std::sync::Arc::clone(&store) as ::std::sync::Arc<dyn $crate::store::Store>,
+                    clock,
+                ))
+                .await;
+                ($cleanup)(store).await;
+                if let Err(failure) = outcome {
+                    if failure.is_panic() {
+                        ::std::panic::resume_unwind(failure.into_panic());
+                    }
+                    panic!("contract case did not finish: {failure}");
+                }
             }
         )*
     };

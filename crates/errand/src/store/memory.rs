@@ -452,7 +452,7 @@ impl Store for MemoryStore {
 
     async fn wait(&self, key: &Key, timeout: Duration) -> Result<Option<Entry>, StoreError> {
         self.wakeups
-            .wait_settled(key, timeout, || async { Ok(self.lookup_now(key)) })
+            .wait_settled(key, timeout, None, || async { Ok(self.lookup_now(key)) })
             .await
     }
 

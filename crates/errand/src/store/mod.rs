@@ -28,12 +28,17 @@ use crate::pattern::{
     Timestamp,
 };
 
+pub mod codec;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod wakeup;
 
 pub use memory::{MemoryConfig, MemoryStore};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgConfig, PgStore};
 pub use wakeup::Wakeups;
 
 /// Where a store reads the time. Fronts and workers read it through [`Store::now`], so a test

@@ -46,6 +46,18 @@ impl Wakeups {
         }
     }
 
+    /// Wakes every waiter in this process (after a notification channel was lost, so each
+    /// one looks at its entry again).
+    pub fn wake_all(&self) {
+        let all: Vec<Arc<Notify>> = {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            waiters.drain().map(|(_, n)| n).collect()
+        };
+        for notify in all {
+            notify.notify_waiters();
+        }
+    }
+
     /// How many keys have waiters (for tests and metrics).
     pub fn len(&self) -> usize {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -60,11 +72,13 @@ impl Wakeups {
 impl Wakeups {
     /// The generic body of [`Store::wait`](super::Store::wait): subscribe, look the entry up,
     /// and sleep until a wake-up for `key` or the deadline; repeat while it is still pending.
-    /// `lookup` is the store's own lookup.
+    /// `lookup` is the store's own lookup. With `recheck`, the entry is also looked at again
+    /// that often: the fallback of a store whose notifications can be missed.
     pub async fn wait_settled<F, Fut>(
         &self,
         key: &Key,
         timeout: std::time::Duration,
+        recheck: Option<std::time::Duration>,
         mut lookup: F,
     ) -> Result<Option<crate::pattern::Entry>, super::StoreError>
     where
@@ -84,7 +98,11 @@ impl Wakeups {
                     return other;
                 }
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let wake_at = recheck.map_or(deadline, |every| {
+                deadline.min(tokio::time::Instant::now() + every)
+            });
+            let woken = tokio::time::timeout_at(wake_at, notified).await.is_ok();
+            if !woken && tokio::time::Instant::now() >= deadline {
                 self.unsubscribe(key, &notify);
                 return Ok(None);
             }

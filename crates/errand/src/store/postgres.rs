@@ -1,0 +1,1058 @@
+//! The PostgreSQL store: many fronts and many workers on many machines share one durable
+//! table, in which **the pending entry is the job**.
+//!
+//! Every operation is one statement (one round trip, one implicit transaction):
+//!
+//! - `claim` is `INSERT … ON CONFLICT (key) DO UPDATE … WHERE <not pending, and expired or at
+//!   the expected version>`: the primary key makes it atomic however many fronts race; the
+//!   loser's statement changes nothing and it reads the winner's row.
+//! - `take` picks ready rows by priority then run time with `FOR UPDATE SKIP LOCKED` and
+//!   leases them in the same statement, so two workers never take one job and a worker that
+//!   dies holds nothing but a lease that runs out (at-least-once).
+//! - `complete` updates the row only `WHERE job_id = … AND lease_token = …` (fencing) and, in
+//!   the same statement, `pg_notify`s the key's wake-up, delivered when the write commits.
+//!
+//! Wake-ups: one `LISTEN` connection per process fans notifications out to the waiters of
+//! this process ([`Wakeups`]); waiters and idle workers also look again every
+//! [`PgConfig::recheck`], so a missed notification (a dropped listener connection, a pooler
+//! that breaks `LISTEN`) costs at most that much delay, never a lost answer.
+//!
+//! Every call runs under [`PgConfig::call_timeout`]; the pool waits at most that long for a
+//! connection, so a database that is down gives [`StoreError::Unavailable`] or
+//! [`StoreError::Timeout`] quickly, and the pool reconnects by itself when it is back.
+//! Writes use the server's `synchronous_commit` (durable by default).
+//!
+//! Times are the store clock's milliseconds (the fronts' and workers' own clocks): keep the
+//! machines' clocks in sync (NTP), as any lease-based queue requires.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use http::StatusCode;
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+
+use super::codec::{decode_headers, encode_headers};
+use super::{
+    Claim, ClaimOutcome, Clock, Completion, Job, LeaseToken, Purge, PurgeTarget, Stats, Store,
+    StoreError, SystemClock, Wakeups,
+};
+use crate::pattern::{
+    Content, Entry, Failure, JobId, JobInfo, Key, PassInfo, Priority, RequestRecord, Status,
+    StoredResponse, Timestamp,
+};
+
+/// Settings of a [`PgStore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgConfig {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// The schema holding errand's table (created if missing): one per deployment or tenant.
+    pub schema: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// Upper bound of every call, pool wait included.
+    pub call_timeout: Duration,
+    /// How often waiters and idle workers look again without a notification.
+    pub recheck: Duration,
+}
+
+impl PgConfig {
+    /// Defaults for `url`: schema `errand`, 16 connections, 5 s per call, recheck every 1 s.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: "errand".into(),
+            pool_size: 16,
+            call_timeout: Duration::from_secs(5),
+            recheck: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The PostgreSQL store. See the [module docs](self).
+pub struct PgStore {
+    pool: Pool,
+    clock: Arc<dyn Clock>,
+    config: PgConfig,
+    sql: Sql,
+    wakeups: Arc<Wakeups>,
+    work: Arc<Notify>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &redact(&self.config.url))
+            .field("schema", &self.config.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// The URL with its password replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// A database error with the server's own message (`db error` alone says nothing).
+fn db(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(server) => StoreError::Unavailable(format!("postgres: {}", server.message())),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            StoreError::Unavailable(text)
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects, applies the schema migrations (safe when several processes start at once)
+    /// and starts the notification listener.
+    pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
+        Self::connect_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`connect`](Self::connect) with a clock of the caller's (tests).
+    pub async fn connect_with_clock(
+        config: PgConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        if !valid_schema(&config.schema) {
+            return Err(unavailable(format!(
+                "schema name {:?} must be lower-case letters, digits and '_'",
+                config.schema
+            )));
+        }
+        let pg: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|e| unavailable(format!("{}: {e}", redact(&config.url))))?;
+        let manager = Manager::from_config(
+            pg.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.call_timeout))
+            .create_timeout(Some(config.call_timeout))
+            .recycle_timeout(Some(config.call_timeout))
+            .build()
+            .map_err(unavailable)?;
+        let sql = Sql::new(&config.schema);
+        let store_wakeups = Arc::new(Wakeups::default());
+        let work = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(
+            pg,
+            config.url.clone(),
+            sql.channels(),
+            Arc::clone(&store_wakeups),
+            Arc::clone(&work),
+        ));
+        let store = Self {
+            pool,
+            clock,
+            config,
+            sql,
+            wakeups: store_wakeups,
+            work,
+            listener,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Creates or upgrades the schema. Serialized across processes by a transaction-scoped
+    /// advisory lock (only here: claims rely on the primary key, never on advisory locks).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let sql = self.sql.migration();
+        let schema = self.config.schema.clone();
+        self.run(|mut client| async move {
+            let tx = client.transaction().await.map_err(db)?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                &[&format!("errand:{schema}")],
+            )
+            .await
+            .map_err(db)?;
+            tx.batch_execute(&sql).await.map_err(db)?;
+            tx.commit().await.map_err(db)
+        })
+        .await
+    }
+
+    /// Drops this store's schema and everything in it (tests, retired tenants).
+    pub async fn drop_schema(&self) -> Result<(), StoreError> {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.config.schema);
+        self.run(|client| async move { client.batch_execute(&sql).await.map_err(db) })
+            .await
+    }
+
+    /// Runs `f` with a pooled connection under the call timeout.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(deadpool_postgres::Object) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let limit = self.config.call_timeout;
+        let call = async {
+            let client = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| unavailable(format!("{}: {e}", redact(&self.config.url))))?;
+            f(client).await
+        };
+        tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(limit)))
+    }
+
+    /// One prepared (and cached) statement returning rows.
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        self.run(|client| async move {
+            let statement = client.prepare_cached(sql).await.map_err(db)?;
+            client.query(&statement, params).await.map_err(db)
+        })
+        .await
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+fn valid_schema(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 48
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Keeps one `LISTEN` connection, reconnecting with backoff; fans notifications out.
+async fn listen(
+    pg: tokio_postgres::Config,
+    url: String,
+    (done, jobs): (String, String),
+    wakeups: Arc<Wakeups>,
+    work: Arc<Notify>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match pg.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    loop {
+                        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                            Some(Ok(AsyncMessage::Notification(n))) => {
+                                if tx
+                                    .send((n.channel().to_owned(), n.payload().to_owned()))
+                                    .is_err()
+                                {
+                                    break;
+                                }
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(_)) | None => break,
+                        }
+                    }
+                });
+                if client
+                    .batch_execute(&format!("LISTEN {done}; LISTEN {jobs}"))
+                    .await
+                    .is_ok()
+                {
+                    backoff = Duration::from_millis(100);
+                    // Anything may have happened while no one listened.
+                    wakeups.wake_all();
+                    work.notify_waiters();
+                    while let Some((channel, payload)) = rx.recv().await {
+                        if channel == jobs {
+                            work.notify_waiters();
+                        } else if let Some(key) = Key::parse(&payload) {
+                            wakeups.wake(&key);
+                        }
+                    }
+                }
+                driver.abort();
+                tracing::warn!(url = %redact(&url), "notification connection lost; reconnecting");
+            }
+            Err(e) => {
+                tracing::warn!(url = %redact(&url), error = %e, "cannot open the notification connection");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Every statement, with the schema spliced in once.
+struct Sql {
+    channels: (String, String),
+    schema: String,
+    lookup: String,
+    claim: String,
+    find: String,
+    take: String,
+    heartbeat: String,
+    complete_store: String,
+    complete_fail: String,
+    complete_pass: String,
+    complete_retry: String,
+    take_once: String,
+    stats: String,
+}
+
+/// The columns an [`Entry`] is read from, in [`entry_from_row`]'s order.
+const ENTRY_COLUMNS: &str = "key, uri, version, pending, job_id, priority, created_at, run_at, \
+     attempts, lease_until, last_error, after_failure, \
+     c_status, c_headers, c_body, c_generated_at, c_fresh_until, c_stale_until, c_sie_until, \
+     c_job_millis, tags, v_kind, v_until, v_status, v_headers, v_body, v_text, v_attempts, v_at";
+
+impl Sql {
+    fn new(schema: &str) -> Self {
+        let t = format!("{schema}.entries");
+        let ids = format!("{schema}.ids");
+        let done = format!("{schema}_done");
+        let jobs = format!("{schema}_jobs");
+        Self {
+            lookup: format!(
+                "SELECT {ENTRY_COLUMNS} FROM {t} WHERE key = $1 AND (pending OR expires_at > $2)"
+            ),
+            // $1 key, $2 uri, $3 priority, $4 now, $5 request, $6 expected version
+            claim: format!(
+                "WITH c AS (
+                   INSERT INTO {t} AS e (key, uri, version, pending, job_id, priority, created_at,
+                                         run_at, attempts, request, after_failure, expires_at)
+                   VALUES ($1, $2, nextval('{ids}'), true, nextval('{ids}'), $3, $4, $4, 0, $5,
+                           false, NULL)
+                   ON CONFLICT (key) DO UPDATE SET
+                     uri = EXCLUDED.uri, version = EXCLUDED.version, pending = true,
+                     job_id = EXCLUDED.job_id, priority = EXCLUDED.priority,
+                     created_at = EXCLUDED.created_at, run_at = EXCLUDED.run_at, attempts = 0,
+                     lease_token = NULL, lease_until = NULL, last_error = NULL,
+                     request = EXCLUDED.request, after_failure = (e.v_kind = 1),
+                     expires_at = NULL
+                   WHERE NOT e.pending AND (e.expires_at <= $4 OR e.version = $6)
+                   RETURNING {ENTRY_COLUMNS})
+                 SELECT c.*, pg_notify('{jobs}', '') FROM c"
+            ),
+            find: format!("SELECT {ENTRY_COLUMNS} FROM {t} WHERE key = $1"),
+            // $1 now, $2 max, $3 lease until
+            take: format!(
+                "WITH picked AS (
+                   SELECT key FROM {t}
+                   WHERE pending AND ((lease_token IS NULL AND run_at <= $1)
+                                      OR (lease_token IS NOT NULL AND lease_until <= $1))
+                   ORDER BY priority, run_at
+                   LIMIT $2
+                   FOR UPDATE SKIP LOCKED)
+                 UPDATE {t} e SET lease_token = nextval('{ids}'), lease_until = $3,
+                                  attempts = e.attempts + 1
+                 FROM picked WHERE e.key = picked.key
+                 RETURNING e.key, e.job_id, e.lease_token, e.lease_until, e.request, e.priority,
+                           e.attempts, e.created_at, e.run_at"
+            ),
+            heartbeat: format!(
+                "UPDATE {t} SET lease_until = $4
+                 WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
+                 RETURNING lease_until"
+            ),
+            // $1 key, $2 job, $3 token, $4.. content
+            complete_store: format!(
+                "WITH u AS (
+                   UPDATE {t} SET pending = false, job_id = NULL, priority = NULL,
+                     lease_token = NULL, lease_until = NULL, request = NULL, last_error = NULL,
+                     attempts = 0, after_failure = false, version = nextval('{ids}'),
+                     c_status = $4, c_headers = $5, c_body = $6, c_generated_at = $7,
+                     c_fresh_until = $8, c_stale_until = $9, c_sie_until = $10,
+                     c_job_millis = $11, tags = $12,
+                     v_kind = 0, v_until = NULL, v_status = NULL, v_headers = NULL, v_body = NULL,
+                     v_text = NULL, v_attempts = NULL, v_at = NULL,
+                     expires_at = GREATEST($8::bigint, $9::bigint, $10::bigint)
+                   WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
+                   RETURNING key)
+                 SELECT pg_notify('{done}', encode(key, 'hex')) FROM u"
+            ),
+            complete_fail: format!(
+                "WITH u AS (
+                   UPDATE {t} SET pending = false, job_id = NULL, priority = NULL,
+                     lease_token = NULL, lease_until = NULL, request = NULL, last_error = NULL,
+                     attempts = 0, after_failure = false, version = nextval('{ids}'),
+                     v_kind = 1, v_until = $4, v_status = $5, v_headers = $6, v_body = $7,
+                     v_text = $8, v_attempts = $9, v_at = $10,
+                     expires_at = GREATEST(COALESCE(c_fresh_until, 0), COALESCE(c_stale_until, 0),
+                                           COALESCE(c_sie_until, 0), $4::bigint)
+                   WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
+                   RETURNING key)
+                 SELECT pg_notify('{done}', encode(key, 'hex')) FROM u"
+            ),
+            complete_pass: format!(
+                "WITH u AS (
+                   UPDATE {t} SET pending = false, job_id = NULL, priority = NULL,
+                     lease_token = NULL, lease_until = NULL, request = NULL, last_error = NULL,
+                     attempts = 0, after_failure = false, version = nextval('{ids}'),
+                     c_status = NULL, c_headers = NULL, c_body = NULL, c_generated_at = NULL,
+                     c_fresh_until = NULL, c_stale_until = NULL, c_sie_until = NULL,
+                     c_job_millis = NULL, tags = '{{}}',
+                     v_kind = 2, v_until = $4, v_status = $5, v_headers = $6, v_body = $7,
+                     v_text = $8, v_attempts = NULL, v_at = NULL, expires_at = $4
+                   WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
+                   RETURNING key)
+                 SELECT pg_notify('{done}', encode(key, 'hex')) FROM u"
+            ),
+            complete_retry: format!(
+                "UPDATE {t} SET lease_token = NULL, lease_until = NULL, run_at = $4,
+                   last_error = $5, version = nextval('{ids}')
+                 WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
+                 RETURNING key"
+            ),
+            take_once: format!(
+                "WITH old AS (
+                   SELECT key, v_status, v_headers, v_body FROM {t}
+                   WHERE key = $1 AND NOT pending AND v_kind = 2 AND v_status IS NOT NULL
+                     AND v_until > $2
+                   FOR UPDATE)
+                 UPDATE {t} e SET v_status = NULL, v_headers = NULL, v_body = NULL,
+                                  version = nextval('{ids}')
+                 FROM old WHERE e.key = old.key
+                 RETURNING old.v_status, old.v_headers, old.v_body"
+            ),
+            stats: format!(
+                "SELECT
+                   count(*) FILTER (WHERE NOT pending AND v_kind = 2 AND v_until > $1) AS pass,
+                   count(*) FILTER (WHERE NOT pending AND v_kind = 1 AND v_until > $1) AS failed,
+                   count(*) FILTER (WHERE NOT pending AND NOT (v_kind IN (1, 2) AND v_until > $1)
+                                    AND c_fresh_until > $1) AS fresh,
+                   count(*) FILTER (WHERE NOT pending AND NOT (v_kind IN (1, 2) AND v_until > $1)
+                                    AND NOT COALESCE(c_fresh_until > $1, false)) AS stale,
+                   count(*) FILTER (WHERE pending) AS pending,
+                   count(*) FILTER (WHERE pending AND ((lease_token IS NULL AND run_at <= $1)
+                                    OR lease_until <= $1)) AS ready,
+                   count(*) FILTER (WHERE pending AND lease_token IS NULL AND run_at > $1)
+                     AS scheduled,
+                   count(*) FILTER (WHERE pending AND lease_until > $1) AS running,
+                   COALESCE(sum(COALESCE(octet_length(c_body), 0) + COALESCE(octet_length(c_headers), 0)
+                                + COALESCE(octet_length(v_body), 0) + length(uri) + 160)
+                            FILTER (WHERE NOT pending), 0)::bigint AS bytes,
+                   COALESCE(max($1 - run_at) FILTER (WHERE pending AND lease_token IS NULL
+                                                     AND run_at <= $1), 0)::bigint AS oldest
+                 FROM {t} WHERE pending OR expires_at > $1"
+            ),
+            channels: (done, jobs),
+            schema: schema.to_owned(),
+        }
+    }
+
+    fn channels(&self) -> (String, String) {
+        self.channels.clone()
+    }
+
+    fn migration(&self) -> String {
+        let s = &self.schema;
+        format!(
+            "CREATE SCHEMA IF NOT EXISTS {s};
+             CREATE TABLE IF NOT EXISTS {s}.migrations (version integer PRIMARY KEY);
+             CREATE SEQUENCE IF NOT EXISTS {s}.ids;
+             CREATE TABLE IF NOT EXISTS {s}.entries (
+               key            bytea PRIMARY KEY,
+               uri            text NOT NULL,
+               version        bigint NOT NULL,
+               pending        boolean NOT NULL,
+               job_id         bigint,
+               priority       smallint,
+               created_at     bigint,
+               run_at         bigint,
+               attempts       integer NOT NULL DEFAULT 0,
+               lease_token    bigint,
+               lease_until    bigint,
+               last_error     text,
+               after_failure  boolean NOT NULL DEFAULT false,
+               request        text,
+               c_status       smallint,
+               c_headers      bytea,
+               c_body         bytea,
+               c_generated_at bigint,
+               c_fresh_until  bigint,
+               c_stale_until  bigint,
+               c_sie_until    bigint,
+               c_job_millis   bigint,
+               tags           text[] NOT NULL DEFAULT '{{}}',
+               v_kind         smallint NOT NULL DEFAULT 0,
+               v_until        bigint,
+               v_status       smallint,
+               v_headers      bytea,
+               v_body         bytea,
+               v_text         text,
+               v_attempts     integer,
+               v_at           bigint,
+               expires_at     bigint
+             );
+             CREATE INDEX IF NOT EXISTS entries_ready ON {s}.entries (priority, run_at)
+               WHERE pending AND lease_token IS NULL;
+             CREATE INDEX IF NOT EXISTS entries_leased ON {s}.entries (lease_until)
+               WHERE pending AND lease_token IS NOT NULL;
+             CREATE INDEX IF NOT EXISTS entries_expiry ON {s}.entries (expires_at)
+               WHERE NOT pending;
+             CREATE INDEX IF NOT EXISTS entries_uri ON {s}.entries (uri text_pattern_ops);
+             CREATE INDEX IF NOT EXISTS entries_tags ON {s}.entries USING gin (tags);
+             INSERT INTO {s}.migrations (version) VALUES (1) ON CONFLICT DO NOTHING;"
+        )
+    }
+}
+
+fn ms(t: Timestamp) -> i64 {
+    i64::try_from(t.0).unwrap_or(i64::MAX)
+}
+
+fn ts(v: i64) -> Timestamp {
+    Timestamp(u64::try_from(v).unwrap_or(0))
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn response(
+    status: Option<i16>,
+    headers: Option<Vec<u8>>,
+    body: Option<Vec<u8>>,
+) -> Result<Option<Arc<StoredResponse>>, StoreError> {
+    let Some(status) = status else {
+        return Ok(None);
+    };
+    let status = u16::try_from(status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .ok_or_else(|| corrupt("status"))?;
+    let headers = decode_headers(&headers.unwrap_or_default()).ok_or_else(|| corrupt("headers"))?;
+    Ok(Some(Arc::new(StoredResponse {
+        status,
+        headers,
+        body: Bytes::from(body.unwrap_or_default()),
+    })))
+}
+
+fn priority(v: i16) -> Priority {
+    if v == Priority::Refresh as i16 {
+        Priority::Refresh
+    } else {
+        Priority::Miss
+    }
+}
+
+fn key_of(bytes: &[u8]) -> Result<Key, StoreError> {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Key::parse(&hex).ok_or_else(|| corrupt("key"))
+}
+
+fn entry_from_row(row: &Row) -> Result<Entry, StoreError> {
+    let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+    let key = key_of(row.try_get::<_, &[u8]>("key").map_err(get)?)?;
+    let content = match response(
+        row.try_get("c_status").map_err(get)?,
+        row.try_get("c_headers").map_err(get)?,
+        row.try_get("c_body").map_err(get)?,
+    )? {
+        Some(response) => Some(Content {
+            response,
+            generated_at: ts(row
+                .try_get::<_, Option<i64>>("c_generated_at")
+                .map_err(get)?
+                .unwrap_or(0)),
+            fresh_until: ts(row
+                .try_get::<_, Option<i64>>("c_fresh_until")
+                .map_err(get)?
+                .unwrap_or(0)),
+            stale_until: ts(row
+                .try_get::<_, Option<i64>>("c_stale_until")
+                .map_err(get)?
+                .unwrap_or(0)),
+            stale_if_error_until: ts(row
+                .try_get::<_, Option<i64>>("c_sie_until")
+                .map_err(get)?
+                .unwrap_or(0)),
+            tags: row.try_get("tags").map_err(get)?,
+            job_millis: u64::try_from(
+                row.try_get::<_, Option<i64>>("c_job_millis")
+                    .map_err(get)?
+                    .unwrap_or(0),
+            )
+            .unwrap_or(0),
+        }),
+        None => None,
+    };
+    let status = if row.try_get::<_, bool>("pending").map_err(get)? {
+        Status::Pending(JobInfo {
+            id: JobId(
+                u64::try_from(
+                    row.try_get::<_, Option<i64>>("job_id")
+                        .map_err(get)?
+                        .unwrap_or(0),
+                )
+                .unwrap_or(0),
+            ),
+            priority: priority(
+                row.try_get::<_, Option<i16>>("priority")
+                    .map_err(get)?
+                    .unwrap_or(0),
+            ),
+            created_at: ts(row
+                .try_get::<_, Option<i64>>("created_at")
+                .map_err(get)?
+                .unwrap_or(0)),
+            run_at: ts(row
+                .try_get::<_, Option<i64>>("run_at")
+                .map_err(get)?
+                .unwrap_or(0)),
+            attempts: u32::try_from(row.try_get::<_, i32>("attempts").map_err(get)?).unwrap_or(0),
+            lease_until: row
+                .try_get::<_, Option<i64>>("lease_until")
+                .map_err(get)?
+                .map(ts),
+            last_error: row.try_get("last_error").map_err(get)?,
+            after_failure: row.try_get("after_failure").map_err(get)?,
+        })
+    } else {
+        let until = ts(row
+            .try_get::<_, Option<i64>>("v_until")
+            .map_err(get)?
+            .unwrap_or(0));
+        let verdict = response(
+            row.try_get("v_status").map_err(get)?,
+            row.try_get("v_headers").map_err(get)?,
+            row.try_get("v_body").map_err(get)?,
+        )?;
+        let text: Option<String> = row.try_get("v_text").map_err(get)?;
+        match row.try_get::<_, i16>("v_kind").map_err(get)? {
+            1 => Status::Failed(Failure {
+                until,
+                response: verdict.ok_or_else(|| corrupt("failure without a response"))?,
+                error: text.unwrap_or_default(),
+                attempts: u32::try_from(
+                    row.try_get::<_, Option<i32>>("v_attempts")
+                        .map_err(get)?
+                        .unwrap_or(0),
+                )
+                .unwrap_or(0),
+                at: ts(row
+                    .try_get::<_, Option<i64>>("v_at")
+                    .map_err(get)?
+                    .unwrap_or(0)),
+            }),
+            2 => Status::Pass(PassInfo {
+                until,
+                once: verdict,
+                reason: text.unwrap_or_default(),
+            }),
+            _ => Status::Idle,
+        }
+    };
+    Ok(Entry {
+        key,
+        uri: row.try_get::<_, String>("uri").map_err(get)?.into(),
+        version: u64::try_from(row.try_get::<_, i64>("version").map_err(get)?).unwrap_or(0),
+        content,
+        status,
+    })
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    async fn lookup(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
+        let now = ms(self.now());
+        let rows = self
+            .query(&self.sql.lookup, &[&key.as_bytes().as_slice(), &now])
+            .await?;
+        rows.first().map(entry_from_row).transpose()
+    }
+
+    async fn claim(&self, claim: Claim) -> Result<ClaimOutcome, StoreError> {
+        let now = ms(self.now());
+        let request = serde_json::to_string(&claim.request).map_err(|e| corrupt(&e.to_string()))?;
+        let expect = claim.expect.map(i64_of);
+        let key = claim.key.as_bytes().as_slice();
+        let priority = claim.priority as i16;
+        // Twice at most: if the row the conflict found is pruned before we read it, the
+        // second claim meets no conflict.
+        for _ in 0..2 {
+            let rows = self
+                .query(
+                    &self.sql.claim,
+                    &[&key, &claim.uri, &priority, &now, &request, &expect],
+                )
+                .await?;
+            if let Some(row) = rows.first() {
+                return Ok(ClaimOutcome::Enqueued(entry_from_row(row)?));
+            }
+            let rows = self.query(&self.sql.find, &[&key]).await?;
+            if let Some(row) = rows.first() {
+                return Ok(ClaimOutcome::Exists(entry_from_row(row)?));
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the entry kept changing during claim".into(),
+        ))
+    }
+
+    async fn take(&self, max: usize, lease: Duration) -> Result<Vec<Job>, StoreError> {
+        let now = self.now();
+        let until = ms(now.plus(lease));
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let rows = self
+            .query(&self.sql.take, &[&ms(now), &limit, &until])
+            .await?;
+        let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let request: String = row.try_get("request").map_err(get)?;
+            let request: RequestRecord =
+                serde_json::from_str(&request).map_err(|e| corrupt(&e.to_string()))?;
+            let run_at: i64 = row.try_get("run_at").map_err(get)?;
+            jobs.push((
+                run_at,
+                Job {
+                    lease: LeaseToken {
+                        key: key_of(row.try_get::<_, &[u8]>("key").map_err(get)?)?,
+                        job: JobId(
+                            u64::try_from(row.try_get::<_, i64>("job_id").map_err(get)?)
+                                .unwrap_or(0),
+                        ),
+                        token: u64::try_from(row.try_get::<_, i64>("lease_token").map_err(get)?)
+                            .unwrap_or(0),
+                    },
+                    lease_until: ts(row.try_get("lease_until").map_err(get)?),
+                    request,
+                    priority: priority(row.try_get("priority").map_err(get)?),
+                    attempt: u32::try_from(row.try_get::<_, i32>("attempts").map_err(get)?)
+                        .unwrap_or(0),
+                    created_at: ts(row.try_get("created_at").map_err(get)?),
+                },
+            ));
+        }
+        // UPDATE … RETURNING has no order; hand them out as picked.
+        jobs.sort_by_key(|(run_at, job)| (job.priority, *run_at));
+        Ok(jobs.into_iter().map(|(_, job)| job).collect())
+    }
+
+    async fn heartbeat(
+        &self,
+        lease: &LeaseToken,
+        extend: Duration,
+    ) -> Result<Timestamp, StoreError> {
+        let until = ms(self.now().plus(extend));
+        let rows = self
+            .query(
+                &self.sql.heartbeat,
+                &[
+                    &lease.key.as_bytes().as_slice(),
+                    &i64_of(lease.job.0),
+                    &i64_of(lease.token),
+                    &until,
+                ],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Err(StoreError::LeaseLost);
+        }
+        Ok(ts(until))
+    }
+
+    async fn complete(&self, lease: &LeaseToken, completion: Completion) -> Result<(), StoreError> {
+        let key = lease.key.as_bytes().as_slice();
+        let (job, token) = (i64_of(lease.job.0), i64_of(lease.token));
+        let rows = match &completion {
+            Completion::Store(c) => {
+                let r = &c.response;
+                let status = i16::try_from(r.status.as_u16()).unwrap_or(0);
+                let headers = encode_headers(&r.headers);
+                let body: &[u8] = &r.body;
+                let job_millis = i64_of(c.job_millis);
+                self.query(
+                    &self.sql.complete_store,
+                    &[
+                        &key,
+                        &job,
+                        &token,
+                        &status,
+                        &headers,
+                        &body,
+                        &ms(c.generated_at),
+                        &ms(c.fresh_until),
+                        &ms(c.stale_until),
+                        &ms(c.stale_if_error_until),
+                        &job_millis,
+                        &c.tags,
+                    ],
+                )
+                .await?
+            }
+            Completion::Fail(f) => {
+                let r = &f.response;
+                let status = i16::try_from(r.status.as_u16()).unwrap_or(0);
+                let headers = encode_headers(&r.headers);
+                let body: &[u8] = &r.body;
+                let attempts = i32::try_from(f.attempts).unwrap_or(i32::MAX);
+                self.query(
+                    &self.sql.complete_fail,
+                    &[
+                        &key,
+                        &job,
+                        &token,
+                        &ms(f.until),
+                        &status,
+                        &headers,
+                        &body,
+                        &f.error,
+                        &attempts,
+                        &ms(f.at),
+                    ],
+                )
+                .await?
+            }
+            Completion::Pass(p) => {
+                let status = p
+                    .once
+                    .as_ref()
+                    .map(|r| i16::try_from(r.status.as_u16()).unwrap_or(0));
+                let headers = p.once.as_ref().map(|r| encode_headers(&r.headers));
+                let body = p.once.as_ref().map(|r| r.body.to_vec());
+                self.query(
+                    &self.sql.complete_pass,
+                    &[
+                        &key,
+                        &job,
+                        &token,
+                        &ms(p.until),
+                        &status,
+                        &headers,
+                        &body,
+                        &p.reason,
+                    ],
+                )
+                .await?
+            }
+            Completion::Retry { run_at, error } => {
+                self.query(
+                    &self.sql.complete_retry,
+                    &[&key, &job, &token, &ms(*run_at), error],
+                )
+                .await?
+            }
+        };
+        if rows.is_empty() {
+            return Err(StoreError::LeaseLost);
+        }
+        Ok(())
+    }
+
+    async fn wait(&self, key: &Key, timeout: Duration) -> Result<Option<Entry>, StoreError> {
+        self.wakeups
+            .wait_settled(key, timeout, Some(self.config.recheck), || self.lookup(key))
+            .await
+    }
+
+    async fn wait_for_jobs(&self, timeout: Duration) -> Result<(), StoreError> {
+        let notified = self.work.notified();
+        let _ = tokio::time::timeout(timeout.min(self.config.recheck), notified).await;
+        Ok(())
+    }
+
+    async fn take_once(&self, key: &Key) -> Result<Option<Arc<StoredResponse>>, StoreError> {
+        let now = ms(self.now());
+        let rows = self
+            .query(&self.sql.take_once, &[&key.as_bytes().as_slice(), &now])
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+        response(
+            row.try_get("v_status").map_err(get)?,
+            row.try_get("v_headers").map_err(get)?,
+            row.try_get("v_body").map_err(get)?,
+        )
+    }
+
+    async fn purge(&self, purge: Purge) -> Result<u64, StoreError> {
+        let t = format!("{}.entries", self.config.schema);
+        let ids = format!("{}.ids", self.config.schema);
+        let now = ms(self.now());
+        // The target's value is the last parameter: $2 in the soft purge, $1 in the hard one.
+        let (slot, mut params): (usize, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>) =
+            if purge.soft {
+                (2, vec![&now])
+            } else {
+                (1, Vec::new())
+            };
+        let key_bytes;
+        let condition = match &purge.target {
+            PurgeTarget::Key(key) => {
+                key_bytes = key.as_bytes().to_vec();
+                params.push(&key_bytes);
+                format!("key = ${slot}")
+            }
+            PurgeTarget::Uri(uri) => {
+                params.push(uri);
+                format!("uri = ${slot}")
+            }
+            PurgeTarget::Prefix(prefix) => {
+                params.push(prefix);
+                format!("starts_with(uri, ${slot})")
+            }
+            PurgeTarget::Tag(tag) => {
+                params.push(tag);
+                format!("${slot} = ANY(tags)")
+            }
+            PurgeTarget::All => "true".to_owned(),
+        };
+        if purge.soft {
+            // Stale from now on, keeping the lengths of its stale windows.
+            let sql = format!(
+                "UPDATE {t} SET
+                   c_stale_until = $1 + (c_stale_until - c_fresh_until),
+                   c_sie_until = $1 + (c_sie_until - c_fresh_until),
+                   c_fresh_until = $1,
+                   version = nextval('{ids}'),
+                   expires_at = CASE WHEN pending THEN NULL ELSE GREATEST(
+                     $1 + (c_stale_until - c_fresh_until), $1 + (c_sie_until - c_fresh_until),
+                     COALESCE(v_until, 0)) END
+                 WHERE ({condition}) AND c_status IS NOT NULL AND c_fresh_until > $1
+                 RETURNING 1"
+            );
+            let rows = self.query(&sql, &params).await?;
+            return Ok(u64::try_from(rows.len()).unwrap_or(0));
+        }
+        // Settled rows go; a live job stays (its result will land), losing its stale copy.
+        let sql = format!(
+            "WITH gone AS (DELETE FROM {t} WHERE ({condition}) AND NOT pending RETURNING 1),
+                  kept AS (UPDATE {t} SET c_status = NULL, c_headers = NULL, c_body = NULL,
+                             version = nextval('{ids}')
+                           WHERE ({condition}) AND pending AND c_status IS NOT NULL
+                           RETURNING 1)
+             SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM kept)"
+        );
+        let rows = self.query(&sql, &params).await?;
+        let count: i64 = rows
+            .first()
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            .unwrap_or(0);
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        let now = ms(self.now());
+        let rows = self.query(&self.sql.stats, &[&now]).await?;
+        let row = rows.first().ok_or_else(|| corrupt("stats"))?;
+        let n = |name: &str| -> Result<u64, StoreError> {
+            let v: i64 = row
+                .try_get(name)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(u64::try_from(v).unwrap_or(0))
+        };
+        Ok(Stats {
+            fresh: n("fresh")?,
+            stale: n("stale")?,
+            pending: n("pending")?,
+            failed: n("failed")?,
+            pass: n("pass")?,
+            bytes: n("bytes")?,
+            ready: n("ready")?,
+            scheduled: n("scheduled")?,
+            running: n("running")?,
+            oldest_ready_ms: n("oldest")?,
+        })
+    }
+}
+
+impl PgStore {
+    /// Deletes up to `batch` rows whose every window has ended; returns how many. Bounded, so
+    /// it never holds long locks; call it periodically ([`PgStore::spawn_pruner`] does).
+    pub async fn prune(&self, batch: i64) -> Result<u64, StoreError> {
+        let t = format!("{}.entries", self.config.schema);
+        let sql = format!(
+            "WITH doomed AS (SELECT key FROM {t} WHERE NOT pending AND expires_at <= $1
+                             ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+             DELETE FROM {t} e USING doomed WHERE e.key = doomed.key"
+        );
+        let now = ms(self.now());
+        self.run(|client| async move {
+            let statement = client.prepare_cached(&sql).await.map_err(db)?;
+            client
+                .execute(&statement, &[&now, &batch])
+                .await
+                .map_err(db)
+        })
+        .await
+    }
+
+    /// Prunes expired rows in batches of 1,000 every `every`, until the store is dropped.
+    pub fn spawn_pruner(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let store = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(store) = store.upgrade() else { break };
+                loop {
+                    match store.prune(1000).await {
+                        Ok(1000) => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "pruning failed; will try again");
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
