@@ -27,6 +27,20 @@ pub enum Command {
     Serve(Serve),
     /// Workers only, sharing a backend with fronts elsewhere.
     Work(Work),
+    /// Creates or upgrades the backend's schema, then exits (serve and work also do it on start).
+    Migrate(Migrate),
+}
+
+/// `errand migrate`.
+#[derive(Debug, Args)]
+pub struct Migrate {
+    /// The shared backend (a postgres:// URL).
+    #[arg(long, env = "ERRAND_BACKEND")]
+    pub backend: String,
+
+    /// TOML file whose [backend] section names the schema.
+    #[arg(long, env = "ERRAND_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// `errand serve`.
@@ -40,7 +54,8 @@ pub struct Serve {
     #[arg(long, env = "ERRAND_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Where cache entries and jobs live: `memory` (this process only).
+    /// Where cache entries and jobs live: `memory` (this process only) or a postgres:// URL
+    /// shared by fronts and workers on many machines.
     #[arg(long, env = "ERRAND_BACKEND", default_value = "memory")]
     pub backend: String,
 

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         match cli.command {
             cli::Command::Serve(args) => server::serve(args).await,
             cli::Command::Work(args) => server::work(args).await,
+            cli::Command::Migrate(args) => server::migrate(args).await,
         }
     });
     match result {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use errand::Errand;
 use errand::body::{self, Body};
-use errand::store::{MemoryConfig, MemoryStore};
+use errand::store::postgres::redact;
+use errand::store::{MemoryConfig, MemoryStore, PgConfig, PgStore, SharedStore};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -19,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use crate::cli::{Serve, Work};
+use crate::cli::{Migrate, Serve, Work};
 use crate::framing::FramingGuard;
 use crate::settings::{self, Backend, File};
 use crate::upstream::{ClientAddr, Upstream};
@@ -27,7 +28,7 @@ use crate::upstream::{ClientAddr, Upstream};
 /// `errand serve`.
 pub async fn serve(args: Serve) -> anyhow::Result<()> {
     let upstream_uri = settings::upstream(&args.upstream)?;
-    let Backend::Memory = settings::backend(&args.backend)?;
+    let backend = settings::backend(&args.backend)?;
     let file = match &args.config {
         Some(path) => File::load(path)?,
         None => File::default(),
@@ -45,11 +46,18 @@ pub async fn serve(args: Serve) -> anyhow::Result<()> {
     }
     config.front.max_wait = args.max_wait;
     config.front.retry_after_max = args.retry_after_max.max(Duration::from_secs(1));
-    let store = MemoryStore::new(MemoryConfig {
-        capacity: args.cache_size,
-        max_pending: file.server.max_pending,
-    });
-    let errand = Errand::new(Arc::new(store), config);
+    let store: SharedStore = match &backend {
+        Backend::Memory => Arc::new(MemoryStore::new(MemoryConfig {
+            capacity: args.cache_size,
+            max_pending: file.server.max_pending,
+        })),
+        Backend::Postgres(url) => postgres(url, &file).await?,
+    };
+    let backend_name = match &backend {
+        Backend::Memory => "memory".to_owned(),
+        Backend::Postgres(url) => redact(url),
+    };
+    let errand = Errand::new(store, config);
     let upstream = Upstream::new(&upstream_uri, args.jobs.job_timeout);
 
     let listener = TcpListener::bind(args.listen)
@@ -59,7 +67,7 @@ pub async fn serve(args: Serve) -> anyhow::Result<()> {
         .local_addr()
         .context("--listen: no local address")?;
     tracing::info!(
-        "errand listening on http://{addr} (upstream {upstream_uri}, backend memory, {} workers)",
+        "errand listening on http://{addr} (upstream {upstream_uri}, backend {backend_name}, {} workers)",
         args.workers
     );
 
@@ -83,13 +91,91 @@ pub async fn serve(args: Serve) -> anyhow::Result<()> {
 
 /// `errand work`.
 pub async fn work(args: Work) -> anyhow::Result<()> {
-    settings::upstream(&args.upstream)?;
-    match settings::backend(&args.backend)? {
+    let upstream_uri = settings::upstream(&args.upstream)?;
+    let file = match &args.config {
+        Some(path) => File::load(path)?,
+        None => File::default(),
+    };
+    let store = match settings::backend(&args.backend)? {
         Backend::Memory => bail!(
             "--backend: memory lives inside one process, so a separate `errand work` cannot share it; \
              use `errand serve` (front and workers in one process) or a shared backend"
         ),
+        Backend::Postgres(url) => postgres(&url, &file).await?,
+    };
+    if args.workers == 0 {
+        bail!("--workers: `errand work` needs at least 1");
     }
+    let config = settings::config(&args.route, &args.jobs, args.workers, &file)?;
+    let errand = Errand::new(store, config);
+    let upstream = Upstream::new(&upstream_uri, args.jobs.job_timeout);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tracing::info!(
+        "errand working (upstream {upstream_uri}, backend {}, {} workers)",
+        redact(&args.backend),
+        args.workers
+    );
+    let worker = errand
+        .worker(upstream)
+        .concurrency(args.workers)
+        .spawn(shutdown);
+    let _ = worker.await;
+    tracing::info!("errand stopped");
+    Ok(())
+}
+
+/// `errand migrate`.
+pub async fn migrate(args: Migrate) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => File::load(path)?,
+        None => File::default(),
+    };
+    match settings::backend(&args.backend)? {
+        Backend::Memory => bail!("--backend: memory has no schema to migrate"),
+        Backend::Postgres(url) => {
+            // Connecting applies the migrations.
+            postgres(&url, &file).await?;
+            tracing::info!(
+                "schema {:?} at {} is up to date",
+                file.backend.schema,
+                redact(&url)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// How long start-up keeps trying to reach the database before giving up.
+const CONNECT_FOR: Duration = Duration::from_secs(20);
+
+/// Connects to PostgreSQL (retrying for a while: a database may still be starting), applies
+/// migrations and starts the pruner.
+async fn postgres(url: &str, file: &File) -> anyhow::Result<SharedStore> {
+    let mut config = PgConfig::new(url);
+    config.schema = file.backend.schema.clone();
+    config.pool_size = file.backend.pool_size;
+    config.call_timeout = file.backend.call_timeout;
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(250);
+    let store = loop {
+        match PgStore::connect(config.clone()).await {
+            Ok(store) => break store,
+            Err(e) if started.elapsed() + pause < CONNECT_FOR => {
+                tracing::warn!(error = %e, "cannot reach {}; retrying", redact(url));
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+            Err(e) => bail!(
+                "--backend: cannot reach {} after {:?}: {e}",
+                redact(url),
+                started.elapsed()
+            ),
+        }
+    };
+    let store = Arc::new(store);
+    store.spawn_pruner(Duration::from_secs(30));
+    Ok(store)
 }
 
 async fn accept_loop<S>(listener: TcpListener, service: S, file: &File, shutdown: CancellationToken)

@@ -23,6 +23,44 @@ pub struct File {
     /// Routes, first match wins.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteSection>,
+    /// The shared backend's settings.
+    #[serde(default)]
+    pub backend: BackendSection,
+}
+
+/// `[backend]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSection {
+    /// PostgreSQL schema holding errand's table (one per deployment or tenant).
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    /// Connections per process.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Upper bound of every backend call.
+    #[serde(default = "default_call_timeout", with = "humantime_serde_compat")]
+    pub call_timeout: Duration,
+}
+
+impl Default for BackendSection {
+    fn default() -> Self {
+        Self {
+            schema: default_schema(),
+            pool_size: default_pool_size(),
+            call_timeout: default_call_timeout(),
+        }
+    }
+}
+
+fn default_schema() -> String {
+    "errand".into()
+}
+fn default_pool_size() -> usize {
+    16
+}
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 /// `[server]`.
@@ -189,6 +227,8 @@ pub fn upstream(text: &str) -> anyhow::Result<http::Uri> {
 pub enum Backend {
     /// The embedded store.
     Memory,
+    /// PostgreSQL at this URL.
+    Postgres(String),
 }
 
 /// Parses `--backend`.
@@ -196,12 +236,15 @@ pub fn backend(text: &str) -> anyhow::Result<Backend> {
     let scheme = text.split_once("://").map_or(text, |(s, _)| s);
     match scheme {
         "memory" => Ok(Backend::Memory),
-        "postgres" | "postgresql" | "redis" | "rediss" => {
-            bail!("--backend: {scheme}:// is not supported by this build yet; use --backend memory")
+        "postgres" | "postgresql" => {
+            errand::store::postgres::check_url(text)
+                .map_err(|e| anyhow::anyhow!("--backend: {e}"))?;
+            Ok(Backend::Postgres(text.to_owned()))
         }
-        _ => bail!(
-            "--backend: {text:?} is not a backend; use memory (postgres:// and redis:// are planned)"
+        "redis" | "rediss" => bail!(
+            "--backend: {scheme}:// is not supported by this build yet; use memory or postgres://"
         ),
+        _ => bail!("--backend: {text:?} is not a backend; use memory or postgres://user@host/db"),
     }
 }
 

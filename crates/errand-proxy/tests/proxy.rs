@@ -560,7 +560,7 @@ fn bad_flags_exit_non_zero_naming_the_flag() {
             "--max-attempts",
         ),
         (
-            [&up[..], &["--backend", "postgres://db/errand"]].concat(),
+            [&up[..], &["--backend", "postgres://u:p@db:notaport/errand"]].concat(),
             vec![],
             "--backend",
         ),

@@ -62,7 +62,13 @@ impl Errand {
         Self::start(command)
     }
 
-    pub fn start(mut command: Command) -> Self {
+    pub fn start(command: Command) -> Self {
+        Self::start_matching(command, "listening on http://")
+    }
+
+    /// Starts `command` and waits for a log line containing `ready`.
+    pub fn start_matching(mut command: Command, ready: &str) -> Self {
+        let ready = ready.to_owned();
         command
             .env("ERRAND_LOG", "info")
             .stdout(Stdio::null())
@@ -79,6 +85,8 @@ impl Errand {
                     if let Some(rest) = line.split("listening on http://").nth(1) {
                         let addr = rest.split_whitespace().next().unwrap().to_owned();
                         let _ = tx.send(addr);
+                    } else if line.contains(&ready) {
+                        let _ = tx.send("0.0.0.0:0".to_owned());
                     }
                     log.lock().unwrap().push(line);
                 }

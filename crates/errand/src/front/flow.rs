@@ -562,12 +562,21 @@ impl FrontRequest<'_> {
 
     /// `503` + `Retry-After`: the store could not be reached (or refuses new jobs).
     fn unavailable(&self, error: &StoreError) -> Response<Body> {
-        let (detail, state) = match error {
-            StoreError::Full(_) => ("queue-full", "queue-full"),
-            _ => ("store-unavailable", "unavailable"),
+        // The details (a database URL, a server message) are for the log, not the public.
+        let (detail, state, message) = match error {
+            StoreError::Full(_) => (
+                "queue-full",
+                "queue-full",
+                "too many requests are waiting for work; try again",
+            ),
+            _ => (
+                "store-unavailable",
+                "unavailable",
+                "the cache store is unavailable; try again",
+            ),
         };
         tracing::warn!(key = %self.signature.key, %error, "answering 503");
-        let body = serde_json::json!({ "state": state, "error": error.to_string() });
+        let body = serde_json::json!({ "state": state, "error": message });
         let status = CacheStatus::new(Phase::Error).detail(detail);
         let mut answer = respond::generated(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -113,6 +113,14 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Checks that `url` is a PostgreSQL connection URL, without connecting; the error says why
+/// not (and never shows the password).
+pub fn check_url(url: &str) -> Result<(), String> {
+    url.parse::<tokio_postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| format!("{} is not a valid PostgreSQL URL: {e}", redact(url)))
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -192,6 +200,11 @@ impl PgStore {
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The settings this store was made with.
+    pub fn config(&self) -> &PgConfig {
+        &self.config
     }
 
     /// Creates or upgrades the schema. Serialized across processes by a transaction-scoped
