@@ -75,6 +75,25 @@ enum Command {
         #[arg(long, default_value = "load")]
         label: String,
     },
+    /// No-op jobs through a store: claim → take → complete, as fast as it goes.
+    Queue {
+        /// `postgres://…` (uses schema `errand_bench`, recreated).
+        #[arg(long)]
+        backend: String,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Concurrent claimers.
+        #[arg(long, default_value_t = 8)]
+        producers: usize,
+        /// Concurrent workers.
+        #[arg(long, default_value_t = 8)]
+        consumers: usize,
+        /// Jobs per take.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value = "queue")]
+        label: String,
+    },
     /// N simultaneous first requests for one URL, with `Prefer: wait`.
     Stampede {
         /// Target URL (through errand or another cache).
@@ -109,6 +128,14 @@ async fn main() -> anyhow::Result<()> {
             rate,
             label,
         } => load(&url, connections, duration, unique, rate, &label).await,
+        Command::Queue {
+            backend,
+            duration,
+            producers,
+            consumers,
+            batch,
+            label,
+        } => queue(&backend, duration, producers, consumers, batch, &label).await,
         Command::Stampede {
             url,
             origin,
@@ -445,5 +472,105 @@ async fn stampede(
         percentile(&lag, 100.0),
         statuses.join(" ")
     );
+    Ok(())
+}
+
+async fn queue(
+    backend: &str,
+    duration: Duration,
+    producers: usize,
+    consumers: usize,
+    batch: usize,
+    label: &str,
+) -> anyhow::Result<()> {
+    use errand::pattern::{Content, Priority, Signature, StoredResponse};
+    use errand::store::{Claim, Completion, PgConfig, PgStore, Store};
+
+    let mut config = PgConfig::new(backend);
+    config.schema = "errand_bench".into();
+    config.pool_size = producers + consumers + 2;
+    let store = PgStore::connect(config.clone()).await?;
+    store.drop_schema().await?;
+    drop(store);
+    let store = Arc::new(PgStore::connect(config).await?);
+    let deadline = Instant::now() + duration;
+    let claimed = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..producers {
+        let (store, claimed) = (store.clone(), claimed.clone());
+        tasks.spawn(async move {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::HOST,
+                http::HeaderValue::from_static("bench.test"),
+            );
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let uri: Uri = format!("/job/{p}/{n}").parse().expect("uri");
+                let sig = Signature::of(&http::Method::GET, &uri, &headers, "http", &[])
+                    .expect("signature");
+                let claim = Claim {
+                    key: sig.key,
+                    uri: sig.request.uri.clone(),
+                    request: sig.request,
+                    priority: Priority::Miss,
+                    expect: None,
+                };
+                if store.claim(claim).await.is_ok() {
+                    claimed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    let body = Arc::new(StoredResponse {
+        status: StatusCode::OK,
+        headers: http::HeaderMap::new(),
+        body: Bytes::from_static(b"ok"),
+    });
+    for _ in 0..consumers {
+        let (store, done, body) = (store.clone(), done.clone(), body.clone());
+        tasks.spawn(async move {
+            while Instant::now() < deadline {
+                let jobs = match store.take(batch, Duration::from_secs(30)).await {
+                    Ok(jobs) => jobs,
+                    Err(_) => continue,
+                };
+                if jobs.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                for job in jobs {
+                    let now = store.now();
+                    let content = Content {
+                        response: body.clone(),
+                        generated_at: now,
+                        fresh_until: now.plus(Duration::from_secs(60)),
+                        stale_until: now.plus(Duration::from_secs(60)),
+                        stale_if_error_until: now.plus(Duration::from_secs(60)),
+                        tags: Vec::new(),
+                        job_millis: 0,
+                    };
+                    if store
+                        .complete(&job.lease, Completion::Store(content))
+                        .await
+                        .is_ok()
+                    {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let secs = duration.as_secs_f64();
+    println!(
+        "{label}: {:.0} jobs/s completed ({} claimed, {} completed in {secs:.0}s; {producers} claimers, {consumers} workers, take batch {batch})",
+        done.load(Ordering::Relaxed) as f64 / secs,
+        claimed.load(Ordering::Relaxed),
+        done.load(Ordering::Relaxed),
+    );
+    store.drop_schema().await?;
     Ok(())
 }

@@ -9,11 +9,13 @@
 //! - `take` picks ready rows by priority then run time with `FOR UPDATE SKIP LOCKED` and
 //!   leases them in the same statement, so two workers never take one job and a worker that
 //!   dies holds nothing but a lease that runs out (at-least-once).
-//! - `complete` updates the row only `WHERE job_id = … AND lease_token = …` (fencing) and, in
-//!   the same statement, `pg_notify`s the key's wake-up, delivered when the write commits.
+//! - `complete` updates the row only `WHERE job_id = … AND lease_token = …` (fencing).
 //!
-//! Wake-ups: one `LISTEN` connection per process fans notifications out to the waiters of
-//! this process ([`Wakeups`]); waiters and idle workers also look again every
+//! Wake-ups: after a claim or a completion commits, this process announces it with
+//! `NOTIFY`, coalesced: one notification per 2 ms window carries every key completed in it
+//! (`NOTIFY` serializes commits cluster-wide, so one per write would cap throughput). One
+//! `LISTEN` connection per process fans notifications out to the waiters of this process
+//! ([`Wakeups`]) and to its idle workers; waiters and idle workers also look again every
 //! [`PgConfig::recheck`], so a missed notification (a dropped listener connection, a pooler
 //! that breaks `LISTEN`) costs at most that much delay, never a lost answer.
 //!
@@ -73,6 +75,79 @@ impl PgConfig {
     }
 }
 
+/// Wake-ups waiting to be announced: sent together, one `NOTIFY` per short window.
+///
+/// `NOTIFY` takes a cluster-wide lock when its transaction commits, so a notification per
+/// claim and per completion would serialize every write of every process. The state change
+/// commits without one; this process announces it right after, coalesced.
+#[derive(Debug, Default)]
+struct Announcer {
+    keys: std::sync::Mutex<Vec<Key>>,
+    jobs: std::sync::atomic::AtomicBool,
+    ready: Notify,
+}
+
+/// How long announcements gather before one `NOTIFY` carries them.
+const ANNOUNCE_WINDOW: Duration = Duration::from_millis(2);
+
+/// Keys per notification (a payload holds under 8,000 bytes).
+const KEYS_PER_NOTIFY: usize = 200;
+
+impl Announcer {
+    fn job(&self) {
+        self.jobs.store(true, std::sync::atomic::Ordering::Release);
+        self.ready.notify_one();
+    }
+
+    fn done(&self, key: Key) {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key);
+        self.ready.notify_one();
+    }
+
+    /// Sends what gathered, every window, until the store goes.
+    async fn run(self: Arc<Self>, pool: Pool, (done, jobs): (String, String)) {
+        loop {
+            self.ready.notified().await;
+            tokio::time::sleep(ANNOUNCE_WINDOW).await;
+            let keys = std::mem::take(&mut *self.keys.lock().unwrap_or_else(|e| e.into_inner()));
+            let new_jobs = self.jobs.swap(false, std::sync::atomic::Ordering::AcqRel);
+            let mut payloads: Vec<(&str, String)> = keys
+                .chunks(KEYS_PER_NOTIFY)
+                .map(|chunk| {
+                    let text: Vec<String> = chunk.iter().map(Key::to_hex).collect();
+                    (done.as_str(), text.join(","))
+                })
+                .collect();
+            if new_jobs {
+                payloads.push((jobs.as_str(), String::new()));
+            }
+            if payloads.is_empty() {
+                continue;
+            }
+            let sent = async {
+                let client = pool.get().await.map_err(unavailable)?;
+                for (channel, payload) in &payloads {
+                    client
+                        .execute("SELECT pg_notify($1, $2)", &[channel, payload])
+                        .await
+                        .map_err(db)?;
+                }
+                Ok::<_, StoreError>(())
+            };
+            if let Err(e) = tokio::time::timeout(Duration::from_secs(5), sent)
+                .await
+                .unwrap_or(Err(StoreError::Timeout(Duration::from_secs(5))))
+            {
+                // Waiters and idle workers recheck on their own; nothing is lost.
+                tracing::warn!(error = %e, "could not send wake-ups");
+            }
+        }
+    }
+}
+
 /// The PostgreSQL store. See the [module docs](self).
 pub struct PgStore {
     pool: Pool,
@@ -82,6 +157,8 @@ pub struct PgStore {
     wakeups: Arc<Wakeups>,
     work: Arc<Notify>,
     listener: tokio::task::JoinHandle<()>,
+    announcer: Arc<Announcer>,
+    announcing: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -96,6 +173,7 @@ impl std::fmt::Debug for PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.announcing.abort();
     }
 }
 
@@ -189,6 +267,8 @@ impl PgStore {
             Arc::clone(&store_wakeups),
             Arc::clone(&work),
         ));
+        let announcer = Arc::new(Announcer::default());
+        let announcing = tokio::spawn(Arc::clone(&announcer).run(pool.clone(), sql.channels()));
         let store = Self {
             pool,
             clock,
@@ -197,6 +277,8 @@ impl PgStore {
             wakeups: store_wakeups,
             work,
             listener,
+            announcer,
+            announcing,
         };
         store.migrate().await?;
         Ok(store)
@@ -321,8 +403,10 @@ async fn listen(
                     while let Some((channel, payload)) = rx.recv().await {
                         if channel == jobs {
                             work.notify_waiters();
-                        } else if let Some(key) = Key::parse(&payload) {
-                            wakeups.wake(&key);
+                        } else {
+                            for key in payload.split(',').filter_map(Key::parse) {
+                                wakeups.wake(&key);
+                            }
                         }
                     }
                 }
@@ -387,18 +471,25 @@ impl Sql {
                      expires_at = NULL
                    WHERE NOT e.pending AND (e.expires_at <= $4 OR e.version = $6)
                    RETURNING {ENTRY_COLUMNS})
-                 SELECT c.*, pg_notify('{jobs}', '') FROM c"
+                 SELECT * FROM c"
             ),
             find: format!("SELECT {ENTRY_COLUMNS} FROM {t} WHERE key = $1"),
-            // $1 now, $2 max, $3 lease until
+            // $1 now, $2 max, $3 lease until. Two branches, each served by its partial index
+            // (an OR of the two would scan the table, cached entries included): jobs whose
+            // lease ran out first (they were due earliest), then ready jobs by priority.
             take: format!(
-                "WITH picked AS (
+                "WITH expired AS (
                    SELECT key FROM {t}
-                   WHERE pending AND ((lease_token IS NULL AND run_at <= $1)
-                                      OR (lease_token IS NOT NULL AND lease_until <= $1))
-                   ORDER BY priority, run_at
-                   LIMIT $2
-                   FOR UPDATE SKIP LOCKED)
+                   WHERE pending AND lease_token IS NOT NULL AND lease_until <= $1
+                   ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED),
+                 ready AS (
+                   SELECT key FROM {t}
+                   WHERE pending AND lease_token IS NULL AND run_at <= $1
+                   ORDER BY priority, run_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+                 picked AS (
+                   SELECT key FROM (SELECT key, 0 AS rank FROM expired
+                                    UNION ALL SELECT key, 1 AS rank FROM ready) both_kinds
+                   ORDER BY rank LIMIT $2)
                  UPDATE {t} e SET lease_token = nextval('{ids}'), lease_until = $3,
                                   attempts = e.attempts + 1
                  FROM picked WHERE e.key = picked.key
@@ -424,7 +515,7 @@ impl Sql {
                      expires_at = GREATEST($8::bigint, $9::bigint, $10::bigint)
                    WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
                    RETURNING key)
-                 SELECT pg_notify('{done}', encode(key, 'hex')) FROM u"
+                 SELECT key FROM u"
             ),
             complete_fail: format!(
                 "WITH u AS (
@@ -437,7 +528,7 @@ impl Sql {
                                            COALESCE(c_sie_until, 0), $4::bigint)
                    WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
                    RETURNING key)
-                 SELECT pg_notify('{done}', encode(key, 'hex')) FROM u"
+                 SELECT key FROM u"
             ),
             complete_pass: format!(
                 "WITH u AS (
@@ -451,7 +542,7 @@ impl Sql {
                      v_text = $8, v_attempts = NULL, v_at = NULL, expires_at = $4
                    WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
                    RETURNING key)
-                 SELECT pg_notify('{done}', encode(key, 'hex')) FROM u"
+                 SELECT key FROM u"
             ),
             complete_retry: format!(
                 "UPDATE {t} SET lease_token = NULL, lease_until = NULL, run_at = $4,
@@ -547,7 +638,6 @@ impl Sql {
              CREATE INDEX IF NOT EXISTS entries_expiry ON {s}.entries (expires_at)
                WHERE NOT pending;
              CREATE INDEX IF NOT EXISTS entries_uri ON {s}.entries (uri text_pattern_ops);
-             CREATE INDEX IF NOT EXISTS entries_tags ON {s}.entries USING gin (tags);
              INSERT INTO {s}.migrations (version) VALUES (1) ON CONFLICT DO NOTHING;"
         )
     }
@@ -743,6 +833,7 @@ impl Store for PgStore {
                 )
                 .await?;
             if let Some(row) = rows.first() {
+                self.announcer.job();
                 return Ok(ClaimOutcome::Enqueued(entry_from_row(row)?));
             }
             let rows = self.query(&self.sql.find, &[&key]).await?;
@@ -902,6 +993,9 @@ impl Store for PgStore {
         };
         if rows.is_empty() {
             return Err(StoreError::LeaseLost);
+        }
+        if !matches!(completion, Completion::Retry { .. }) {
+            self.announcer.done(lease.key);
         }
         Ok(())
     }
