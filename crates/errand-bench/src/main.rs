@@ -71,6 +71,12 @@ enum Command {
         /// and is charged to the ones behind it). Without it: closed loop, as fast as answered.
         #[arg(long)]
         rate: Option<u64>,
+        /// Send `Prefer: VALUE` with every request (e.g. `wait=10`).
+        #[arg(long)]
+        prefer: Option<String>,
+        /// Subtract this from every latency (a known upstream time), to report overhead.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        minus: Option<Duration>,
         /// A label for the report line.
         #[arg(long, default_value = "load")]
         label: String,
@@ -126,8 +132,18 @@ async fn main() -> anyhow::Result<()> {
             duration,
             unique,
             rate,
+            prefer,
+            minus,
             label,
-        } => load(&url, connections, duration, unique, rate, &label).await,
+        } => {
+            let shape = Shape {
+                unique,
+                rate,
+                prefer,
+                minus,
+            };
+            load(&url, connections, duration, shape, &label).await
+        }
         Command::Queue {
             backend,
             duration,
@@ -261,14 +277,28 @@ struct Samples {
     errors: u64,
 }
 
+/// What each request of a load looks like.
+struct Shape {
+    unique: bool,
+    rate: Option<u64>,
+    prefer: Option<String>,
+    minus: Option<Duration>,
+}
+
 async fn load(
     url: &str,
     connections: usize,
     duration: Duration,
-    unique: bool,
-    rate: Option<u64>,
+    shape: Shape,
     label: &str,
 ) -> anyhow::Result<()> {
+    let Shape {
+        unique,
+        rate,
+        prefer,
+        minus,
+    } = shape;
+    let minus = u32::try_from(minus.unwrap_or_default().as_micros()).unwrap_or(0);
     // Per connection, the time between two due requests (open loop only).
     let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r.max(1) as f64));
     let uri: Uri = url.parse().with_context(|| format!("--url {url}"))?;
@@ -279,7 +309,7 @@ async fn load(
     let deadline = started + duration;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..connections {
-        let (uri, path, next) = (uri.clone(), path.clone(), next.clone());
+        let (uri, path, next, prefer) = (uri.clone(), path.clone(), next.clone(), prefer.clone());
         // Stagger the connections' schedules across one interval.
         let offset = interval.map(|d| d.mul_f64(i as f64 / connections as f64));
         tasks.spawn(async move {
@@ -319,11 +349,13 @@ async fn load(
                 if let Some(interval) = interval {
                     due += interval;
                 }
-                let result = round_trip(&mut sender, &uri, &target, None).await;
+                let result = round_trip(&mut sender, &uri, &target, prefer.as_deref()).await;
                 last_end = Instant::now();
                 match result {
                     Ok(status) => {
-                        let micros = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                        let micros = u32::try_from(sent.elapsed().as_micros())
+                            .unwrap_or(u32::MAX)
+                            .saturating_sub(minus);
                         samples.micros.push(micros);
                         *samples.statuses.entry(status.as_u16()).or_default() += 1;
                     }

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use errand::Errand;
 use errand::body::{self, Body};
 use errand::store::postgres::redact;
-use errand::store::{MemoryConfig, MemoryStore, PgConfig, PgStore, SharedStore};
+use errand::store::{L1, L1Config, MemoryConfig, MemoryStore, PgConfig, PgStore, SharedStore};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -51,7 +51,15 @@ pub async fn serve(args: Serve) -> anyhow::Result<()> {
             capacity: args.cache_size,
             max_pending: file.server.max_pending,
         })),
-        Backend::Postgres(url) => postgres(url, &file).await?,
+        // Hits are served from an in-process copy of fresh entries (within --cache-size).
+        Backend::Postgres(url) if file.backend.l1_ttl.is_zero() => postgres(url, &file).await?,
+        Backend::Postgres(url) => Arc::new(L1::new(
+            postgres(url, &file).await?,
+            L1Config {
+                capacity: args.cache_size,
+                ttl: file.backend.l1_ttl,
+            },
+        )),
     };
     let backend_name = match &backend {
         Backend::Memory => "memory".to_owned(),

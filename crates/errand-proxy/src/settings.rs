@@ -41,6 +41,10 @@ pub struct BackendSection {
     /// Upper bound of every backend call.
     #[serde(default = "default_call_timeout", with = "humantime_serde_compat")]
     pub call_timeout: Duration,
+    /// How long a front serves its in-process copy of a fresh entry without asking the
+    /// backend ("0s" turns the copy off): a purge made elsewhere is seen within it.
+    #[serde(default = "default_l1_ttl", with = "humantime_serde_compat")]
+    pub l1_ttl: Duration,
 }
 
 impl Default for BackendSection {
@@ -49,6 +53,7 @@ impl Default for BackendSection {
             schema: default_schema(),
             pool_size: default_pool_size(),
             call_timeout: default_call_timeout(),
+            l1_ttl: default_l1_ttl(),
         }
     }
 }
@@ -58,6 +63,9 @@ fn default_schema() -> String {
 }
 fn default_pool_size() -> usize {
     16
+}
+fn default_l1_ttl() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_call_timeout() -> Duration {
     Duration::from_secs(2)

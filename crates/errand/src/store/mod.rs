@@ -31,11 +31,13 @@ use crate::pattern::{
 pub mod codec;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
+pub mod l1;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod wakeup;
 
+pub use l1::{L1, L1Config};
 pub use memory::{MemoryConfig, MemoryStore};
 #[cfg(feature = "postgres")]
 pub use postgres::{PgConfig, PgStore};

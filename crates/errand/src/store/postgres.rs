@@ -12,7 +12,8 @@
 //! - `complete` updates the row only `WHERE job_id = … AND lease_token = …` (fencing).
 //!
 //! Wake-ups: after a claim or a completion commits, this process announces it with
-//! `NOTIFY`, coalesced: one notification per 2 ms window carries every key completed in it
+//! `NOTIFY`, coalesced: a lone event goes out at once, and during a burst one notification
+//! per 2 ms window carries every key completed in it
 //! (`NOTIFY` serializes commits cluster-wide, so one per write would cap throughput). One
 //! `LISTEN` connection per process fans notifications out to the waiters of this process
 //! ([`Wakeups`]) and to its idle workers; waiters and idle workers also look again every
@@ -107,11 +108,14 @@ impl Announcer {
         self.ready.notify_one();
     }
 
-    /// Sends what gathered, every window, until the store goes.
+    /// Sends at once what there is, then gathers for a window before sending again: a lone
+    /// event is announced without delay, a burst costs one notification per window.
     async fn run(self: Arc<Self>, pool: Pool, (done, jobs): (String, String)) {
+        let mut window = tokio::time::Instant::now();
         loop {
             self.ready.notified().await;
-            tokio::time::sleep(ANNOUNCE_WINDOW).await;
+            tokio::time::sleep_until(window).await;
+            window = tokio::time::Instant::now() + ANNOUNCE_WINDOW;
             let keys = std::mem::take(&mut *self.keys.lock().unwrap_or_else(|e| e.into_inner()));
             let new_jobs = self.jobs.swap(false, std::sync::atomic::Ordering::AcqRel);
             let mut payloads: Vec<(&str, String)> = keys
@@ -833,6 +837,8 @@ impl Store for PgStore {
                 )
                 .await?;
             if let Some(row) = rows.first() {
+                // Workers of this process at once; those elsewhere through NOTIFY.
+                self.work.notify_waiters();
                 self.announcer.job();
                 return Ok(ClaimOutcome::Enqueued(entry_from_row(row)?));
             }
@@ -995,6 +1001,8 @@ impl Store for PgStore {
             return Err(StoreError::LeaseLost);
         }
         if !matches!(completion, Completion::Retry { .. }) {
+            // Waiters of this process at once; those elsewhere through NOTIFY.
+            self.wakeups.wake(&lease.key);
             self.announcer.done(lease.key);
         }
         Ok(())
