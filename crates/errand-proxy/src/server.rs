@@ -164,6 +164,8 @@ async fn postgres(url: &str, file: &File) -> anyhow::Result<SharedStore> {
     config.schema = file.backend.schema.clone();
     config.pool_size = file.backend.pool_size;
     config.call_timeout = file.backend.call_timeout;
+    config.listen = file.backend.listen;
+    config.recheck = file.backend.recheck.max(Duration::from_millis(10));
     let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(250);
     let store = loop {

@@ -45,6 +45,12 @@ pub struct BackendSection {
     /// backend ("0s" turns the copy off): a purge made elsewhere is seen within it.
     #[serde(default = "default_l1_ttl", with = "humantime_serde_compat")]
     pub l1_ttl: Duration,
+    /// Wake-ups through LISTEN/NOTIFY; false = poll-only mode (for poolers that break LISTEN).
+    #[serde(default = "default_listen")]
+    pub listen: bool,
+    /// How often waiters and idle workers look again without a notification.
+    #[serde(default = "default_recheck", with = "humantime_serde_compat")]
+    pub recheck: Duration,
 }
 
 impl Default for BackendSection {
@@ -54,6 +60,8 @@ impl Default for BackendSection {
             pool_size: default_pool_size(),
             call_timeout: default_call_timeout(),
             l1_ttl: default_l1_ttl(),
+            listen: default_listen(),
+            recheck: default_recheck(),
         }
     }
 }
@@ -63,6 +71,12 @@ fn default_schema() -> String {
 }
 fn default_pool_size() -> usize {
     16
+}
+fn default_listen() -> bool {
+    true
+}
+fn default_recheck() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_l1_ttl() -> Duration {
     Duration::from_secs(1)

@@ -42,6 +42,23 @@ errand::store_contract!(make, |store: Arc<PgStore>| async move {
     store.drop_schema().await.unwrap();
 });
 
+/// The same suite in poll-only mode (no LISTEN): wake-ups come from rechecks alone.
+mod poll_only {
+    use super::*;
+
+    async fn make_polling(clock: Arc<ManualClock>) -> Option<PgStore> {
+        let store = make(Arc::clone(&clock)).await?;
+        let mut config = store.config().clone();
+        config.listen = false;
+        config.recheck = std::time::Duration::from_millis(50);
+        Some(PgStore::connect_with_clock(config, clock).await.unwrap())
+    }
+
+    errand::store_contract!(make_polling, |store: Arc<PgStore>| async move {
+        store.drop_schema().await.unwrap();
+    });
+}
+
 /// Issue-level check beyond the shared suite: 1,000 concurrent claims of one signature, from
 /// two stores (two pools, as two processes would have), enqueue exactly one job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

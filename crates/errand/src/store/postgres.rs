@@ -61,6 +61,10 @@ pub struct PgConfig {
     pub call_timeout: Duration,
     /// How often waiters and idle workers look again without a notification.
     pub recheck: Duration,
+    /// Use `LISTEN/NOTIFY` for wake-ups. Off ("poll-only mode") for a connection pooler in
+    /// transaction mode, which breaks `LISTEN`: waiters and workers then rely on
+    /// [`recheck`](Self::recheck) alone, so set it short (e.g. 50 ms).
+    pub listen: bool,
 }
 
 impl PgConfig {
@@ -72,6 +76,7 @@ impl PgConfig {
             pool_size: 16,
             call_timeout: Duration::from_secs(5),
             recheck: Duration::from_secs(1),
+            listen: true,
         }
     }
 }
@@ -264,15 +269,23 @@ impl PgStore {
         let sql = Sql::new(&config.schema);
         let store_wakeups = Arc::new(Wakeups::default());
         let work = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(
-            pg,
-            config.url.clone(),
-            sql.channels(),
-            Arc::clone(&store_wakeups),
-            Arc::clone(&work),
-        ));
+        let listener = if config.listen {
+            tokio::spawn(listen(
+                pg,
+                config.url.clone(),
+                sql.channels(),
+                Arc::clone(&store_wakeups),
+                Arc::clone(&work),
+            ))
+        } else {
+            tokio::spawn(async {})
+        };
         let announcer = Arc::new(Announcer::default());
-        let announcing = tokio::spawn(Arc::clone(&announcer).run(pool.clone(), sql.channels()));
+        let announcing = if config.listen {
+            tokio::spawn(Arc::clone(&announcer).run(pool.clone(), sql.channels()))
+        } else {
+            tokio::spawn(async {})
+        };
         let store = Self {
             pool,
             clock,
