@@ -94,7 +94,7 @@ enum Command {
         /// Concurrent workers.
         #[arg(long, default_value_t = 8)]
         consumers: usize,
-        /// Jobs per take.
+        /// Jobs per take (and, above 1, per `complete_many`).
         #[arg(long, default_value_t = 1)]
         batch: usize,
         #[arg(long, default_value = "queue")]
@@ -573,24 +573,36 @@ async fn queue(
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     continue;
                 }
-                for job in jobs {
-                    let now = store.now();
-                    let content = Content {
-                        response: body.clone(),
-                        generated_at: now,
-                        fresh_until: now.plus(Duration::from_secs(60)),
-                        stale_until: now.plus(Duration::from_secs(60)),
-                        stale_if_error_until: now.plus(Duration::from_secs(60)),
-                        tags: Vec::new(),
-                        job_millis: 0,
-                    };
-                    if store
-                        .complete(&job.lease, Completion::Store(content))
-                        .await
-                        .is_ok()
-                    {
-                        done.fetch_add(1, Ordering::Relaxed);
+                let now = store.now();
+                let content = Content {
+                    response: body.clone(),
+                    generated_at: now,
+                    fresh_until: now.plus(Duration::from_secs(60)),
+                    stale_until: now.plus(Duration::from_secs(60)),
+                    stale_if_error_until: now.plus(Duration::from_secs(60)),
+                    tags: Vec::new(),
+                    job_millis: 0,
+                };
+                if batch == 1 {
+                    for job in jobs {
+                        let completion = Completion::Store(content.clone());
+                        if store.complete(&job.lease, completion).await.is_ok() {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
+                } else {
+                    // Batched: the whole take completes in one call.
+                    let batch = jobs
+                        .into_iter()
+                        .map(|job| (job.lease, Completion::Store(content.clone())))
+                        .collect();
+                    let ok = store
+                        .complete_many(batch)
+                        .await
+                        .iter()
+                        .filter(|r| r.is_ok())
+                        .count();
+                    done.fetch_add(ok as u64, Ordering::Relaxed);
                 }
             }
         });

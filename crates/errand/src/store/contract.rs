@@ -49,7 +49,8 @@ macro_rules! store_contract {
             expired_entries_are_absent,
             purge_hard_soft_uri_prefix_tag,
             take_once_delivers_exactly_once,
-            stats_count_entries_and_queue
+            stats_count_entries_and_queue,
+            complete_many_fences_each_job
         );
     };
     (@cases $make:expr, $cleanup:expr; $($case:ident),* $(,)?) => {
@@ -765,4 +766,50 @@ pub async fn stats_count_entries_and_queue(store: Arc<dyn Store>, clock: Arc<Man
     assert_eq!((stats.ready, stats.running), (1, 1), "{stats:?}");
     assert!(stats.oldest_ready_ms >= 3000, "{stats:?}");
     assert!(stats.bytes > 0);
+}
+
+pub async fn complete_many_fences_each_job(store: Arc<dyn Store>, clock: Arc<ManualClock>) {
+    for path in ["/many/1", "/many/2", "/many/3"] {
+        enqueued(
+            store
+                .claim(claim(path, Priority::Miss, None))
+                .await
+                .unwrap(),
+        );
+    }
+    let first = store.take(10, LEASE).await.unwrap();
+    assert_eq!(first.len(), 3);
+    // The leases run out and another worker takes the jobs over.
+    clock.advance(LEASE + Duration::from_secs(1));
+    let retaken = store.take(10, LEASE).await.unwrap();
+    assert_eq!(retaken.len(), 3, "all three were redelivered");
+    let late = first[0].lease.clone();
+    let mut batch: Vec<_> = retaken[1..]
+        .iter()
+        .map(|job| {
+            let c = content(&*store, "batched", 60, 0, 0, &["batch"]);
+            (job.lease.clone(), Completion::Store(c))
+        })
+        .collect();
+    batch.push((
+        late,
+        Completion::Store(content(&*store, "late", 60, 0, 0, &[])),
+    ));
+    let results = store.complete_many(batch).await;
+    assert_eq!(results.len(), 3);
+    assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[2], Err(StoreError::LeaseLost)),
+        "the superseded lease is fenced"
+    );
+    for job in &retaken[1..] {
+        let entry = store.lookup(&job.lease.key).await.unwrap().unwrap();
+        assert_eq!(entry.content.as_ref().unwrap().response.body, "batched");
+        assert_eq!(entry.content.unwrap().tags, vec!["batch".to_owned()]);
+    }
+    let unfinished = store.lookup(&retaken[0].lease.key).await.unwrap().unwrap();
+    assert!(
+        unfinished.job().is_some(),
+        "the job whose late completion was refused stays pending"
+    );
 }

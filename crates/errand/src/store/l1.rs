@@ -1,7 +1,7 @@
 //! An in-process copy of fresh entries in front of a remote store, so a hit costs no round
 //! trip.
 //!
-//! Only entries that [`decide`](crate::pattern::decide) would serve as a plain hit are kept
+//! Only entries that [`decide`](fn@crate::pattern::decide) would serve as a plain hit are kept
 //! (settled, fresh, no verdict), each for at most [`L1Config::ttl`] and never past its
 //! freshness. Everything else (stale entries, pending jobs, failures) is read from the
 //! shared store, so the pattern's decisions (one refresh, waits, fencing) stay with it.
@@ -134,6 +134,16 @@ impl Store for L1 {
     async fn complete(&self, lease: &LeaseToken, completion: Completion) -> Result<(), StoreError> {
         self.copies.invalidate(&lease.key);
         self.inner.complete(lease, completion).await
+    }
+
+    async fn complete_many(
+        &self,
+        jobs: Vec<(LeaseToken, Completion)>,
+    ) -> Vec<Result<(), StoreError>> {
+        for (lease, _) in &jobs {
+            self.copies.invalidate(&lease.key);
+        }
+        self.inner.complete_many(jobs).await
     }
 
     async fn wait(&self, key: &Key, timeout: Duration) -> Result<Option<Entry>, StoreError> {

@@ -291,6 +291,20 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// the wake-up for the key (except for a [`Completion::Retry`], which only reschedules).
     async fn complete(&self, lease: &LeaseToken, completion: Completion) -> Result<(), StoreError>;
 
+    /// Completes several jobs, each exactly as [`complete`](Self::complete) would (fenced by
+    /// its own lease), in as few round trips as the backend allows; returns one result per
+    /// job, in order. The default completes them one by one.
+    async fn complete_many(
+        &self,
+        jobs: Vec<(LeaseToken, Completion)>,
+    ) -> Vec<Result<(), StoreError>> {
+        let mut results = Vec::with_capacity(jobs.len());
+        for (lease, completion) in jobs {
+            results.push(self.complete(&lease, completion).await);
+        }
+        results
+    }
+
     /// Waits until `key` is no longer pending (woken by a notification, not by polling in a
     /// loop) and returns its entry; `Ok(None)` if it is still pending after `timeout`. Returns
     /// at once when the entry is already not pending (or absent, as `Some` of nothing is not

@@ -452,6 +452,7 @@ struct Sql {
     complete_fail: String,
     complete_pass: String,
     complete_retry: String,
+    complete_store_many: String,
     take_once: String,
     stats: String,
 }
@@ -559,6 +560,34 @@ impl Sql {
                      v_text = $8, v_attempts = NULL, v_at = NULL, expires_at = $4
                    WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
                    RETURNING key)
+                 SELECT key FROM u"
+            ),
+            // Many stored results in one statement: the same fenced update as complete_store,
+            // row by row from arrays. Tags travel joined by U+001F, which no header can hold.
+            complete_store_many: format!(
+                "WITH input AS (
+                   SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::smallint[],
+                                        $5::bytea[], $6::bytea[], $7::bigint[], $8::bigint[],
+                                        $9::bigint[], $10::bigint[], $11::bigint[], $12::text[])
+                     AS i(key, job_id, token, status, headers, body, generated_at, fresh_until,
+                          stale_until, sie_until, job_millis, tags)),
+                 u AS (
+                   UPDATE {t} e SET pending = false, job_id = NULL, priority = NULL,
+                     lease_token = NULL, lease_until = NULL, request = NULL, last_error = NULL,
+                     attempts = 0, after_failure = false, version = nextval('{ids}'),
+                     c_status = i.status, c_headers = i.headers, c_body = i.body,
+                     c_generated_at = i.generated_at, c_fresh_until = i.fresh_until,
+                     c_stale_until = i.stale_until, c_sie_until = i.sie_until,
+                     c_job_millis = i.job_millis,
+                     tags = CASE WHEN i.tags = '' THEN '{{}}'::text[]
+                                 ELSE string_to_array(i.tags, E'\\x1f') END,
+                     v_kind = 0, v_until = NULL, v_status = NULL, v_headers = NULL, v_body = NULL,
+                     v_text = NULL, v_attempts = NULL, v_at = NULL,
+                     expires_at = GREATEST(i.fresh_until, i.stale_until, i.sie_until)
+                   FROM input i
+                   WHERE e.key = i.key AND e.pending AND e.job_id = i.job_id
+                     AND e.lease_token = i.token
+                   RETURNING e.key)
                  SELECT key FROM u"
             ),
             complete_retry: format!(
@@ -1019,6 +1048,86 @@ impl Store for PgStore {
             self.announcer.done(lease.key);
         }
         Ok(())
+    }
+
+    async fn complete_many(
+        &self,
+        jobs: Vec<(LeaseToken, Completion)>,
+    ) -> Vec<Result<(), StoreError>> {
+        // Stored results go in one statement; anything else (rare) one by one.
+        let (stored, other): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .enumerate()
+            .partition(|(_, (_, c))| matches!(c, Completion::Store(_)));
+        let mut results: Vec<Option<Result<(), StoreError>>> =
+            (0..stored.len() + other.len()).map(|_| None).collect();
+        for (i, (lease, completion)) in other {
+            results[i] = Some(self.complete(&lease, completion).await);
+        }
+        if !stored.is_empty() {
+            let mut keys = Vec::new();
+            let (mut job_ids, mut tokens, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut headers, mut bodies) = (Vec::new(), Vec::new());
+            let (mut generated, mut fresh, mut stale, mut sie) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut millis, mut tags) = (Vec::new(), Vec::new());
+            for (_, (lease, completion)) in &stored {
+                let Completion::Store(c) = completion else {
+                    continue;
+                };
+                keys.push(lease.key.as_bytes().to_vec());
+                job_ids.push(i64_of(lease.job.0));
+                tokens.push(i64_of(lease.token));
+                statuses.push(i16::try_from(c.response.status.as_u16()).unwrap_or(0));
+                headers.push(encode_headers(&c.response.headers));
+                bodies.push(c.response.body.to_vec());
+                generated.push(ms(c.generated_at));
+                fresh.push(ms(c.fresh_until));
+                stale.push(ms(c.stale_until));
+                sie.push(ms(c.stale_if_error_until));
+                millis.push(i64_of(c.job_millis));
+                tags.push(c.tags.join("\u{1f}"));
+            }
+            let outcome = self
+                .query(
+                    &self.sql.complete_store_many,
+                    &[
+                        &keys, &job_ids, &tokens, &statuses, &headers, &bodies, &generated, &fresh,
+                        &stale, &sie, &millis, &tags,
+                    ],
+                )
+                .await;
+            match outcome {
+                Ok(rows) => {
+                    let done: std::collections::HashSet<Vec<u8>> = rows
+                        .iter()
+                        .filter_map(|r| r.try_get::<_, Vec<u8>>(0).ok())
+                        .collect();
+                    for (i, (lease, _)) in &stored {
+                        let ok = done.contains(lease.key.as_bytes().as_slice());
+                        if ok {
+                            self.wakeups.wake(&lease.key);
+                            self.announcer.done(lease.key);
+                        }
+                        results[*i] = Some(if ok {
+                            Ok(())
+                        } else {
+                            Err(StoreError::LeaseLost)
+                        });
+                    }
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    for (i, _) in &stored {
+                        results[*i] = Some(Err(StoreError::Unavailable(text.clone())));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(StoreError::Unavailable("not completed".into()))))
+            .collect()
     }
 
     async fn wait(&self, key: &Key, timeout: Duration) -> Result<Option<Entry>, StoreError> {
