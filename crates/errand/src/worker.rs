@@ -100,6 +100,7 @@ where
         let store = Arc::clone(self.errand.store());
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let held: Arc<Mutex<HashSet<LeaseToken>>> = Arc::default();
+        let (completer, completing) = Completer::spawn(self.errand.clone());
         let mut running = JoinSet::new();
         loop {
             while running.try_join_next().is_some() {}
@@ -144,11 +145,15 @@ where
                     errand: self.errand.clone(),
                     service: self.service.clone(),
                     held: Arc::clone(&held),
+                    completer: completer.clone(),
                 };
                 running.spawn(run.run(job, permit));
             }
         }
         drain(&self.errand, running, held, &config).await;
+        // Every job has finished or been handed back: nothing more to send.
+        drop(completer);
+        let _ = completing.await;
     }
 }
 
@@ -197,6 +202,69 @@ struct JobRun<S> {
     errand: Errand,
     service: S,
     held: Arc<Mutex<HashSet<LeaseToken>>>,
+    completer: Completer,
+}
+
+/// One completion on its way to the store, with where to send its result.
+type Pending = (
+    LeaseToken,
+    Completion,
+    tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+);
+
+/// Sends finished jobs' completions to the store: at once when they come one at a time, and
+/// everything that finished meanwhile in one [`complete_many`](crate::store::Store::complete_many)
+/// when they pile up, so a busy worker pays one round trip for many jobs.
+#[derive(Clone, Debug)]
+struct Completer {
+    queue: tokio::sync::mpsc::UnboundedSender<Pending>,
+}
+
+/// Most completions sent in one call.
+const COMPLETE_BATCH: usize = 64;
+
+impl Completer {
+    fn spawn(errand: Errand) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, mut incoming) = tokio::sync::mpsc::unbounded_channel::<Pending>();
+        let task = tokio::spawn(async move {
+            let store = Arc::clone(errand.store());
+            let limit = errand.config().jobs.store_timeout;
+            while let Some(first) = incoming.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < COMPLETE_BATCH {
+                    match incoming.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let (jobs, replies): (Vec<_>, Vec<_>) = batch
+                    .into_iter()
+                    .map(|(lease, c, reply)| ((lease, c), reply))
+                    .unzip();
+                let count = jobs.len();
+                let results = match tokio::time::timeout(limit, store.complete_many(jobs)).await {
+                    Ok(results) => results,
+                    Err(_) => (0..count)
+                        .map(|_| Err(StoreError::Timeout(limit)))
+                        .collect(),
+                };
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+        });
+        (Self { queue }, task)
+    }
+
+    async fn complete(&self, lease: LeaseToken, completion: Completion) -> Result<(), StoreError> {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.queue
+            .send((lease, completion, reply))
+            .map_err(|_| StoreError::Unavailable("the worker is shutting down".into()))?;
+        result
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("the completer stopped".into())))
+    }
 }
 
 /// What one attempt produced, before classification.
@@ -267,7 +335,7 @@ where
         let took = started.elapsed();
         let now = store.now();
         let (completion, outcome) = self.completion(&job, attempt, policy, now, took);
-        let result = timed(config.store_timeout, store.complete(&job.lease, completion)).await;
+        let result = self.completer.complete(job.lease.clone(), completion).await;
         lock(&self.held).remove(&job.lease);
         self.errand.estimates().observe(route, took);
         let duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);

@@ -177,3 +177,119 @@ async fn the_flood_cap_answers_503_with_retry_after() {
     // Already-pending URLs still answer 202.
     assert_eq!(send(app, &errand, "/1", None).await.0, StatusCode::ACCEPTED);
 }
+
+/// A store that records how many completions each `complete_many` carried.
+#[derive(Debug)]
+struct Recording {
+    inner: MemoryStore,
+    batches: std::sync::Mutex<Vec<usize>>,
+}
+
+#[async_trait::async_trait]
+impl errand::store::Store for Recording {
+    fn now(&self) -> errand::pattern::Timestamp {
+        self.inner.now()
+    }
+    async fn lookup(
+        &self,
+        key: &errand::pattern::Key,
+    ) -> Result<Option<errand::pattern::Entry>, errand::store::StoreError> {
+        self.inner.lookup(key).await
+    }
+    async fn claim(
+        &self,
+        claim: errand::store::Claim,
+    ) -> Result<errand::store::ClaimOutcome, errand::store::StoreError> {
+        self.inner.claim(claim).await
+    }
+    async fn take(
+        &self,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<errand::store::Job>, errand::store::StoreError> {
+        self.inner.take(max, lease).await
+    }
+    async fn heartbeat(
+        &self,
+        lease: &errand::store::LeaseToken,
+        extend: Duration,
+    ) -> Result<errand::pattern::Timestamp, errand::store::StoreError> {
+        self.inner.heartbeat(lease, extend).await
+    }
+    async fn complete(
+        &self,
+        lease: &errand::store::LeaseToken,
+        completion: errand::store::Completion,
+    ) -> Result<(), errand::store::StoreError> {
+        self.inner.complete(lease, completion).await
+    }
+    async fn complete_many(
+        &self,
+        jobs: Vec<(errand::store::LeaseToken, errand::store::Completion)>,
+    ) -> Vec<Result<(), errand::store::StoreError>> {
+        self.batches.lock().unwrap().push(jobs.len());
+        self.inner.complete_many(jobs).await
+    }
+    async fn wait(
+        &self,
+        key: &errand::pattern::Key,
+        timeout: Duration,
+    ) -> Result<Option<errand::pattern::Entry>, errand::store::StoreError> {
+        self.inner.wait(key, timeout).await
+    }
+    async fn wait_for_jobs(&self, timeout: Duration) -> Result<(), errand::store::StoreError> {
+        self.inner.wait_for_jobs(timeout).await
+    }
+    async fn take_once(
+        &self,
+        key: &errand::pattern::Key,
+    ) -> Result<Option<Arc<errand::pattern::StoredResponse>>, errand::store::StoreError> {
+        self.inner.take_once(key).await
+    }
+    async fn purge(&self, purge: errand::store::Purge) -> Result<u64, errand::store::StoreError> {
+        self.inner.purge(purge).await
+    }
+    async fn stats(&self) -> Result<errand::store::Stats, errand::store::StoreError> {
+        self.inner.stats().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_worker_completes_jobs_in_batches() {
+    let recording = Arc::new(Recording {
+        inner: MemoryStore::new(MemoryConfig::default()),
+        batches: std::sync::Mutex::new(Vec::new()),
+    });
+    let store: SharedStore = recording.clone();
+    let mut config = Config::default();
+    config.jobs.concurrency = 32;
+    let errand = Errand::new(store, config);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = sleeper(calls.clone(), Duration::from_millis(1));
+    for n in 0..64 {
+        assert_eq!(
+            send(app.clone(), &errand, &format!("/job-{n}"), None)
+                .await
+                .0,
+            StatusCode::ACCEPTED
+        );
+    }
+    let shutdown = Shutdown::new();
+    let worker = errand.worker(app.clone()).spawn(shutdown.clone());
+    for n in 0..64 {
+        let (status, _) = send(app.clone(), &errand, &format!("/job-{n}"), Some("wait=10")).await;
+        assert_eq!(status, StatusCode::OK, "job {n}");
+    }
+    shutdown.cancel();
+    worker.await.unwrap();
+    let batches = recording.batches.lock().unwrap().clone();
+    assert_eq!(
+        batches.iter().sum::<usize>(),
+        64,
+        "every job completed once: {batches:?}"
+    );
+    assert!(
+        batches.iter().any(|b| *b > 1),
+        "completions that pile up share a call: {batches:?}"
+    );
+}
