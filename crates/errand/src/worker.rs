@@ -26,12 +26,11 @@ use tower_service::Service;
 use crate::body::BoxError;
 use crate::config::{JobConfig, RoutePolicy};
 use crate::front::Errand;
-use crate::front::flow::timed;
 use crate::pattern::freshness::{NoStore, strip_hop_by_hop, tags};
 use crate::pattern::{
     Classification, Content, Failure, Key, PassInfo, StoredResponse, Timestamp, classify,
 };
-use crate::store::{Completion, Job, LeaseToken, StoreError};
+use crate::store::{Completion, Job, LeaseToken, StoreError, timed};
 
 /// Marks a request as a job's replay (in its extensions), so a Layer on the same app lets it
 /// straight through to the handler.

@@ -2,7 +2,6 @@
 //! request": hygiene, pass-through cases, signature, lookup, then [`decide`] until there is
 //! an answer. The Layer and the proxy share this one flow.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,18 +21,8 @@ use crate::pattern::signature::{CREDENTIAL_HEADERS, canonical_uri};
 use crate::pattern::{
     CacheStatus, Decision, Entry, Phase, Priority, Signature, StoredResponse, Timestamp, decide,
 };
-use crate::store::{Claim, ClaimOutcome, Purge, PurgeTarget, StoreError};
+use crate::store::{Claim, ClaimOutcome, Purge, PurgeTarget, StoreError, timed};
 use crate::worker::JobRequest;
-
-/// Runs one store call under the front's timeout.
-pub(crate) async fn timed<T>(
-    limit: Duration,
-    call: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    tokio::time::timeout(limit, call)
-        .await
-        .unwrap_or(Err(StoreError::Timeout(limit)))
-}
 
 /// What the front will do with a request, decided before any I/O.
 pub(crate) enum Plan {

@@ -330,3 +330,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
 /// A store shared by fronts and workers.
 pub type SharedStore = Arc<dyn Store>;
+
+/// Runs one store call under `limit`: callers bound every call, whatever the backend.
+pub(crate) async fn timed<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(StoreError::Timeout(limit)))
+}
