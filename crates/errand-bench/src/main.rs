@@ -83,7 +83,8 @@ enum Command {
     },
     /// No-op jobs through a store: claim → take → complete, as fast as it goes.
     Queue {
-        /// `postgres://…` (uses schema `errand_bench`, recreated).
+        /// `postgres://…` (uses schema `errand_bench`, recreated) or `redis://…` (key prefix
+        /// `errand_bench`, emptied before and after).
         #[arg(long)]
         backend: String,
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -516,15 +517,28 @@ async fn queue(
     label: &str,
 ) -> anyhow::Result<()> {
     use errand::pattern::{Content, Priority, Signature, StoredResponse};
-    use errand::store::{Claim, Completion, PgConfig, PgStore, Store};
+    use errand::store::{
+        Claim, Completion, PgConfig, PgStore, RedisConfig, RedisStore, SharedStore,
+    };
 
-    let mut config = PgConfig::new(backend);
-    config.schema = "errand_bench".into();
-    config.pool_size = producers + consumers + 2;
-    let store = PgStore::connect(config.clone()).await?;
-    store.drop_schema().await?;
-    drop(store);
-    let store = Arc::new(PgStore::connect(config).await?);
+    // A namespace of the benchmark's own, emptied before and after.
+    let (store, pg, redis): (SharedStore, Option<Arc<PgStore>>, Option<Arc<RedisStore>>) =
+        if backend.starts_with("redis") {
+            let mut config = RedisConfig::new(backend);
+            config.prefix = "errand_bench".into();
+            let store = Arc::new(RedisStore::connect(config).await?);
+            store.delete_all().await?;
+            (store.clone(), None, Some(store))
+        } else {
+            let mut config = PgConfig::new(backend);
+            config.schema = "errand_bench".into();
+            config.pool_size = producers + consumers + 2;
+            let store = PgStore::connect(config.clone()).await?;
+            store.drop_schema().await?;
+            drop(store);
+            let store = Arc::new(PgStore::connect(config).await?);
+            (store.clone(), Some(store), None)
+        };
     let deadline = Instant::now() + duration;
     let claimed = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
@@ -615,6 +629,11 @@ async fn queue(
         claimed.load(Ordering::Relaxed),
         done.load(Ordering::Relaxed),
     );
-    store.drop_schema().await?;
+    if let Some(pg) = pg {
+        pg.drop_schema().await?;
+    }
+    if let Some(redis) = redis {
+        redis.delete_all().await?;
+    }
     Ok(())
 }

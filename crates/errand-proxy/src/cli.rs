@@ -34,11 +34,11 @@ pub enum Command {
 /// `errand migrate`.
 #[derive(Debug, Args)]
 pub struct Migrate {
-    /// The shared backend (a postgres:// URL).
+    /// The shared backend (a postgres:// URL; a redis:// URL is checked and its scripts loaded).
     #[arg(long, env = "ERRAND_BACKEND")]
     pub backend: String,
 
-    /// TOML file whose [backend] section names the schema.
+    /// TOML file whose [backend] section names the schema or key prefix.
     #[arg(long, env = "ERRAND_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -54,8 +54,8 @@ pub struct Serve {
     #[arg(long, env = "ERRAND_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Where cache entries and jobs live: `memory` (this process only) or a postgres:// URL
-    /// shared by fronts and workers on many machines.
+    /// Where cache entries and jobs live: `memory` (this process only), or a postgres://,
+    /// redis:// or rediss:// URL shared by fronts and workers on many machines.
     #[arg(long, env = "ERRAND_BACKEND", default_value = "memory")]
     pub backend: String,
 

@@ -9,8 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use errand::Errand;
 use errand::body::{self, Body};
-use errand::store::postgres::redact;
-use errand::store::{L1, L1Config, MemoryConfig, MemoryStore, PgConfig, PgStore, SharedStore};
+use errand::store::{
+    L1, L1Config, MemoryConfig, MemoryStore, PgConfig, PgStore, RedisConfig, RedisStore,
+    SharedStore, StoreError, redact,
+};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -52,19 +54,16 @@ pub async fn serve(args: Serve) -> anyhow::Result<()> {
             max_pending: file.server.max_pending,
         })),
         // Hits are served from an in-process copy of fresh entries (within --cache-size).
-        Backend::Postgres(url) if file.backend.l1_ttl.is_zero() => postgres(url, &file).await?,
-        Backend::Postgres(url) => Arc::new(L1::new(
-            postgres(url, &file).await?,
+        shared if file.backend.l1_ttl.is_zero() => connect(shared, &file).await?,
+        shared => Arc::new(L1::new(
+            connect(shared, &file).await?,
             L1Config {
                 capacity: args.cache_size,
                 ttl: file.backend.l1_ttl,
             },
         )),
     };
-    let backend_name = match &backend {
-        Backend::Memory => "memory".to_owned(),
-        Backend::Postgres(url) => redact(url),
-    };
+    let backend_name = backend.name();
     let errand = Errand::new(store, config);
     let upstream = Upstream::new(&upstream_uri, args.jobs.job_timeout);
 
@@ -109,7 +108,7 @@ pub async fn work(args: Work) -> anyhow::Result<()> {
             "--backend: memory lives inside one process, so a separate `errand work` cannot share it; \
              use `errand serve` (front and workers in one process) or a shared backend"
         ),
-        Backend::Postgres(url) => postgres(&url, &file).await?,
+        shared => connect(&shared, &file).await?,
     };
     if args.workers == 0 {
         bail!("--workers: `errand work` needs at least 1");
@@ -143,11 +142,20 @@ pub async fn migrate(args: Migrate) -> anyhow::Result<()> {
         Backend::Memory => bail!("--backend: memory has no schema to migrate"),
         Backend::Postgres(url) => {
             // Connecting applies the migrations.
-            postgres(&url, &file).await?;
+            connect(&Backend::Postgres(url.clone()), &file).await?;
             tracing::info!(
                 "schema {:?} at {} is up to date",
                 file.backend.schema,
                 redact(&url)
+            );
+        }
+        Backend::Redis(url) => {
+            // Redis has no schema: connecting checks the server and loads the scripts.
+            connect(&Backend::Redis(url.clone()), &file).await?;
+            tracing::info!(
+                "Redis at {} is usable (prefix {:?}); it has no schema to migrate",
+                redact(&url),
+                file.backend.prefix
             );
         }
     }
@@ -157,35 +165,56 @@ pub async fn migrate(args: Migrate) -> anyhow::Result<()> {
 /// How long start-up keeps trying to reach the database before giving up.
 const CONNECT_FOR: Duration = Duration::from_secs(20);
 
-/// Connects to PostgreSQL (retrying for a while: a database may still be starting), applies
-/// migrations and starts the pruner.
-async fn postgres(url: &str, file: &File) -> anyhow::Result<SharedStore> {
-    let mut config = PgConfig::new(url);
-    config.schema = file.backend.schema.clone();
-    config.pool_size = file.backend.pool_size;
-    config.call_timeout = file.backend.call_timeout;
-    config.listen = file.backend.listen;
-    config.recheck = file.backend.recheck.max(Duration::from_millis(10));
+/// Connects to a shared backend, retrying for a while (a database may still be starting),
+/// and starts its pruner. PostgreSQL's migrations are applied on connecting.
+async fn connect(backend: &Backend, file: &File) -> anyhow::Result<SharedStore> {
+    let b = &file.backend;
+    let recheck = b.recheck.max(Duration::from_millis(10));
     let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(250);
-    let store = loop {
-        match PgStore::connect(config.clone()).await {
-            Ok(store) => break store,
+    loop {
+        let attempt: Result<SharedStore, StoreError> = match backend {
+            Backend::Memory => bail!("--backend: memory is not a shared backend"),
+            Backend::Postgres(url) => {
+                let mut config = PgConfig::new(url);
+                config.schema = b.schema.clone();
+                config.pool_size = b.pool_size;
+                config.call_timeout = b.call_timeout;
+                config.listen = b.listen;
+                config.recheck = recheck;
+                PgStore::connect(config).await.map(|store| {
+                    let store = Arc::new(store);
+                    store.spawn_pruner(Duration::from_secs(30));
+                    store as SharedStore
+                })
+            }
+            Backend::Redis(url) => {
+                let mut config = RedisConfig::new(url);
+                config.prefix = b.prefix.clone();
+                config.call_timeout = b.call_timeout;
+                config.recheck = recheck;
+                RedisStore::connect(config).await.map(|store| {
+                    let store = Arc::new(store);
+                    store.spawn_pruner(Duration::from_secs(10));
+                    store as SharedStore
+                })
+            }
+        };
+        match attempt {
+            Ok(store) => return Ok(store),
+            Err(e @ StoreError::Unsuitable(_)) => bail!("--backend: {e}"),
             Err(e) if started.elapsed() + pause < CONNECT_FOR => {
-                tracing::warn!(error = %e, "cannot reach {}; retrying", redact(url));
+                tracing::warn!(error = %e, "cannot reach {}; retrying", backend.name());
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(4));
             }
             Err(e) => bail!(
                 "--backend: cannot reach {} after {:?}: {e}",
-                redact(url),
+                backend.name(),
                 started.elapsed()
             ),
         }
-    };
-    let store = Arc::new(store);
-    store.spawn_pruner(Duration::from_secs(30));
-    Ok(store)
+    }
 }
 
 async fn accept_loop<S>(listener: TcpListener, service: S, file: &File, shutdown: CancellationToken)

@@ -35,7 +35,10 @@ pub struct BackendSection {
     /// PostgreSQL schema holding errand's table (one per deployment or tenant).
     #[serde(default = "default_schema")]
     pub schema: String,
-    /// Connections per process.
+    /// Redis key prefix: every key starts with `{prefix}:` (one per deployment or tenant).
+    #[serde(default = "default_schema")]
+    pub prefix: String,
+    /// PostgreSQL connections per process.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Upper bound of every backend call.
@@ -45,7 +48,8 @@ pub struct BackendSection {
     /// backend ("0s" turns the copy off): a purge made elsewhere is seen within it.
     #[serde(default = "default_l1_ttl", with = "humantime_serde_compat")]
     pub l1_ttl: Duration,
-    /// Wake-ups through LISTEN/NOTIFY; false = poll-only mode (for poolers that break LISTEN).
+    /// PostgreSQL wake-ups through LISTEN/NOTIFY; false = poll-only mode (for poolers that
+    /// break LISTEN).
     #[serde(default = "default_listen")]
     pub listen: bool,
     /// How often waiters and idle workers look again without a notification.
@@ -57,6 +61,7 @@ impl Default for BackendSection {
     fn default() -> Self {
         Self {
             schema: default_schema(),
+            prefix: default_schema(),
             pool_size: default_pool_size(),
             call_timeout: default_call_timeout(),
             l1_ttl: default_l1_ttl(),
@@ -251,6 +256,18 @@ pub enum Backend {
     Memory,
     /// PostgreSQL at this URL.
     Postgres(String),
+    /// Redis at this URL.
+    Redis(String),
+}
+
+impl Backend {
+    /// How logs and messages name it (password hidden).
+    pub fn name(&self) -> String {
+        match self {
+            Self::Memory => "memory".to_owned(),
+            Self::Postgres(url) | Self::Redis(url) => errand::store::redact(url),
+        }
+    }
 }
 
 /// Parses `--backend`.
@@ -263,10 +280,15 @@ pub fn backend(text: &str) -> anyhow::Result<Backend> {
                 .map_err(|e| anyhow::anyhow!("--backend: {e}"))?;
             Ok(Backend::Postgres(text.to_owned()))
         }
-        "redis" | "rediss" => bail!(
-            "--backend: {scheme}:// is not supported by this build yet; use memory or postgres://"
+        "redis" | "rediss" => {
+            errand::store::redis::check_url(text).map_err(|e| anyhow::anyhow!("--backend: {e}"))?;
+            Ok(Backend::Redis(text.to_owned()))
+        }
+        _ => bail!(
+            "--backend: {:?} is not a backend; use memory, postgres://user@host/db or \
+             redis://host:6379",
+            errand::store::redact(text)
         ),
-        _ => bail!("--backend: {text:?} is not a backend; use memory or postgres://user@host/db"),
     }
 }
 

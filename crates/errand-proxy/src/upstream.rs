@@ -122,10 +122,10 @@ where
         parts
             .headers
             .insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        if let Some(ClientAddr(addr)) = parts.extensions.get::<ClientAddr>() {
-            if let Ok(ip) = HeaderValue::from_str(&addr.ip().to_string()) {
-                parts.headers.append("x-forwarded-for", ip);
-            }
+        if let Some(ClientAddr(addr)) = parts.extensions.get::<ClientAddr>()
+            && let Ok(ip) = HeaderValue::from_str(&addr.ip().to_string())
+        {
+            parts.headers.append("x-forwarded-for", ip);
         }
         parts.uri = target;
         parts.version = http::Version::HTTP_11;

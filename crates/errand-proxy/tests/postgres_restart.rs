@@ -1,5 +1,6 @@
 //! PostgreSQL restarted under load: errand answers 503 (quickly) while it is down, resumes by
-//! itself, and no acknowledged result is lost. A test binary of its own, so no other database
+//! itself, and no acknowledged result is lost (a result stored before the restart is served
+//! after it). A test binary of its own, so no other database
 //! test runs while the server restarts. Needs `pg_ctlcluster` (Debian) and the right to use it:
 //! skipped with a message without them, except under `CI=true`.
 
@@ -8,12 +9,12 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use common::{Errand, Http, origin};
+use common::{Errand, Http, fleet, origin};
 
 fn url() -> String {
     std::env::var("ERRAND_TEST_POSTGRES")
@@ -66,70 +67,13 @@ async fn the_database_restarts_under_load() {
         .await;
     assert_eq!(kept.status, StatusCode::OK);
 
-    // Load throughout: four clients, new and old URLs.
-    let stop = Instant::now() + Duration::from_secs(8);
-    let load: Vec<_> = (0..4)
-        .map(|c| {
-            let (http, base) = (http.clone(), errand.url(""));
-            tokio::spawn(async move {
-                let (mut slowest, mut statuses, mut n) = (Duration::ZERO, Vec::new(), 0);
-                while Instant::now() < stop {
-                    n += 1;
-                    let started = Instant::now();
-                    let reply = http.get(&format!("{base}/load/{c}/{n}"), &[]).await;
-                    slowest = slowest.max(started.elapsed());
-                    statuses.push(reply.status);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                (slowest, statuses)
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(cluster("stop"), "stop PostgreSQL");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let down = http.get(&errand.url("/while-down"), &[]).await;
-    assert!(cluster("start"), "start PostgreSQL");
-    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(down.header("retry-after").parse::<u64>().is_ok());
-    assert!(
-        !down.body.contains("postgres://"),
-        "no internals in a public answer: {}",
-        down.body
-    );
-
-    let mut saw_unavailable = false;
-    for task in load {
-        let (slowest, statuses) = task.await.unwrap();
-        assert!(
-            slowest < Duration::from_secs(3),
-            "every answer came quickly, down or not: {slowest:?}"
-        );
-        for status in &statuses {
-            assert!(
-                matches!(
-                    *status,
-                    StatusCode::ACCEPTED | StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE
-                ),
-                "{status}"
-            );
-        }
-        saw_unavailable |= statuses.contains(&StatusCode::SERVICE_UNAVAILABLE);
-    }
-    assert!(saw_unavailable, "the load saw the outage");
-    // Resumed without a restart of errand; the result stored before is still there.
-    let mut resumed = None;
-    for _ in 0..100 {
-        let reply = http
-            .get(&errand.url("/after"), &[("prefer", "wait=5")])
-            .await;
-        if reply.status == StatusCode::OK {
-            resumed = Some(reply);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(resumed.is_some(), "service resumed by itself");
+    fleet::through_an_outage(
+        &errand,
+        || assert!(cluster("stop"), "stop PostgreSQL"),
+        || assert!(cluster("start"), "start PostgreSQL"),
+        "postgres://",
+    )
+    .await;
     let again = http.get(&errand.url("/kept"), &[]).await;
     assert_eq!(again.status, StatusCode::OK);
     assert!(

@@ -320,12 +320,10 @@ impl FrontRequest<'_> {
                 }
                 Decision::Pending => {
                     let phase = claimed.unwrap_or(Phase::Pending);
-                    if !waited {
-                        if let Some(settled) = self.wait().await {
-                            waited = true;
-                            entry = Some(settled);
-                            continue;
-                        }
+                    if !waited && let Some(settled) = self.wait().await {
+                        waited = true;
+                        entry = Some(settled);
+                        continue;
                     }
                     return Answer::Respond(self.accepted(entry.as_ref(), phase, now));
                 }

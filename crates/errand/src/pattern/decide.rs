@@ -61,12 +61,12 @@ pub fn decide(entry: Option<&Entry>, now: Timestamp) -> Decision {
     let Some(entry) = entry else {
         return Decision::Miss { expect: None };
     };
-    if let Status::Pass(pass) = &entry.status {
-        if now < pass.until {
-            return Decision::Pass {
-                once: pass.once.is_some(),
-            };
-        }
+    if let Status::Pass(pass) = &entry.status
+        && now < pass.until
+    {
+        return Decision::Pass {
+            once: pass.once.is_some(),
+        };
     }
     let content = entry.content.as_ref();
     let within = |until: fn(&super::Content) -> Timestamp| content.is_some_and(|c| now < until(c));

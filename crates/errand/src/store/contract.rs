@@ -99,7 +99,8 @@ pub fn signature(path: &str) -> Signature {
     Signature::of(&Method::GET, &path.parse().unwrap(), &headers, "http", &[]).unwrap()
 }
 
-fn claim(path: &str, priority: Priority, expect: Option<u64>) -> Claim {
+/// A claim of `GET http://contract.test{path}`.
+pub fn claim(path: &str, priority: Priority, expect: Option<u64>) -> Claim {
     let sig = signature(path);
     Claim {
         uri: sig.request.uri.clone(),
@@ -151,7 +152,7 @@ fn enqueued(outcome: ClaimOutcome) -> crate::pattern::Entry {
 const LEASE: Duration = Duration::from_secs(30);
 
 /// Claims, takes and completes `path` with fresh content.
-async fn fill(store: &dyn Store, path: &str, fresh: u64, stale: u64, sie: u64, tags: &[&str]) {
+pub async fn fill(store: &dyn Store, path: &str, fresh: u64, stale: u64, sie: u64, tags: &[&str]) {
     enqueued(
         store
             .claim(claim(path, Priority::Miss, None))
@@ -812,4 +813,34 @@ pub async fn complete_many_fences_each_job(store: Arc<dyn Store>, clock: Arc<Man
         unfinished.job().is_some(),
         "the job whose late completion was refused stays pending"
     );
+}
+
+/// `n` concurrent claims of one signature, alternating between two stores on the same
+/// backend (two pools or connections, as two processes would have). Returns how many
+/// enqueued and how many jobs the queue then holds; both must be 1.
+pub async fn claims_from_two_stores(
+    first: Arc<dyn Store>,
+    second: Arc<dyn Store>,
+    n: usize,
+) -> (usize, usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let store = if i % 2 == 0 {
+                Arc::clone(&first)
+            } else {
+                Arc::clone(&second)
+            };
+            tokio::spawn(
+                async move { store.claim(claim("/contended", Priority::Miss, None)).await },
+            )
+        })
+        .collect();
+    let mut enqueued = 0;
+    for task in tasks {
+        if let ClaimOutcome::Enqueued(_) = task.await.unwrap().unwrap() {
+            enqueued += 1;
+        }
+    }
+    let jobs = first.take(n, LEASE).await.unwrap().len();
+    (enqueued, jobs)
 }

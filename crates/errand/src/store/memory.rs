@@ -200,10 +200,10 @@ impl MemoryStore {
         let now = self.clock.now();
         // The hit path: a fresh settled entry needs no lock. A claim can only happen on an
         // entry that is not fresh, so nothing pending can hide behind a fresh entry.
-        if let Some(entry) = self.settled(key, now) {
-            if entry.content.as_ref().is_some_and(|c| now < c.fresh_until) {
-                return Some(Entry::clone(&entry));
-            }
+        if let Some(entry) = self.settled(key, now)
+            && entry.content.as_ref().is_some_and(|c| now < c.fresh_until)
+        {
+            return Some(Entry::clone(&entry));
         }
         let queue = self.queue();
         match queue.pending.get(key) {
@@ -308,13 +308,13 @@ impl Store for MemoryStore {
         }
         let settled = self.settled(&claim.key, now);
         let current = settled.as_ref().map(|e| e.version);
-        if current != claim.expect {
-            if let Some(entry) = settled {
-                return Ok(ClaimOutcome::Exists(Entry::clone(&entry)));
-            }
-            // The entry the caller saw is gone (expired, evicted, purged): nothing newer
-            // exists, so claiming is what the caller wants.
+        if current != claim.expect
+            && let Some(entry) = settled
+        {
+            return Ok(ClaimOutcome::Exists(Entry::clone(&entry)));
         }
+        // The entry the caller saw is gone (expired, evicted, purged): nothing newer
+        // exists, so claiming is what the caller wants.
         if queue.pending.len() >= self.config.max_pending {
             return Err(StoreError::Full(queue.pending.len() as u64));
         }

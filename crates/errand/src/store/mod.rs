@@ -35,12 +35,16 @@ pub mod l1;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod wakeup;
 
 pub use l1::{L1, L1Config};
 pub use memory::{MemoryConfig, MemoryStore};
 #[cfg(feature = "postgres")]
 pub use postgres::{PgConfig, PgStore};
+#[cfg(feature = "redis")]
+pub use redis::{RedisConfig, RedisStore};
 pub use wakeup::Wakeups;
 
 /// Where a store reads the time. Fronts and workers read it through [`Store::now`], so a test
@@ -252,6 +256,9 @@ pub enum StoreError {
     /// Stored data could not be read back.
     #[error("corrupt store record: {0}")]
     Corrupt(String),
+    /// The backend was reached but cannot be used as configured (retrying will not help).
+    #[error("unsuitable backend: {0}")]
+    Unsuitable(String),
 }
 
 /// The store contract. Every method is one atomic step with respect to every other call on
@@ -328,8 +335,55 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn stats(&self) -> Result<Stats, StoreError>;
 }
 
+/// A backend URL with its password replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 /// A store shared by fronts and workers.
 pub type SharedStore = Arc<dyn Store>;
+
+/// A store with entries to remove once their windows end (a remote store, where nothing
+/// else frees them).
+#[async_trait]
+pub(crate) trait Prune: Send + Sync + 'static {
+    /// Removes up to `batch` expired entries; returns how many it looked at.
+    async fn prune_batch(&self, batch: u64) -> Result<u64, StoreError>;
+}
+
+/// Prunes `store` in batches of 1,000 every `every`, until the store is dropped.
+pub(crate) fn spawn_pruner<S: Prune>(
+    store: &Arc<S>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    const BATCH: u64 = 1000;
+    let store = Arc::downgrade(store);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(store) = store.upgrade() else { break };
+            loop {
+                match store.prune_batch(BATCH).await {
+                    Ok(BATCH) => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pruning failed; will try again");
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
 
 /// Runs one store call under `limit`: callers bound every call, whatever the backend.
 pub(crate) async fn timed<T>(

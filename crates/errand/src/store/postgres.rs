@@ -186,19 +186,7 @@ impl Drop for PgStore {
     }
 }
 
-/// The URL with its password replaced by `***`, for messages and logs.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
+pub use super::redact;
 
 /// Checks that `url` is a PostgreSQL connection URL, without connecting; the error says why
 /// not (and never shows the password).
@@ -1274,22 +1262,13 @@ impl PgStore {
 
     /// Prunes expired rows in batches of 1,000 every `every`, until the store is dropped.
     pub fn spawn_pruner(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
-        let store = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(store) = store.upgrade() else { break };
-                loop {
-                    match store.prune(1000).await {
-                        Ok(1000) => continue,
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "pruning failed; will try again");
-                            break;
-                        }
-                    }
-                }
-            }
-        })
+        super::spawn_pruner(self, every)
+    }
+}
+
+#[async_trait]
+impl super::Prune for PgStore {
+    async fn prune_batch(&self, batch: u64) -> Result<u64, StoreError> {
+        self.prune(i64::try_from(batch).unwrap_or(i64::MAX)).await
     }
 }

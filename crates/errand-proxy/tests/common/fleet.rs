@@ -1,0 +1,288 @@
+//! Scenarios every shared backend must pass, as an operator runs errand: several processes
+//! sharing one backend. `postgres.rs` and `redis.rs` run them against their backend.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+use super::{Counter, Errand, Http, origin};
+
+/// A shared backend with a namespace (schema, key prefix) of one test's own.
+pub struct Shared {
+    /// The `--backend` URL.
+    pub url: String,
+    /// A TOML file whose `[backend]` section names the namespace.
+    pub config_file: PathBuf,
+}
+
+impl Shared {
+    pub fn config(&self) -> &str {
+        self.config_file.to_str().unwrap()
+    }
+}
+
+/// `errand work` on `shared`, with `extra` flags.
+pub fn worker(upstream: std::net::SocketAddr, shared: &Shared, extra: &[&str]) -> Errand {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_errand"));
+    command
+        .args([
+            "work",
+            "--upstream",
+            &format!("http://{upstream}"),
+            "--backend",
+            &shared.url,
+        ])
+        .args(["--config", shared.config()])
+        .args(extra);
+    Errand::start_matching(command, "errand working")
+}
+
+/// Two `serve --workers 0` fronts and a `work` process: 100 concurrent first GETs over both
+/// fronts make exactly one upstream request, and both fronts then serve it.
+pub async fn two_fronts_and_a_worker_make_one_upstream_request(shared: &Shared) {
+    let counter = Counter::default();
+    let c = counter.clone();
+    let up = origin(Router::new().route(
+        "/report",
+        get(move || {
+            let c = c.clone();
+            async move {
+                let n = c.bump();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                format!("report #{n}")
+            }
+        }),
+    ))
+    .await;
+    let args = [
+        "--backend",
+        &shared.url,
+        "--workers",
+        "0",
+        "--config",
+        shared.config(),
+    ];
+    let front_a = Errand::serve(up, &args);
+    let front_b = Errand::serve(up, &args);
+    let _worker = worker(up, shared, &[]);
+    let http = Http::new();
+    let host = ("host", "site.example");
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let http = http.clone();
+            let url = if i % 2 == 0 {
+                front_a.url("/report")
+            } else {
+                front_b.url("/report")
+            };
+            tokio::spawn(async move { http.get(&url, &[host]).await })
+        })
+        .collect();
+    let mut misses = 0;
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert!(
+            matches!(reply.status, StatusCode::ACCEPTED | StatusCode::OK),
+            "{reply:?}"
+        );
+        misses += usize::from(reply.cache_status().ends_with("detail=miss"));
+    }
+    assert_eq!(misses, 1, "one claim won across both fronts");
+    let waited = http
+        .get(&front_b.url("/report"), &[host, ("prefer", "wait=10")])
+        .await;
+    assert_eq!(waited.status, StatusCode::OK);
+    assert_eq!(waited.body, "report #1");
+    let hit_a = http.get(&front_a.url("/report"), &[host]).await;
+    let hit_b = http.get(&front_b.url("/report"), &[host]).await;
+    for hit in [&hit_a, &hit_b] {
+        assert_eq!(hit.body, "report #1");
+        assert!(
+            hit.cache_status().starts_with("errand; hit"),
+            "{}",
+            hit.cache_status()
+        );
+    }
+    assert_eq!(
+        counter.get(),
+        1,
+        "100 first GETs over two fronts, one upstream request"
+    );
+}
+
+/// `kill -9` of the only worker while it runs a job: the fronts stay pending with no second
+/// job, and a worker started afterwards finishes it once the lease ends.
+pub async fn a_killed_workers_job_is_finished_by_another_after_its_lease(shared: &Shared) {
+    let counter = Counter::default();
+    let c = counter.clone();
+    let up = origin(Router::new().route(
+        "/slow",
+        get(move || {
+            let c = c.clone();
+            async move {
+                let n = c.bump();
+                // The first run hangs long enough for its worker to be killed.
+                let nap = if n == 1 { 30_000 } else { 50 };
+                tokio::time::sleep(Duration::from_millis(nap)).await;
+                format!("run #{n}")
+            }
+        }),
+    ))
+    .await;
+    let front = Errand::serve(
+        up,
+        &[
+            "--backend",
+            &shared.url,
+            "--workers",
+            "0",
+            "--config",
+            shared.config(),
+        ],
+    );
+    let mut first = worker(up, shared, &["--lease", "2s"]);
+    let http = Http::new();
+    assert_eq!(
+        http.get(&front.url("/slow"), &[]).await.status,
+        StatusCode::ACCEPTED
+    );
+    let started = Instant::now();
+    while counter.get() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the worker took the job"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.child.kill().unwrap(); // SIGKILL: no hand-back, the lease must run out
+    first.child.wait().unwrap();
+    let killed_at = Instant::now();
+    let pending = http.get(&front.url("/slow"), &[]).await;
+    assert_eq!(pending.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        pending.cache_status(),
+        "errand; fwd=uri-miss; detail=pending",
+        "no second job"
+    );
+    let _second = worker(up, shared, &["--lease", "2s"]);
+    let done = http
+        .get(&front.url("/slow"), &[("prefer", "wait=20")])
+        .await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert_eq!(done.body, "run #2");
+    assert!(killed_at.elapsed() < Duration::from_secs(15));
+    assert_eq!(
+        counter.get(),
+        2,
+        "the lost run and the one that finished it"
+    );
+}
+
+/// `errand serve` with an unreachable backend exits non-zero within 30 s, naming `url` with
+/// its password hidden (`shown`).
+pub fn an_unreachable_backend_at_start_is_named_without_its_password(url: &str, shown: &str) {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args([
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--backend", url])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--backend") && stderr.contains(shown),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}
+
+/// Load from four clients while `stop` takes the backend down and `start` brings it back:
+/// every answer comes within 3 s, a request while it is down gets `503` + `Retry-After`
+/// without internals (no `internals` in the body), and service resumes by itself. Returns
+/// the first `200` after the outage.
+pub async fn through_an_outage(
+    errand: &Errand,
+    stop: impl FnOnce(),
+    start: impl FnOnce(),
+    internals: &str,
+) -> super::Reply {
+    let http = Http::new();
+    let stop_at = Instant::now() + Duration::from_secs(6);
+    let load: Vec<_> = (0..4)
+        .map(|c| {
+            let (http, base) = (http.clone(), errand.url(""));
+            tokio::spawn(async move {
+                let (mut slowest, mut statuses, mut n) = (Duration::ZERO, Vec::new(), 0);
+                while Instant::now() < stop_at {
+                    n += 1;
+                    let started = Instant::now();
+                    let reply = http.get(&format!("{base}/load/{c}/{n}"), &[]).await;
+                    slowest = slowest.max(started.elapsed());
+                    statuses.push(reply.status);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (slowest, statuses)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let down = http.get(&errand.url("/while-down"), &[]).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    start();
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE, "{down:?}");
+    assert!(down.header("retry-after").parse::<u64>().is_ok());
+    assert!(
+        !down.body.contains(internals),
+        "no internals in a public answer: {}",
+        down.body
+    );
+    let mut saw_unavailable = false;
+    for task in load {
+        let (slowest, statuses) = task.await.unwrap();
+        assert!(
+            slowest < Duration::from_secs(3),
+            "every answer came quickly, down or not: {slowest:?}"
+        );
+        for status in &statuses {
+            assert!(
+                matches!(
+                    *status,
+                    StatusCode::ACCEPTED | StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE
+                ),
+                "{status}"
+            );
+        }
+        saw_unavailable |= statuses.contains(&StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert!(saw_unavailable, "the load saw the outage");
+    // Resumed without a restart of errand: a new URL goes through the queue again.
+    for _ in 0..100 {
+        let reply = http
+            .get(&errand.url("/after"), &[("prefer", "wait=5")])
+            .await;
+        if reply.status == StatusCode::OK {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("service did not resume by itself");
+}

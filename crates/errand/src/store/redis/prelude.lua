@@ -1,0 +1,58 @@
+-- Shared by every errand script. ARGV[1] is the key prefix ("{errand}:"): every key of one
+-- deployment carries the same hash tag. Keys named by the data (entries, tags) are built
+-- here from that prefix.
+local P = ARGV[1]
+local READY, LEASED, EXPIRY, URIS, IDS = P .. 'ready', P .. 'leased', P .. 'expiry', P .. 'uris', P .. 'ids'
+-- Ready jobs are scored priority * BAND + run_at (ms), so one sorted set orders them by
+-- priority, then run time.
+local BAND = 10000000000000
+-- An entry's TTL runs this long past its last window: the pruner removes it (and its index
+-- records) first; the TTL is the backstop when no errand process is running.
+local GRACE = 60000
+
+local function ekey(hex) return P .. 'e:' .. hex end
+local function ikey(hex) return P .. 'i:' .. hex end
+local function num(v) return tonumber(v) or 0 end
+
+-- Drops the tag memberships of an entry's content.
+local function untag(hex)
+  local tags = redis.call('HGET', ikey(hex), 'tg')
+  if tags and tags ~= '' then
+    for tag in string.gmatch(tags, '[^\031]+') do
+      redis.call('SREM', P .. 'tag:' .. tag, hex)
+    end
+  end
+  redis.call('HDEL', ikey(hex), 'tg')
+end
+
+-- Records the tags of an entry's new content (unit-separated).
+local function tag(hex, tags)
+  if tags == '' then return end
+  redis.call('HSET', ikey(hex), 'tg', tags)
+  for t in string.gmatch(tags, '[^\031]+') do
+    redis.call('SADD', P .. 'tag:' .. t, hex)
+  end
+end
+
+-- Removes an entry with its index records.
+local function forget(hex)
+  local uri = redis.call('HGET', ikey(hex), 'u')
+  if uri then redis.call('ZREM', URIS, uri .. '\n' .. hex) end
+  untag(hex)
+  redis.call('DEL', ekey(hex), ikey(hex))
+  redis.call('ZREM', EXPIRY, hex)
+end
+
+-- A settled entry lives until x (ms): TTL with grace, and its place in the expiry index.
+local function settle(hex, x, now)
+  local e = ekey(hex)
+  redis.call('HSET', e, 'x', x)
+  local ttl = x - now + GRACE
+  if ttl < 1 then ttl = 1 end
+  redis.call('PEXPIRE', e, ttl)
+  redis.call('ZADD', EXPIRY, x, hex)
+end
+
+local function version()
+  return redis.call('INCR', IDS)
+end

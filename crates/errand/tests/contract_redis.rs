@@ -1,0 +1,233 @@
+//! The store contract against Redis (feature `redis`).
+//!
+//! Uses `ERRAND_TEST_REDIS` (default `redis://127.0.0.1:6379`); every case gets a key prefix
+//! of its own, whose keys are deleted afterwards. Without a Redis the cases are skipped with a
+//! message, except under `CI=true`, where they fail.
+
+#![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use errand::store::{ManualClock, RedisConfig, RedisStore};
+
+static PREFIXES: AtomicUsize = AtomicUsize::new(0);
+
+async fn make(clock: Arc<ManualClock>) -> Option<RedisStore> {
+    let url =
+        std::env::var("ERRAND_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let mut config = RedisConfig::new(&url);
+    config.prefix = format!(
+        "errand_test_{}_{}",
+        std::process::id(),
+        PREFIXES.fetch_add(1, Ordering::SeqCst)
+    );
+    match RedisStore::connect_with_clock(config, clock).await {
+        Ok(store) => Some(store),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI needs Redis at {url}: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: Redis is not reachable at {url} ({e}); set ERRAND_TEST_REDIS");
+            None
+        }
+    }
+}
+
+errand::store_contract!(make, |store: Arc<RedisStore>| async move {
+    store.delete_all().await.unwrap();
+});
+
+/// Issue-level checks beyond the shared suite.
+mod redis_specific {
+    use std::time::Duration;
+
+    use errand::pattern::Priority;
+    use errand::store::contract::{claim, claims_from_two_stores, fill, signature};
+    use errand::store::{ClaimOutcome, Completion, Store};
+
+    use super::*;
+
+    async fn raw(store: &RedisStore) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(store.config().url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    async fn keys(store: &RedisStore) -> Vec<String> {
+        let mut conn = raw(store).await;
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{}}}:*", store.config().prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.sort();
+        keys
+    }
+
+    /// 1,000 concurrent claims of one signature from two connections make one job.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_thousand_concurrent_claims_from_two_connections_make_one_job() {
+        let clock = ManualClock::new();
+        let Some(first) = make(Arc::clone(&clock)).await else {
+            return;
+        };
+        let first = Arc::new(first);
+        let second = Arc::new(
+            RedisStore::connect_with_clock(first.config().clone(), clock)
+                .await
+                .unwrap(),
+        );
+        let (enqueued, jobs) = claims_from_two_stores(first.clone(), second, 1000).await;
+        first.delete_all().await.unwrap();
+        assert_eq!(enqueued, 1, "exactly one of 1,000 claims enqueued");
+        assert_eq!(jobs, 1, "and the queue holds one job");
+    }
+
+    /// A completion made through one connection wakes a waiter of another process through
+    /// pub/sub, long before the waiter's recheck would.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_completion_wakes_a_waiter_of_another_process() {
+        let clock = ManualClock::new();
+        let Some(worker) = make(Arc::clone(&clock)).await else {
+            return;
+        };
+        let mut config = worker.config().clone();
+        config.recheck = Duration::from_secs(60);
+        let front = Arc::new(RedisStore::connect_with_clock(config, clock).await.unwrap());
+        let ClaimOutcome::Enqueued(_) = front
+            .claim(claim("/woken", Priority::Miss, None))
+            .await
+            .unwrap()
+        else {
+            panic!("claimed");
+        };
+        let key = signature("/woken").key;
+        let waiter = {
+            let front = Arc::clone(&front);
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let entry = front.wait(&key, Duration::from_secs(30)).await.unwrap();
+                (entry, started.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let job = worker
+            .take(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .remove(0);
+        worker
+            .complete(
+                &job.lease,
+                Completion::Retry {
+                    run_at: worker.now(),
+                    error: "again".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let job = worker
+            .take(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .remove(0);
+        let pass = errand::pattern::PassInfo {
+            until: worker.now().plus(Duration::from_secs(60)),
+            once: None,
+            reason: "private".into(),
+        };
+        worker
+            .complete(&job.lease, Completion::Pass(pass))
+            .await
+            .unwrap();
+        let (entry, waited) = waiter.await.unwrap();
+        worker.delete_all().await.unwrap();
+        assert!(entry.is_some_and(|e| e.job().is_none()), "settled entry");
+        assert!(
+            waited < Duration::from_secs(5),
+            "woken by pub/sub: {waited:?}"
+        );
+    }
+
+    /// Settled entries carry a TTL, jobs never do, and the pruner removes an entry with
+    /// every index record once its windows end, leaving only the id counter.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pruning_leaves_nothing_behind() {
+        let clock = ManualClock::new();
+        let Some(store) = make(Arc::clone(&clock)).await else {
+            return;
+        };
+        let prefix = store.config().prefix.clone();
+        fill(&store, "/pruned", 5, 5, 10, &["news", "front"]).await;
+        let ClaimOutcome::Enqueued(_) = store
+            .claim(claim("/queued", Priority::Miss, None))
+            .await
+            .unwrap()
+        else {
+            panic!("claimed");
+        };
+        let mut conn = raw(&store).await;
+        let ttl = |path: &str| {
+            redis::cmd("PTTL")
+                .arg(format!("{{{prefix}}}:e:{}", signature(path).key))
+                .clone()
+        };
+        let settled: i64 = ttl("/pruned").query_async(&mut conn).await.unwrap();
+        let pending: i64 = ttl("/queued").query_async(&mut conn).await.unwrap();
+        assert!(settled > 15_000 && settled <= 15_000 + 60_000, "{settled}");
+        assert_eq!(pending, -1, "a job never expires");
+        assert!(
+            keys(&store).await.iter().any(|k| k.ends_with(":tag:news")),
+            "{:?}",
+            keys(&store).await
+        );
+        clock.advance(Duration::from_secs(16));
+        store.prune(1000).await.unwrap();
+        let left = keys(&store).await;
+        let job = store
+            .take(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .remove(0);
+        store
+            .complete(
+                &job.lease,
+                Completion::Pass(errand::pattern::PassInfo {
+                    until: store.now().plus(Duration::from_secs(1)),
+                    once: None,
+                    reason: "done".into(),
+                }),
+            )
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(2));
+        store.prune(1000).await.unwrap();
+        let last = keys(&store).await;
+        store.delete_all().await.unwrap();
+        let queued = signature("/queued").key;
+        assert_eq!(
+            left,
+            vec![
+                format!("{{{prefix}}}:e:{queued}"),
+                format!("{{{prefix}}}:i:{queued}"),
+                format!("{{{prefix}}}:ids"),
+                format!("{{{prefix}}}:ready"),
+                format!("{{{prefix}}}:uris"),
+            ],
+            "the expired entry went with its tags and index records"
+        );
+        assert_eq!(last, vec![format!("{{{prefix}}}:ids")], "nothing else left");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bad_prefix_is_refused_by_name() {
+        let mut config = RedisConfig::new("redis://127.0.0.1:6379");
+        config.prefix = "has space".into();
+        let err = RedisStore::connect(config).await.unwrap_err().to_string();
+        assert!(err.contains("prefix \"has space\""), "{err}");
+    }
+}
