@@ -34,8 +34,10 @@
 //!   the [`Phase`](pattern::Phase) vocabulary shared by `Cache-Status`, logs and metrics.
 //! - [`store`]: the [`Store`](store::Store) trait, one small contract in which *the pending
 //!   entry is the job* (`claim` = enqueue-if-absent, `complete` = store + acknowledge, fenced
-//!   by a lease); the embedded [`MemoryStore`](store::MemoryStore); the conformance suite
-//!   every backend runs ([`store_contract!`], feature `contract-tests`).
+//!   by a lease); the embedded [`MemoryStore`](store::MemoryStore); the shared stores
+//!   `store::postgres` (feature `postgres`) and `store::redis` (feature `redis`); the
+//!   in-process [`L1`](store::L1) in front of a shared store; the conformance suite every
+//!   backend runs ([`store_contract!`], feature `contract-tests`).
 //! - [`front`]: the tower [`ErrandLayer`] and its service; the request flow (hygiene,
 //!   pass-through cases, lookup → decide → claim/wait/serve), the answers it builds.
 //! - [`worker`]: the [`Worker`] runtime: take jobs with leases, replay them through the app

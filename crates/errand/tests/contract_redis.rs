@@ -213,9 +213,8 @@ mod redis_specific {
             left,
             vec![
                 format!("{{{prefix}}}:e:{queued}"),
-                format!("{{{prefix}}}:i:{queued}"),
                 format!("{{{prefix}}}:ids"),
-                format!("{{{prefix}}}:ready"),
+                format!("{{{prefix}}}:jobs"),
                 format!("{{{prefix}}}:uris"),
             ],
             "the expired entry went with its tags and index records"

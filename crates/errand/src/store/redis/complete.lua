@@ -6,7 +6,8 @@
 -- kind 'p' (pass): n1 = until; status '' when no response is kept; text = reason.
 -- kind 'r' (retry): n1 = run at; text = error.
 -- Each job is fenced by its lease: returns 1 (done) or 0 (lease lost) per job, and publishes
--- the keys that settled in one message.
+-- the keys that settled in one message. The lease token becomes the entry's new version: it
+-- comes from the same counter, so no version is ever reused.
 local now = num(ARGV[2])
 local results, settled = {}, {}
 local i = 3
@@ -15,50 +16,53 @@ while i + 12 <= #ARGV do
   local status, headers, body, text = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 12]
   local n1, n2, n3, n4, n5 = ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10], ARGV[i + 11]
   local e = ekey(hex)
-  local f = redis.call('HMGET', e, 'p', 'j', 'lt', 'pr')
+  local f = redis.call('HMGET', e, 'p', 'j', 'lt', 'pr', 'tg', 'u', 'vk')
   if f[1] ~= '1' or f[2] ~= job or f[3] ~= token then
     results[#results + 1] = 0
   elseif kind == 'r' then
-    redis.call('ZREM', LEASED, hex)
     redis.call('HDEL', e, 'lt', 'lu')
     redis.call('HSET', e, 'ra', n1, 'le', text, 'v', version())
-    redis.call('ZADD', READY, num(f[4]) * BAND + num(n1), hex)
+    redis.call('ZADD', JOBS, num(f[4]) * BAND + num(n1), hex)
     results[#results + 1] = 1
   else
-    redis.call('ZREM', LEASED, hex)
-    redis.call('HDEL', e, 'j', 'pr', 'ca', 'ra', 'lt', 'lu', 'le', 'rq', 'af')
-    redis.call('HSET', e, 'p', '0', 'at', 0, 'v', version())
+    redis.call('ZREM', JOBS, hex)
     local x
     if kind == 's' then
-      untag(hex)
-      redis.call('HDEL', e, 'vk', 'vu', 'vs', 'vh', 'vb', 'vt', 'va', 'vat')
-      redis.call('HSET', e, 'cs', status, 'ch', headers, 'cb', body, 'cg', n1, 'cf', n2,
-        'cst', n3, 'csi', n4, 'cj', n5, 'tg', text)
-      tag(hex, text)
+      if f[5] then untag(hex) end
+      if f[7] then
+        redis.call('HDEL', e, 'vk', 'vu', 'vs', 'vh', 'vb', 'vt', 'va', 'vat')
+      end
       x = math.max(num(n2), num(n3), num(n4))
+      -- The job's fields stay behind (read only while pending) but its request is dropped;
+      -- overwriting it here saves a separate HDEL on the hot path.
+      redis.call('HSET', e, 'p', '0', 'at', 0, 'rq', '', 'le', '', 'v', token, 'x', x,
+        'cs', status, 'ch', headers, 'cb', body, 'cg', n1, 'cf', n2, 'cst', n3, 'csi', n4,
+        'cj', n5, 'tg', text)
+      if text ~= '' then tag(hex, text) end
     elseif kind == 'f' then
-      redis.call('HSET', e, 'vk', '1', 'vu', n1, 'vs', status, 'vh', headers, 'vb', body,
-        'va', n2, 'vat', n3, 'vt', text)
       local c = redis.call('HMGET', e, 'cf', 'cst', 'csi')
       x = math.max(num(n1), num(c[1]), num(c[2]), num(c[3]))
+      redis.call('HDEL', e, 'j', 'pr', 'ca', 'ra', 'lt', 'lu', 'le', 'rq', 'af')
+      redis.call('HSET', e, 'p', '0', 'at', 0, 'v', token, 'x', x, 'vk', '1', 'vu', n1,
+        'vs', status, 'vh', headers, 'vb', body, 'va', n2, 'vat', n3, 'vt', text)
     else
-      untag(hex)
-      redis.call('HDEL', e, 'cs', 'ch', 'cb', 'cg', 'cf', 'cst', 'csi', 'cj', 'tg', 'va', 'vat')
-      if status == '' then
-        redis.call('HDEL', e, 'vs', 'vh', 'vb')
-      else
+      if f[5] then untag(hex) end
+      x = num(n1)
+      redis.call('HDEL', e, 'j', 'pr', 'ca', 'ra', 'lt', 'lu', 'le', 'rq', 'af',
+        'cs', 'ch', 'cb', 'cg', 'cf', 'cst', 'csi', 'cj', 'tg', 'va', 'vat', 'vs', 'vh', 'vb')
+      redis.call('HSET', e, 'p', '0', 'at', 0, 'v', token, 'x', x, 'vk', '2', 'vu', n1, 'vt', text)
+      if status ~= '' then
         redis.call('HSET', e, 'vs', status, 'vh', headers, 'vb', body)
       end
-      redis.call('HSET', e, 'vk', '2', 'vu', n1, 'vt', text)
-      x = num(n1)
     end
-    settle(hex, x, now)
+    redis.call('HSET', ikey(hex), 'u', f[6])
+    expire_at(hex, x, now)
     settled[#settled + 1] = hex
     results[#results + 1] = 1
   end
   i = i + 13
 end
 if #settled > 0 then
-  redis.call('PUBLISH', P .. 'done', table.concat(settled, ','))
+  redis.call('PUBLISH', P .. 'ch:done', table.concat(settled, ','))
 end
 return results

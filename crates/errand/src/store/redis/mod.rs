@@ -7,9 +7,10 @@
 //! - `claim` creates the pending entry unless a live one exists (or refreshes the version the
 //!   caller saw) and puts it in the ready set, in one step: however many fronts race, one
 //!   wins and the others read its entry.
-//! - `take` moves ready jobs (and jobs whose lease ran out) into the lease set with a
-//!   deadline and a fresh token. Nothing is popped: a worker that dies holds only a lease that
-//!   runs out, and the job is taken again (at-least-once).
+//! - `take` leases ready jobs (and jobs whose lease ran out) with a deadline and a fresh
+//!   token, moving each job's place in the job set to its lease end. Nothing is popped: a
+//!   worker that dies holds only a lease that runs out, and the job is taken again
+//!   (at-least-once).
 //! - `complete` checks the lease token (fencing), stores the result with its expiry and
 //!   acknowledges the job in the same step; a batch of completions is one script call.
 //! - `heartbeat` extends a held lease; `take_once`, `purge` and the pruner are scripts too.
@@ -23,13 +24,12 @@
 //! |---|---|---|
 //! | `{p}:e:<key hex>` | hash | one entry: its URI, version, job fields while pending, content, verdict |
 //! | `{p}:i:<key hex>` | hash | the entry's URI and tags, to clean the indexes once it is gone |
-//! | `{p}:ready` | sorted set | queued jobs, scored `priority × 10¹³ + run_at` (ms) |
-//! | `{p}:leased` | sorted set | jobs held by workers, scored by lease end |
+//! | `{p}:jobs` | sorted set | every job, scored `priority × 10¹³ +` the time it is next available (ms): its run time while queued, its lease end while held, so a lapsed lease is ready again where it stands |
 //! | `{p}:expiry` | sorted set | settled entries, scored by the end of their last window |
 //! | `{p}:uris` | sorted set | `"<uri>\n<key hex>"` at score 0: purge by URI and prefix (lexical ranges) |
 //! | `{p}:tag:<tag>` | set | keys whose content carries the tag (`Surrogate-Key`, `Cache-Tag`) |
 //! | `{p}:ids` | string | counter for versions, job ids and lease tokens |
-//! | `{p}:done`, `{p}:jobs` | channels | wake-ups: keys that settled; "a job may be ready" |
+//! | `{p}:ch:done`, `{p}:ch:jobs` | channels | wake-ups: keys that settled; "a job may be ready" |
 //!
 //! A settled entry carries a Redis TTL (its last window plus a minute), so memory stays
 //! bounded even when no errand process runs; a pruner in every process removes entries as
@@ -40,11 +40,10 @@
 //!
 //! **Redis Cluster is refused at start.** The scripts reach entries by keys computed from
 //! their data, which a cluster cannot route; the shared hash tag keeps one deployment in one
-//! slot, but errand does not speak the cluster protocol. Use a primary (with replicas or
-//! Sentinel failover under one address).
+//! slot, but errand does not speak the cluster protocol. Use one primary at one address.
 //!
-//! Wake-ups: scripts publish on `{p}:done` (a batch of settled keys in one message) and
-//! `{p}:jobs`; one subscriber connection per process fans them out to its waiters
+//! Wake-ups: scripts publish on `{p}:ch:done` (a batch of settled keys in one message) and
+//! `{p}:ch:jobs`; one subscriber connection per process fans them out to its waiters
 //! ([`Wakeups`]) and idle workers. Waiters and idle workers also look again every
 //! [`RedisConfig::recheck`], so a missed message (a dropped subscriber connection) costs at
 //! most that much delay, never a lost answer.
@@ -255,8 +254,7 @@ impl RedisStore {
         let cluster = text(&info("cluster").await?);
         if cluster.contains("cluster_enabled:1") {
             return Err(StoreError::Unsuitable(format!(
-                "{} is a Redis Cluster node; errand needs a standalone Redis (or one primary \
-                 behind Sentinel)",
+                "{} is a Redis Cluster node; errand needs one standalone primary",
                 redact(&self.config.url)
             )));
         }
@@ -419,7 +417,7 @@ async fn subscribe(
     wakeups: Arc<Wakeups>,
     work: Arc<Notify>,
 ) {
-    let (done, jobs) = (format!("{tag}done"), format!("{tag}jobs"));
+    let (done, jobs) = (format!("{tag}ch:done"), format!("{tag}ch:jobs"));
     let mut backoff = Duration::from_millis(100);
     loop {
         let connected = async {
@@ -762,6 +760,7 @@ impl Store for RedisStore {
     async fn claim(&self, claim: Claim) -> Result<ClaimOutcome, StoreError> {
         let request = serde_json::to_string(&claim.request).map_err(|e| corrupt(&e.to_string()))?;
         let expect = claim.expect.map(|v| v.to_string()).unwrap_or_default();
+        let now = self.now();
         let reply = self
             .script(
                 &self.scripts.claim,
@@ -769,18 +768,38 @@ impl Store for RedisStore {
                     Arg::Owned(claim.key.to_hex().into_bytes()),
                     Arg::Text(&claim.uri),
                     Arg::Num(claim.priority as u64),
-                    Arg::Num(self.now().0),
+                    Arg::Num(now.0),
                     Arg::Text(&request),
                     Arg::Text(&expect),
                 ],
             )
             .await?;
         let parts = array(&reply)?;
-        let (Some(won), Some(fields)) = (parts.first().and_then(int), parts.get(1)) else {
-            return Err(corrupt("claim reply"));
+        let won = parts.first().and_then(int) == Some(1);
+        let entry = match parts {
+            // A new entry: the script returns its version and job id only.
+            [_, version, job] => Entry {
+                key: claim.key,
+                uri: claim.uri.as_str().into(),
+                version: int(version).ok_or_else(|| corrupt("claim version"))?,
+                content: None,
+                status: Status::Pending(JobInfo {
+                    id: JobId(int(job).ok_or_else(|| corrupt("claim job"))?),
+                    priority: claim.priority,
+                    created_at: now,
+                    run_at: now,
+                    attempts: 0,
+                    lease_until: None,
+                    last_error: None,
+                    after_failure: false,
+                }),
+            },
+            [_, fields] => {
+                Self::read_entry(&claim.key, fields)?.ok_or_else(|| corrupt("claim entry"))?
+            }
+            _ => return Err(corrupt("claim reply")),
         };
-        let entry = Self::read_entry(&claim.key, fields)?.ok_or_else(|| corrupt("claim entry"))?;
-        if won == 1 {
+        if won {
             // Workers of this process at once; those elsewhere through pub/sub.
             self.work.notify_waiters();
             Ok(ClaimOutcome::Enqueued(entry))

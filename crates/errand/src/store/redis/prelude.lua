@@ -2,9 +2,11 @@
 -- deployment carries the same hash tag. Keys named by the data (entries, tags) are built
 -- here from that prefix.
 local P = ARGV[1]
-local READY, LEASED, EXPIRY, URIS, IDS = P .. 'ready', P .. 'leased', P .. 'expiry', P .. 'uris', P .. 'ids'
--- Ready jobs are scored priority * BAND + run_at (ms), so one sorted set orders them by
--- priority, then run time.
+local JOBS, EXPIRY, URIS, IDS = P .. 'jobs', P .. 'expiry', P .. 'uris', P .. 'ids'
+-- Every job is in JOBS, scored priority * BAND + the time it is next available (ms): its
+-- run time while queued, the end of its lease while a worker holds it. So one range query
+-- per priority finds what is ready now, by priority then time, and a job whose lease ran out
+-- is ready again without anyone moving it.
 local BAND = 10000000000000
 -- An entry's TTL runs this long past its last window: the pruner removes it (and its index
 -- records) first; the TTL is the backstop when no errand process is running.
@@ -36,7 +38,7 @@ end
 
 -- Removes an entry with its index records.
 local function forget(hex)
-  local uri = redis.call('HGET', ikey(hex), 'u')
+  local uri = redis.call('HGET', ikey(hex), 'u') or redis.call('HGET', ekey(hex), 'u')
   if uri then redis.call('ZREM', URIS, uri .. '\n' .. hex) end
   untag(hex)
   redis.call('DEL', ekey(hex), ikey(hex))
@@ -44,12 +46,11 @@ local function forget(hex)
 end
 
 -- A settled entry lives until x (ms): TTL with grace, and its place in the expiry index.
-local function settle(hex, x, now)
-  local e = ekey(hex)
-  redis.call('HSET', e, 'x', x)
+-- (The caller has written x into the entry.)
+local function expire_at(hex, x, now)
   local ttl = x - now + GRACE
   if ttl < 1 then ttl = 1 end
-  redis.call('PEXPIRE', e, ttl)
+  redis.call('PEXPIRE', ekey(hex), ttl)
   redis.call('ZADD', EXPIRY, x, hex)
 end
 

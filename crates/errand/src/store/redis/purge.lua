@@ -21,7 +21,11 @@ local function purge_one(hex)
     local cf = num(f[3])
     local st, sie = now + (num(f[4]) - cf), now + (num(f[5]) - cf)
     redis.call('HSET', e, 'cf', now, 'cst', st, 'csi', sie, 'v', version())
-    if f[1] == '0' then settle(hex, math.max(st, sie, num(f[6])), now) end
+    if f[1] == '0' then
+      local x = math.max(st, sie, num(f[6]))
+      redis.call('HSET', e, 'x', x)
+      expire_at(hex, x, now)
+    end
     return 1
   end
   if f[1] == '1' then

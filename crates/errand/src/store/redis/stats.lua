@@ -30,15 +30,25 @@ local next = ''
 if #members == limit then next = members[#members] end
 local out = {next, fresh, stale, pending, failed, pass, bytes}
 if cursor == '' then
-  local ready = redis.call('ZCOUNT', READY, '-inf', now) + redis.call('ZCOUNT', READY, BAND, BAND + now)
-    + redis.call('ZCOUNT', LEASED, '-inf', now)
-  local scheduled = redis.call('ZCOUNT', READY, '(' .. now, '(' .. BAND)
-    + redis.call('ZCOUNT', READY, '(' .. (BAND + now), '+inf')
-  local running = redis.call('ZCOUNT', LEASED, '(' .. now, '+inf')
+  -- Queue figures. Jobs not available now are either leased (running) or waiting for a
+  -- retry's backoff (scheduled): told apart by their lease, one look per job in flight.
+  local ready = redis.call('ZCOUNT', JOBS, '-inf', now) + redis.call('ZCOUNT', JOBS, BAND, BAND + now)
+  local running, scheduled = 0, 0
+  local later = redis.call('ZRANGEBYSCORE', JOBS, '(' .. now, '(' .. BAND)
+  for _, hex in ipairs(redis.call('ZRANGEBYSCORE', JOBS, '(' .. (BAND + now), '+inf')) do
+    later[#later + 1] = hex
+  end
+  for _, hex in ipairs(later) do
+    if redis.call('HEXISTS', ekey(hex), 'lt') == 1 then
+      running = running + 1
+    else
+      scheduled = scheduled + 1
+    end
+  end
   local oldest = -1
-  local a = redis.call('ZRANGEBYSCORE', READY, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
+  local a = redis.call('ZRANGEBYSCORE', JOBS, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
   if a[2] then oldest = num(a[2]) end
-  local b = redis.call('ZRANGEBYSCORE', READY, BAND, BAND + now, 'WITHSCORES', 'LIMIT', 0, 1)
+  local b = redis.call('ZRANGEBYSCORE', JOBS, BAND, BAND + now, 'WITHSCORES', 'LIMIT', 0, 1)
   if b[2] and (oldest < 0 or num(b[2]) - BAND < oldest) then oldest = num(b[2]) - BAND end
   out[8], out[9], out[10], out[11] = ready, scheduled, running, oldest
 end
