@@ -29,6 +29,70 @@ pub enum Command {
     Work(Work),
     /// Creates or upgrades the backend's schema, then exits (serve and work also do it on start).
     Migrate(Migrate),
+    /// Shows a running errand's entry and queue counts (through its admin listener).
+    Stats(StatsArgs),
+    /// Purges entries of a running errand (through its admin listener).
+    Purge(PurgeArgs),
+}
+
+/// The admin listener of `serve` and `work`.
+#[derive(Debug, Args)]
+pub struct AdminFlags {
+    /// Address of the admin listener (metrics, JSON API); off unless given. Off loopback it
+    /// needs --admin-token.
+    #[arg(long, env = "ERRAND_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Bearer token every admin request must carry.
+    #[arg(long, env = "ERRAND_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// How the admin verbs reach a running errand.
+#[derive(Debug, Args)]
+pub struct AdminClient {
+    /// The admin listener's URL, e.g. http://127.0.0.1:9090.
+    #[arg(long, env = "ERRAND_ADMIN", default_value = "http://127.0.0.1:9090")]
+    pub admin: String,
+
+    /// The admin token, if the listener has one.
+    #[arg(long, env = "ERRAND_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Print the JSON answer instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `errand stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub client: AdminClient,
+}
+
+/// `errand purge`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["key", "prefix", "tag", "uri"])))]
+pub struct PurgeArgs {
+    /// One entry, by its key (32 hex digits, as in the job log lines).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Every entry whose canonical URI starts with this (e.g. http://example.com/reports/).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Every entry whose content carries this tag (from Surrogate-Key or Cache-Tag).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Every variant of one canonical URI.
+    #[arg(long)]
+    pub uri: Option<String>,
+    /// Mark stale (served while one refresh runs) instead of removing.
+    #[arg(long)]
+    pub soft: bool,
+
+    #[command(flatten)]
+    pub client: AdminClient,
 }
 
 /// `errand migrate`.
@@ -84,6 +148,9 @@ pub struct Serve {
     /// TOML file of per-route rules and server limits (see README, "Configuration file").
     #[arg(long, env = "ERRAND_CONFIG")]
     pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub admin: AdminFlags,
 }
 
 /// `errand work`.
@@ -110,6 +177,9 @@ pub struct Work {
     /// TOML file of per-route rules (the same file as the fronts').
     #[arg(long, env = "ERRAND_CONFIG")]
     pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub admin: AdminFlags,
 }
 
 /// Defaults of every route (a route in `--config` may override them).

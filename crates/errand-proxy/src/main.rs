@@ -3,9 +3,11 @@
 //! Layout: [`cli`] (flags), [`framing`] (a connection guard against ambiguous request
 //! framing), [`settings`] (flags + `--config` → errand's `Config`, with errors
 //! naming what is wrong), [`upstream`] (the upstream client, used by the front and the
-//! workers), [`server`] (listener, connections, shutdown). The pattern itself is the `errand`
+//! workers), [`server`] (listener, connections, shutdown), [`admin`] (the admin listener:
+//! metrics, JSON API; and the `stats` / `purge` verbs that call it). The pattern itself is the `errand`
 //! library.
 
+mod admin;
 mod cli;
 mod framing;
 mod server;
@@ -40,6 +42,8 @@ fn main() -> ExitCode {
             cli::Command::Serve(args) => server::serve(args).await,
             cli::Command::Work(args) => server::work(args).await,
             cli::Command::Migrate(args) => server::migrate(args).await,
+            cli::Command::Stats(args) => admin::stats_verb(args).await,
+            cli::Command::Purge(args) => admin::purge_verb(args).await,
         }
     });
     match result {

@@ -31,6 +31,7 @@ use crate::upstream::{ClientAddr, Upstream};
 pub async fn serve(args: Serve) -> anyhow::Result<()> {
     let upstream_uri = settings::upstream(&args.upstream)?;
     let backend = settings::backend(&args.backend)?;
+    let metrics = admin_recorder(&args.admin)?;
     let file = match &args.config {
         Some(path) => File::load(path)?,
         None => File::default(),
@@ -80,6 +81,7 @@ pub async fn serve(args: Serve) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    start_admin(&args.admin, metrics, errand.store(), &shutdown).await?;
     let worker = (args.workers > 0).then(|| {
         errand
             .worker(upstream.clone())
@@ -99,6 +101,7 @@ pub async fn serve(args: Serve) -> anyhow::Result<()> {
 /// `errand work`.
 pub async fn work(args: Work) -> anyhow::Result<()> {
     let upstream_uri = settings::upstream(&args.upstream)?;
+    let metrics = admin_recorder(&args.admin)?;
     let file = match &args.config {
         Some(path) => File::load(path)?,
         None => File::default(),
@@ -118,6 +121,7 @@ pub async fn work(args: Work) -> anyhow::Result<()> {
     let upstream = Upstream::new(&upstream_uri, args.jobs.job_timeout);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    start_admin(&args.admin, metrics, errand.store(), &shutdown).await?;
     tracing::info!(
         "errand working (upstream {upstream_uri}, backend {}, {} workers)",
         redact(&args.backend),
@@ -159,6 +163,47 @@ pub async fn migrate(args: Migrate) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Checks the admin flags and, when the listener is on, installs the metrics recorder
+/// (before anything counts; without the listener nothing is recorded at all).
+fn admin_recorder(
+    flags: &crate::cli::AdminFlags,
+) -> anyhow::Result<Option<metrics_exporter_prometheus::PrometheusHandle>> {
+    let Some(addr) = flags.admin_listen else {
+        return Ok(None);
+    };
+    crate::admin::check(addr, flags.admin_token.as_deref())?;
+    crate::admin::install_recorder().map(Some)
+}
+
+/// Starts the admin listener, if asked for.
+async fn start_admin(
+    flags: &crate::cli::AdminFlags,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    store: &SharedStore,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let (Some(addr), Some(metrics)) = (flags.admin_listen, metrics) else {
+        return Ok(());
+    };
+    let bound = crate::admin::spawn(
+        addr,
+        flags.admin_token.clone(),
+        Arc::clone(store),
+        metrics,
+        shutdown.clone(),
+    )
+    .await?;
+    tracing::info!(
+        "errand admin on http://{bound} ({})",
+        if flags.admin_token.is_some() {
+            "token required"
+        } else {
+            "loopback, no token"
+        }
+    );
     Ok(())
 }
 

@@ -52,6 +52,7 @@
 pub mod body;
 pub mod config;
 pub mod front;
+pub mod metrics;
 pub mod pattern;
 pub mod store;
 pub mod worker;

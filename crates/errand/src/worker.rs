@@ -326,6 +326,7 @@ where
             _ = lost.cancelled() => {
                 heartbeat.abort();
                 lock(&self.held).remove(&job.lease);
+                crate::metrics::counters().lease_lost.increment(1);
                 tracing::warn!(key = %job.lease.key, attempt = job.attempt, "lease lost mid-job; abandoned");
                 return;
             }
@@ -338,6 +339,19 @@ where
         lock(&self.held).remove(&job.lease);
         self.errand.estimates().observe(route, took);
         let duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        let counters = crate::metrics::counters();
+        crate::metrics::job_duration(routes.name(route), took.as_secs_f64());
+        if job.redelivered {
+            counters.redelivered.increment(1);
+        }
+        match (&result, outcome) {
+            (Ok(()), "stored") => counters.completed_stored.increment(1),
+            (Ok(()), "pass") => counters.completed_pass.increment(1),
+            (Ok(()), "failed") => counters.completed_failed.increment(1),
+            (Ok(()), _) => counters.retried.increment(1),
+            (Err(StoreError::LeaseLost), _) => counters.lease_lost.increment(1),
+            (Err(_), _) => {}
+        }
         match result {
             Ok(()) => tracing::info!(
                 key = %job.lease.key, route = routes.name(route), attempt = job.attempt,

@@ -308,10 +308,14 @@ impl FrontRequest<'_> {
                     .await
                     {
                         Ok(ClaimOutcome::Enqueued(pending)) => {
+                            crate::metrics::counters().claimed.increment(1);
                             claimed = Some(Phase::Miss);
                             entry = Some(pending);
                         }
                         Ok(ClaimOutcome::Exists(found)) => {
+                            if found.job().is_some() {
+                                crate::metrics::counters().deduplicated.increment(1);
+                            }
                             claimed = Some(Phase::Collapsed);
                             entry = Some(found);
                         }
@@ -413,7 +417,14 @@ impl FrontRequest<'_> {
         )
         .await
         {
-            Ok(settled) => settled,
+            Ok(settled) => {
+                let counters = crate::metrics::counters();
+                match settled {
+                    Some(_) => counters.wait_ready.increment(1),
+                    None => counters.wait_timeout.increment(1),
+                }
+                settled
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "wait failed");
                 None

@@ -10,7 +10,9 @@ use crate::body::{self, Body};
 use crate::pattern::{CacheStatus, StoredResponse};
 
 /// Adds `Cache-Status` and `Prefer` to `Vary` (RFC 7240 §2: the answer depends on it).
+/// Every answer passes here once, so this is also where it is counted.
 pub fn mark(headers: &mut HeaderMap, status: &CacheStatus) {
+    crate::metrics::counters().request(status.phase);
     // From the String itself: no second copy.
     if let Ok(value) = HeaderValue::try_from(status.to_string()) {
         headers.insert("cache-status", value);

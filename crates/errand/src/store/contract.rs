@@ -304,6 +304,10 @@ pub async fn lease_expiry_redelivers_and_fences_the_old_lease(
     );
     assert_ne!(second.lease.token, first.lease.token);
     assert_eq!(second.attempt, 2);
+    assert!(
+        !first.redelivered && second.redelivered,
+        "a lapsed lease is a redelivery"
+    );
     // The worker that lost its lease can neither complete nor renew.
     let late = store
         .complete(
@@ -406,6 +410,7 @@ pub async fn retry_is_scheduled_after_its_backoff(store: Arc<dyn Store>, clock: 
     let again = store.take(1, LEASE).await.unwrap().remove(0);
     assert_eq!(again.lease.job, job.lease.job);
     assert_eq!(again.attempt, 2);
+    assert!(!again.redelivered, "a scheduled retry is not a redelivery");
     let stale = store
         .complete(
             &job.lease,

@@ -67,6 +67,8 @@ struct PendingJob {
     uri: Arc<str>,
     version: u64,
     token: Option<u64>,
+    /// Its last lease ran out (the next take is a redelivery).
+    lapsed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +105,7 @@ impl Queue {
             if let Some(job) = self.pending.get_mut(&key) {
                 job.info.lease_until = None;
                 job.token = None;
+                job.lapsed = true;
                 self.ready
                     .insert((job.info.priority, job.info.run_at, id, key));
             }
@@ -338,6 +341,7 @@ impl Store for MemoryStore {
             uri: claim.uri.into(),
             version: self.version(),
             token: None,
+            lapsed: false,
         };
         queue.ready.insert((claim.priority, now, id, claim.key));
         let entry = Entry {
@@ -368,6 +372,7 @@ impl Store for MemoryStore {
             let Some(job) = queue.pending.get_mut(&key) else {
                 continue;
             };
+            let redelivered = std::mem::take(&mut job.lapsed);
             job.info.attempts += 1;
             job.info.lease_until = Some(until);
             job.token = Some(token);
@@ -382,6 +387,7 @@ impl Store for MemoryStore {
                 priority,
                 attempt: job.info.attempts,
                 created_at: job.info.created_at,
+                redelivered,
             };
             queue.leased.insert((until, id, key));
             jobs.push(taken);

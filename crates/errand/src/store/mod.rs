@@ -167,6 +167,9 @@ pub struct Job {
     pub attempt: u32,
     /// When the job was claimed.
     pub created_at: Timestamp,
+    /// Taken again because the worker that held it let its lease run out (it died, hung or
+    /// lost the store); a retry scheduled by a failed attempt is not a redelivery.
+    pub redelivered: bool,
 }
 
 /// How a job ended, as given to [`Store::complete`].

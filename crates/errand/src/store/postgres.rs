@@ -493,14 +493,14 @@ impl Sql {
                    WHERE pending AND lease_token IS NULL AND run_at <= $1
                    ORDER BY priority, run_at LIMIT $2 FOR UPDATE SKIP LOCKED),
                  picked AS (
-                   SELECT key FROM (SELECT key, 0 AS rank FROM expired
-                                    UNION ALL SELECT key, 1 AS rank FROM ready) both_kinds
+                   SELECT key, rank FROM (SELECT key, 0 AS rank FROM expired
+                                          UNION ALL SELECT key, 1 AS rank FROM ready) both_kinds
                    ORDER BY rank LIMIT $2)
                  UPDATE {t} e SET lease_token = nextval('{ids}'), lease_until = $3,
                                   attempts = e.attempts + 1
                  FROM picked WHERE e.key = picked.key
                  RETURNING e.key, e.job_id, e.lease_token, e.lease_until, e.request, e.priority,
-                           e.attempts, e.created_at, e.run_at"
+                           e.attempts, e.created_at, e.run_at, picked.rank = 0 AS redelivered"
             ),
             heartbeat: format!(
                 "UPDATE {t} SET lease_until = $4
@@ -914,6 +914,7 @@ impl Store for PgStore {
                     attempt: u32::try_from(row.try_get::<_, i32>("attempts").map_err(get)?)
                         .unwrap_or(0),
                     created_at: ts(row.try_get("created_at").map_err(get)?),
+                    redelivered: row.try_get("redelivered").map_err(get)?,
                 },
             ));
         }

@@ -13,7 +13,7 @@ if cur[1] then
     if cur[3] ~= expect then return {0, redis.call('HGETALL', e)} end
     if cur[4] == '1' then after_failure = '1' end
     existing = true
-    redis.call('HDEL', e, 'x', 'vk', 'vu', 'vs', 'vh', 'vb', 'vt', 'va', 'vat')
+    redis.call('HDEL', e, 'x', 'lt', 'lu', 'le', 'vk', 'vu', 'vs', 'vh', 'vb', 'vt', 'va', 'vat')
     redis.call('PERSIST', e)
     redis.call('ZREM', EXPIRY, hex)
   else

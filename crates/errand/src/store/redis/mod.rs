@@ -844,6 +844,7 @@ impl Store for RedisStore {
                     priority: priority(int(field(4)?).unwrap_or(0)),
                     attempt: u32::try_from(int(field(5)?).unwrap_or(1)).unwrap_or(u32::MAX),
                     created_at: Timestamp(int(field(6)?).unwrap_or(0)),
+                    redelivered: int(field(8)?) == Some(1),
                 },
             ));
         }

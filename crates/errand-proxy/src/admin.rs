@@ -1,0 +1,437 @@
+//! The admin listener (`--admin-listen`): Prometheus metrics and a JSON API, on an address of
+//! its own. Nothing here is reachable through the public listener: there, these paths are
+//! the upstream's like any other.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /metrics` | Prometheus text exposition (see `errand::metrics` for the names) |
+//! | `GET /api/stats` | entry and queue counts, as JSON |
+//! | `GET /api/entries/{key}` | one entry: state, version, job, content and verdict timings |
+//! | `POST /api/purge` | `{"key" \| "uri" \| "prefix" \| "tag" \| "all": …, "soft": bool}` → `{"purged": n}` |
+//!
+//! With `--admin-token`, every request needs `Authorization: Bearer <token>` (compared in
+//! constant time); without it the listener must be on a loopback address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use errand::pattern::{Key, Status, Timestamp};
+use errand::store::{Purge, PurgeTarget, SharedStore, StoreError};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What the admin handlers share.
+#[derive(Clone)]
+struct Admin {
+    store: SharedStore,
+    metrics: PrometheusHandle,
+    token: Option<Arc<str>>,
+}
+
+/// Buckets of `errand_job_duration_seconds`.
+const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Installs the process's Prometheus recorder. Call before anything counts.
+pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .set_buckets(DURATION_BUCKETS)
+        .context("metrics buckets")?
+        .install_recorder()
+        .context("cannot install the metrics recorder")
+}
+
+/// Checks the admin flags before anything starts: a listener off loopback needs a token.
+pub fn check(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
+    if token.is_some_and(str::is_empty) {
+        bail!("--admin-token: must not be empty");
+    }
+    if token.is_none() && !addr.ip().is_loopback() {
+        bail!(
+            "--admin-listen: {addr} is not a loopback address; give --admin-token \
+             (or ERRAND_ADMIN_TOKEN) to protect it"
+        );
+    }
+    Ok(())
+}
+
+/// Binds the admin listener and serves it until `shutdown`.
+pub async fn spawn(
+    addr: SocketAddr,
+    token: Option<String>,
+    store: SharedStore,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let admin = Admin {
+        store,
+        metrics,
+        token: token.map(Arc::from),
+    };
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/api/stats", get(stats))
+        .route("/api/entries/{key}", get(entry))
+        .route("/api/purge", post(purge))
+        .layer(middleware::from_fn_with_state(admin.clone(), authorize))
+        .with_state(admin);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--admin-listen: cannot listen on {addr}"))?;
+    let bound = listener
+        .local_addr()
+        .context("--admin-listen: no local address")?;
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin listener stopped");
+        }
+    });
+    Ok(bound)
+}
+
+/// `401` unless the bearer token matches (when one is configured).
+async fn authorize(State(admin): State<Admin>, request: Request, next: Next) -> Response {
+    if let Some(expected) = &admin.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Constant time in the token's content (its length is not a secret worth hiding).
+        if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                axum::Json(json!({"error": "a valid admin token is required"})),
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn store_error(e: &StoreError) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({"error": e.to_string()})),
+    )
+        .into_response()
+}
+
+async fn metrics_text(State(admin): State<Admin>) -> Response {
+    // Gauges come from the store at scrape time; counters are already in the recorder.
+    if let Ok(stats) = admin.store.stats().await {
+        errand::metrics::record_stats(&stats);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        admin.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn stats(State(admin): State<Admin>) -> Response {
+    match admin.store.stats().await {
+        Ok(stats) => axum::Json(stats).into_response(),
+        Err(e) => store_error(&e),
+    }
+}
+
+fn millis(t: Timestamp) -> u64 {
+    t.0
+}
+
+async fn entry(State(admin): State<Admin>, Path(key): Path<String>) -> Response {
+    let Some(key) = Key::parse(&key) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": format!("{key:?} is not an entry key (32 hex digits)")})),
+        )
+            .into_response();
+    };
+    let entry = match admin.store.lookup(&key).await {
+        Ok(Some(entry)) => entry,
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"error": "no such entry"})),
+            )
+                .into_response();
+        }
+        Err(e) => return store_error(&e),
+    };
+    let now = admin.store.now();
+    let content = entry.content.as_ref().map(|c| {
+        json!({
+            "status": c.response.status.as_u16(),
+            "bytes": c.response.body.len(),
+            "generated_at_ms": millis(c.generated_at),
+            "fresh_until_ms": millis(c.fresh_until),
+            "stale_until_ms": millis(c.stale_until),
+            "stale_if_error_until_ms": millis(c.stale_if_error_until),
+            "fresh": now < c.fresh_until,
+            "tags": c.tags,
+            "job_ms": c.job_millis,
+        })
+    });
+    let (state, detail): (&str, Value) = match &entry.status {
+        Status::Pending(job) => (
+            "pending",
+            json!({
+                "job": job.id.0,
+                "priority": job.priority.as_str(),
+                "created_at_ms": millis(job.created_at),
+                "run_at_ms": millis(job.run_at),
+                "attempts": job.attempts,
+                "lease_until_ms": job.lease_until.map(millis),
+                "last_error": job.last_error,
+            }),
+        ),
+        Status::Failed(f) => (
+            "failed",
+            json!({
+                "until_ms": millis(f.until),
+                "status": f.response.status.as_u16(),
+                "error": f.error,
+                "attempts": f.attempts,
+                "at_ms": millis(f.at),
+            }),
+        ),
+        Status::Pass(p) => (
+            "pass",
+            json!({"until_ms": millis(p.until), "reason": p.reason, "kept_once": p.once.is_some()}),
+        ),
+        Status::Idle => (
+            if entry.content.as_ref().is_some_and(|c| now < c.fresh_until) {
+                "fresh"
+            } else {
+                "stale"
+            },
+            Value::Null,
+        ),
+    };
+    axum::Json(json!({
+        "key": entry.key.to_hex(),
+        "uri": &*entry.uri,
+        "version": entry.version,
+        "state": state,
+        "detail": detail,
+        "content": content,
+        "now_ms": millis(now),
+    }))
+    .into_response()
+}
+
+/// The body of `POST /api/purge`: exactly one target.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    /// One signature (32 hex digits).
+    pub key: Option<String>,
+    /// Every variant of one canonical URI.
+    pub uri: Option<String>,
+    /// Every canonical URI starting with this.
+    pub prefix: Option<String>,
+    /// Every entry whose content carries this tag.
+    pub tag: Option<String>,
+    /// Everything.
+    #[serde(default)]
+    pub all: bool,
+    /// Mark stale instead of removing.
+    #[serde(default)]
+    pub soft: bool,
+}
+
+impl PurgeRequest {
+    fn target(&self) -> Result<PurgeTarget, String> {
+        let given = usize::from(self.key.is_some())
+            + usize::from(self.uri.is_some())
+            + usize::from(self.prefix.is_some())
+            + usize::from(self.tag.is_some())
+            + usize::from(self.all);
+        if given != 1 {
+            return Err("give exactly one of key, uri, prefix, tag, all".into());
+        }
+        if let Some(key) = &self.key {
+            return Key::parse(key)
+                .map(PurgeTarget::Key)
+                .ok_or_else(|| format!("key {key:?} is not an entry key (32 hex digits)"));
+        }
+        Ok(match (&self.uri, &self.prefix, &self.tag) {
+            (Some(uri), _, _) => PurgeTarget::Uri(uri.clone()),
+            (_, Some(prefix), _) => PurgeTarget::Prefix(prefix.clone()),
+            (_, _, Some(tag)) => PurgeTarget::Tag(tag.clone()),
+            _ => PurgeTarget::All,
+        })
+    }
+}
+
+async fn purge(
+    State(admin): State<Admin>,
+    body: Result<axum::Json<PurgeRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(axum::Json(request)) => request,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": e.body_text()})),
+            )
+                .into_response();
+        }
+    };
+    let target = match request.target() {
+        Ok(target) => target,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e}))).into_response();
+        }
+    };
+    match admin
+        .store
+        .purge(Purge {
+            target,
+            soft: request.soft,
+        })
+        .await
+    {
+        Ok(n) => axum::Json(json!({"purged": n, "soft": request.soft})).into_response(),
+        Err(e) => store_error(&e),
+    }
+}
+
+// ---- the admin verbs of the command line ----
+
+/// Sends one request to a running errand's admin listener; the JSON answer, or an error that
+/// names the URL and what went wrong.
+async fn call(
+    client: &crate::cli::AdminClient,
+    method: http::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let base = client.admin.trim_end_matches('/');
+    let url = format!("{base}{path}");
+    let uri: http::Uri = url
+        .parse()
+        .with_context(|| format!("--admin: {base:?} is not a URL"))?;
+    if uri.scheme_str() != Some("http") {
+        bail!("--admin: {base:?} must be an http:// URL of the admin listener");
+    }
+    let mut request = http::Request::builder().method(method).uri(uri);
+    if let Some(token) = &client.admin_token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let payload = match body {
+        Some(body) => {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            bytes::Bytes::from(body.to_string())
+        }
+        None => bytes::Bytes::new(),
+    };
+    let request = request
+        .body(Full::new(payload))
+        .context("cannot build the request")?;
+    let http: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(30), http.request(request))
+        .await
+        .with_context(|| format!("--admin: {url} did not answer within 30 s"))?
+        .with_context(|| format!("--admin: cannot reach {url}"))?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .with_context(|| format!("--admin: {url} broke off its answer"))?
+        .to_bytes();
+    let value: Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&bytes).into_owned()}));
+    if status == StatusCode::UNAUTHORIZED {
+        bail!("--admin-token: {url} refused it (401)");
+    }
+    if !status.is_success() {
+        let error = value.get("error").and_then(Value::as_str).unwrap_or("");
+        bail!("{url} answered {status}: {error}");
+    }
+    Ok(value)
+}
+
+/// Prints for a terminal (the verbs' output is the command's product).
+#[allow(clippy::print_stdout)]
+fn print(text: &str) {
+    println!("{text}");
+}
+
+/// `errand stats`.
+pub async fn stats_verb(args: crate::cli::StatsArgs) -> anyhow::Result<()> {
+    let value = call(&args.client, http::Method::GET, "/api/stats", None).await?;
+    if args.client.json {
+        print(&value.to_string());
+        return Ok(());
+    }
+    let n = |name: &str| value.get(name).and_then(Value::as_u64).unwrap_or(0);
+    print(&format!(
+        "entries   fresh {}  stale {}  pending {}  failed {}  pass {}  ({})",
+        n("fresh"),
+        n("stale"),
+        n("pending"),
+        n("failed"),
+        n("pass"),
+        bytesize::ByteSize(n("bytes"))
+    ));
+    print(&format!(
+        "queue     ready {}  scheduled {}  running {}  oldest ready {:.1}s",
+        n("ready"),
+        n("scheduled"),
+        n("running"),
+        n("oldest_ready_ms") as f64 / 1000.0
+    ));
+    Ok(())
+}
+
+/// `errand purge`.
+pub async fn purge_verb(args: crate::cli::PurgeArgs) -> anyhow::Result<()> {
+    if let Some(key) = &args.key
+        && Key::parse(key).is_none()
+    {
+        bail!("--key: {key:?} is not an entry key (32 hex digits)");
+    }
+    let body = json!({
+        "key": args.key,
+        "prefix": args.prefix,
+        "tag": args.tag,
+        "uri": args.uri,
+        "soft": args.soft,
+    });
+    let value = call(&args.client, http::Method::POST, "/api/purge", Some(body)).await?;
+    if args.client.json {
+        print(&value.to_string());
+    } else {
+        let n = value.get("purged").and_then(Value::as_u64).unwrap_or(0);
+        let how = if args.soft { "marked stale" } else { "purged" };
+        print(&format!("{n} entries {how}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! The admin listener as an operator uses it: token checks, metrics that match the traffic,
+//! the JSON API and the `stats` / `purge` verbs; and nothing admin on the public listener.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use common::{Counter, Errand, Http, origin, raw};
+
+const TOKEN: &str = "t0ken-for-tests";
+
+/// An origin answering every path with its path (cacheable), counting requests.
+async fn upstream(counter: &Counter) -> std::net::SocketAddr {
+    let c = counter.clone();
+    origin(Router::new().fallback(get(move |uri: axum::http::Uri| {
+        let c = c.clone();
+        async move {
+            c.bump();
+            (
+                [
+                    ("cache-control", "max-age=600"),
+                    ("surrogate-key", "news all"),
+                ],
+                format!("origin {}", uri.path()),
+            )
+        }
+    })))
+    .await
+}
+
+fn admin_addr(errand: &Errand) -> String {
+    for _ in 0..100 {
+        let found = errand.log.lock().unwrap().iter().find_map(|line| {
+            line.split("errand admin on http://")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned)
+        });
+        if let Some(addr) = found {
+            return addr;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no admin listener: {:?}", errand.log.lock().unwrap());
+}
+
+fn verb(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Parses the exposition and returns the value of `name` with exactly `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text exposition");
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?} in\n{text}"))
+}
+
+#[test]
+fn an_admin_listener_off_loopback_needs_a_token() {
+    let out = Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args([
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--admin-listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--admin-listen") && stderr.contains("--admin-token"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_refuse_a_missing_or_wrong_token() {
+    let counter = Counter::default();
+    let up = upstream(&counter).await;
+    let errand = Errand::serve(
+        up,
+        &["--admin-listen", "127.0.0.1:0", "--admin-token", TOKEN],
+    );
+    let admin = admin_addr(&errand);
+    let http = Http::new();
+    for path in [
+        "/metrics",
+        "/api/stats",
+        "/api/entries/00000000000000000000000000000000",
+    ] {
+        let url = format!("http://{admin}{path}");
+        assert_eq!(
+            http.get(&url, &[]).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        let wrong = http.get(&url, &[("authorization", "Bearer nope")]).await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(wrong.header("www-authenticate"), "Bearer");
+        let right = http
+            .get(&url, &[("authorization", &format!("Bearer {TOKEN}"))])
+            .await;
+        assert_ne!(right.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let addr: std::net::SocketAddr = admin.parse().unwrap();
+    let body = r#"{"all":true}"#;
+    let post = format!(
+        "POST /api/purge HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert!(raw(addr, post.as_bytes()).starts_with("HTTP/1.1 401"));
+    let (ok, _, stderr) = verb(&["stats", "--admin", &format!("http://{admin}")]);
+    assert!(!ok && stderr.contains("--admin-token"), "{stderr}");
+    assert_eq!(counter.get(), 0, "nothing reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_public_listener_admin_paths_are_the_upstreams() {
+    let counter = Counter::default();
+    let up = upstream(&counter).await;
+    let errand = Errand::serve(up, &["--admin-listen", "127.0.0.1:0"]);
+    let http = Http::new();
+    for path in ["/metrics", "/api/stats", "/api/purge", "/"] {
+        let reply = http.get(&errand.url(path), &[("prefer", "wait=10")]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(
+            reply.body,
+            format!("origin {path}"),
+            "proxied like any path"
+        );
+    }
+    assert_eq!(counter.get(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_the_traffic_and_the_api_and_verbs_work() {
+    let counter = Counter::default();
+    let up = upstream(&counter).await;
+    let errand = Errand::serve(
+        up,
+        &["--admin-listen", "127.0.0.1:0", "--admin-token", TOKEN],
+    );
+    let admin = admin_addr(&errand);
+    let auth = format!("Bearer {TOKEN}");
+    let http = Http::new();
+    // 3 misses that wait for their result, then 5 hits, 1 pending (202) and 2 pass (POST).
+    for n in 0..3 {
+        let reply = http
+            .get(&errand.url(&format!("/news/{n}")), &[("prefer", "wait=10")])
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    for _ in 0..5 {
+        assert_eq!(
+            http.get(&errand.url("/news/0"), &[]).await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        http.get(&errand.url("/other"), &[]).await.status,
+        StatusCode::ACCEPTED
+    );
+    for _ in 0..2 {
+        http.send("POST", &errand.url("/form"), &[]).await;
+    }
+    // Let the /other job finish.
+    for _ in 0..100 {
+        let stats = http
+            .get(
+                &format!("http://{admin}/api/stats"),
+                &[("authorization", &auth)],
+            )
+            .await;
+        let stats: serde_json::Value = serde_json::from_str(&stats.body).unwrap();
+        if stats["pending"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let metrics = http
+        .get(
+            &format!("http://{admin}/metrics"),
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(
+        metrics
+            .header("content-type")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let m = &metrics.body;
+    let requests = |outcome| sample(m, "errand_requests_total", &[("outcome", outcome)]);
+    assert_eq!(requests("miss"), 4.0, "{m}");
+    assert_eq!(requests("hit"), 5.0);
+    assert_eq!(requests("pending"), 0.0, "the claim of /other was its miss");
+    assert_eq!(requests("pass"), 2.0);
+    assert_eq!(
+        sample(m, "errand_waits_total", &[("outcome", "ready")]),
+        3.0
+    );
+    assert_eq!(sample(m, "errand_jobs_claimed_total", &[]), 4.0);
+    assert_eq!(
+        sample(m, "errand_jobs_completed_total", &[("outcome", "stored")]),
+        4.0
+    );
+    assert_eq!(sample(m, "errand_entries", &[("state", "fresh")]), 4.0);
+    assert_eq!(sample(m, "errand_queue_jobs", &[("state", "ready")]), 0.0);
+    assert!(
+        m.contains("errand_job_duration_seconds_bucket{route=\"default\""),
+        "{m}"
+    );
+
+    // The JSON API and the verbs.
+    let stats = http
+        .get(
+            &format!("http://{admin}/api/stats"),
+            &[("authorization", &auth)],
+        )
+        .await;
+    let stats: serde_json::Value = serde_json::from_str(&stats.body).unwrap();
+    assert_eq!(stats["fresh"], 4);
+    let key = errand
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("job done"))
+        .and_then(|l| l.split("key=").nth(1))
+        .map(|k| k[..32].to_owned())
+        .unwrap();
+    let detail = http
+        .get(
+            &format!("http://{admin}/api/entries/{key}"),
+            &[("authorization", &auth)],
+        )
+        .await;
+    let detail: serde_json::Value = serde_json::from_str(&detail.body).unwrap();
+    assert_eq!(detail["state"], "fresh", "{detail}");
+    assert_eq!(
+        detail["content"]["tags"],
+        serde_json::json!(["all", "news"])
+    );
+    let base = format!("http://{admin}");
+    let client = ["--admin", base.as_str(), "--admin-token", TOKEN];
+    let (ok, out, err) = verb(&[&["stats"][..], &client].concat());
+    assert!(ok, "{err}");
+    assert!(out.contains("fresh 4"), "{out}");
+    let (ok, out, err) = verb(&[&["stats", "--json"][..], &client].concat());
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["fresh"],
+        4
+    );
+    let prefix = errand.url("/news/");
+    let (ok, out, err) = verb(&[&["purge", "--prefix", &prefix, "--soft"][..], &client].concat());
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "3 entries marked stale");
+    let (ok, out, err) = verb(&[&["purge", "--tag", "all"][..], &client].concat());
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "4 entries purged");
+    let (ok, _, err) = verb(&[&["purge", "--key", "not-hex"][..], &client].concat());
+    assert!(!ok && err.contains("--key"), "{err}");
+    let gone = http.get(&errand.url("/news/0"), &[]).await;
+    assert_eq!(gone.status, StatusCode::ACCEPTED, "purged: a miss again");
+}
