@@ -292,3 +292,37 @@ async fn metrics_count_the_traffic_and_the_api_and_verbs_work() {
     let gone = http.get(&errand.url("/news/0"), &[]).await;
     assert_eq!(gone.status, StatusCode::ACCEPTED, "purged: a miss again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evictions_are_counted() {
+    let counter = Counter::default();
+    let up = upstream(&counter).await;
+    let errand = Errand::serve(
+        up,
+        &[
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--cache-size",
+            "32KiB",
+            "--max-body",
+            "8KiB",
+        ],
+    );
+    let admin = admin_addr(&errand);
+    let http = Http::new();
+    for n in 0..300 {
+        let reply = http
+            .get(&errand.url(&format!("/many/{n}")), &[("prefer", "wait=10")])
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let metrics = http.get(&format!("http://{admin}/metrics"), &[]).await;
+    let evicted = sample(&metrics.body, "errand_evictions_total", &[]);
+    let fresh = sample(&metrics.body, "errand_entries", &[("state", "fresh")]);
+    assert!(evicted > 0.0, "{}", metrics.body);
+    assert_eq!(
+        evicted + fresh,
+        300.0,
+        "every entry is either kept or counted as evicted"
+    );
+}

@@ -18,6 +18,7 @@
 //! | `errand_queue_oldest_ready_seconds` | gauge | | age of the oldest ready job |
 //! | `errand_entries` | gauge | `state` | entries fresh, stale, pending, failed, pass |
 //! | `errand_entry_bytes` | gauge | | bytes held by settled entries |
+//! | `errand_evictions_total` | counter | | entries the memory backend dropped to stay within its byte budget |
 //!
 //! The gauges are read from [`Store::stats`](crate::store::Store::stats) by whoever exports
 //! them ([`record_stats`]), at scrape time.
@@ -69,6 +70,11 @@ impl Counters {
             self.requests[i].increment(1);
         }
     }
+}
+
+/// Counts one entry evicted by a byte budget.
+pub(crate) fn evicted() {
+    counter!("errand_evictions_total").increment(1);
 }
 
 /// Records one attempt's duration on `route`.

@@ -143,6 +143,12 @@ impl MemoryStore {
             })
             .expire_after(ExpireAtEnd)
             .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .eviction_listener(|_key, _entry, cause| {
+                // Pushed out by the byte budget (not expired, replaced or purged).
+                if cause == moka::notification::RemovalCause::Size {
+                    crate::metrics::evicted();
+                }
+            })
             .build();
         Self {
             clock,
