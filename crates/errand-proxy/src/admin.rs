@@ -22,7 +22,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use errand::pattern::{Key, Status, Timestamp};
+use errand::pattern::{Key, Status};
 use errand::store::{Purge, PurgeTarget, SharedStore, StoreError};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
@@ -156,10 +156,6 @@ async fn stats(State(admin): State<Admin>) -> Response {
     }
 }
 
-fn millis(t: Timestamp) -> u64 {
-    t.0
-}
-
 async fn entry(State(admin): State<Admin>, Path(key): Path<String>) -> Response {
     let Some(key) = Key::parse(&key) else {
         return (
@@ -184,10 +180,10 @@ async fn entry(State(admin): State<Admin>, Path(key): Path<String>) -> Response 
         json!({
             "status": c.response.status.as_u16(),
             "bytes": c.response.body.len(),
-            "generated_at_ms": millis(c.generated_at),
-            "fresh_until_ms": millis(c.fresh_until),
-            "stale_until_ms": millis(c.stale_until),
-            "stale_if_error_until_ms": millis(c.stale_if_error_until),
+            "generated_at_ms": c.generated_at.0,
+            "fresh_until_ms": c.fresh_until.0,
+            "stale_until_ms": c.stale_until.0,
+            "stale_if_error_until_ms": c.stale_if_error_until.0,
             "fresh": now < c.fresh_until,
             "tags": c.tags,
             "job_ms": c.job_millis,
@@ -199,26 +195,26 @@ async fn entry(State(admin): State<Admin>, Path(key): Path<String>) -> Response 
             json!({
                 "job": job.id.0,
                 "priority": job.priority.as_str(),
-                "created_at_ms": millis(job.created_at),
-                "run_at_ms": millis(job.run_at),
+                "created_at_ms": job.created_at.0,
+                "run_at_ms": job.run_at.0,
                 "attempts": job.attempts,
-                "lease_until_ms": job.lease_until.map(millis),
+                "lease_until_ms": job.lease_until.map(|t| t.0),
                 "last_error": job.last_error,
             }),
         ),
         Status::Failed(f) => (
             "failed",
             json!({
-                "until_ms": millis(f.until),
+                "until_ms": f.until.0,
                 "status": f.response.status.as_u16(),
                 "error": f.error,
                 "attempts": f.attempts,
-                "at_ms": millis(f.at),
+                "at_ms": f.at.0,
             }),
         ),
         Status::Pass(p) => (
             "pass",
-            json!({"until_ms": millis(p.until), "reason": p.reason, "kept_once": p.once.is_some()}),
+            json!({"until_ms": p.until.0, "reason": p.reason, "kept_once": p.once.is_some()}),
         ),
         Status::Idle => (
             if entry.content.as_ref().is_some_and(|c| now < c.fresh_until) {
@@ -236,7 +232,7 @@ async fn entry(State(admin): State<Admin>, Path(key): Path<String>) -> Response 
         "state": state,
         "detail": detail,
         "content": content,
-        "now_ms": millis(now),
+        "now_ms": now.0,
     }))
     .into_response()
 }
