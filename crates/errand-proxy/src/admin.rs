@@ -4,26 +4,31 @@
 //!
 //! | method and path | what |
 //! |---|---|
+//! | `GET /` | the dashboard (a self-contained page; it asks for the token, then polls the API) |
 //! | `GET /metrics` | Prometheus text exposition (see `errand::metrics` for the names) |
 //! | `GET /api/stats` | entry and queue counts, as JSON |
+//! | `GET /api/overview` | this process's counters and job-duration histogram, with the store's counts |
+//! | `GET /api/entries?state=&after=&limit=` | entries, a page at a time (`next` is the cursor of the following page) |
 //! | `GET /api/entries/{key}` | one entry: state, version, job, content and verdict timings |
+//! | `POST /api/entries/{key}/retry` | a failed entry's job again, now → `202` and the pending entry |
 //! | `POST /api/purge` | `{"key" \| "uri" \| "prefix" \| "tag" \| "all": …, "soft": bool}` → `{"purged": n}` |
 //!
-//! With `--admin-token`, every request needs `Authorization: Bearer <token>` (compared in
-//! constant time); without it the listener must be on a loopback address.
+//! With `--admin-token`, every request but the dashboard's page needs
+//! `Authorization: Bearer <token>` (compared in constant time); without it the listener must be
+//! on a loopback address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use errand::pattern::{Key, Status};
-use errand::store::{Purge, PurgeTarget, SharedStore, StoreError};
+use errand::pattern::{Entry, Key, State as EntryState, Status, Timestamp};
+use errand::store::{ListQuery, Purge, PurgeTarget, Retried, SharedStore, StoreError};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -83,9 +88,15 @@ pub async fn spawn(
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/api/stats", get(stats))
+        .route("/api/overview", get(overview))
+        .route("/api/entries", get(entries))
         .route("/api/entries/{key}", get(entry))
+        .route("/api/entries/{key}/retry", post(retry))
         .route("/api/purge", post(purge))
-        .layer(middleware::from_fn_with_state(admin.clone(), authorize))
+        .route_layer(middleware::from_fn_with_state(admin.clone(), authorize))
+        // The dashboard's page holds no data: it asks for the token and then calls the API,
+        // so it is the one path served without one.
+        .route("/", get(dashboard))
         .with_state(admin);
     let listener = TcpListener::bind(addr)
         .await
@@ -126,6 +137,27 @@ async fn authorize(State(admin): State<Admin>, request: Request, next: Next) -> 
     next.run(request).await
 }
 
+/// The dashboard: one self-contained page (no external scripts, styles or fonts).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+                 frame-ancestors 'none'",
+            ),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
+}
+
 fn store_error(e: &StoreError) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -149,6 +181,97 @@ async fn metrics_text(State(admin): State<Admin>) -> Response {
         .into_response()
 }
 
+/// `GET /api/overview`: the process's counters (the numbers `/metrics` shows, read back from
+/// the same recorder) and the shared store's figures, in one JSON document: what the
+/// dashboard polls.
+async fn overview(State(admin): State<Admin>) -> Response {
+    let store = match admin.store.stats().await {
+        Ok(stats) => stats,
+        Err(e) => return store_error(&e),
+    };
+    let text = admin.metrics.render();
+    let scrape = match prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))) {
+        Ok(scrape) => scrape,
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(json!({"error": format!("cannot read the metrics back: {e}")})),
+            )
+                .into_response();
+        }
+    };
+    axum::Json(overview_json(&scrape, &store, admin.store.now())).into_response()
+}
+
+fn overview_json(
+    scrape: &prometheus_parse::Scrape,
+    store: &errand::store::Stats,
+    now: Timestamp,
+) -> Value {
+    use prometheus_parse::Value as V;
+    let number = |v: &V| match v {
+        V::Counter(n) | V::Gauge(n) | V::Untyped(n) => *n,
+        _ => 0.0,
+    };
+    let mut requests = serde_json::Map::new();
+    for phase in errand::pattern::Phase::ALL {
+        requests.insert(phase.as_str().to_owned(), json!(0));
+    }
+    let mut waits = json!({"ready": 0, "timeout": 0});
+    let mut jobs = json!({
+        "claimed": 0, "deduplicated": 0, "stored": 0, "pass": 0, "failed": 0,
+        "retried": 0, "redelivered": 0, "lease_lost": 0,
+    });
+    let mut evictions = 0;
+    let mut durations = serde_json::Map::new();
+    for sample in &scrape.samples {
+        let label = |name: &str| sample.labels.get(name).unwrap_or("").to_owned();
+        let value = number(&sample.value);
+        // Counters are whole numbers (exposed as floats by the text format).
+        let n = value.max(0.0).round() as u64;
+        match sample.metric.as_str() {
+            "errand_requests_total" => {
+                requests.insert(label("outcome"), json!(n));
+            }
+            "errand_waits_total" => waits[label("outcome")] = json!(n),
+            "errand_jobs_completed_total" => jobs[label("outcome")] = json!(n),
+            "errand_jobs_claimed_total" => jobs["claimed"] = json!(n),
+            "errand_jobs_deduplicated_total" => jobs["deduplicated"] = json!(n),
+            "errand_jobs_retried_total" => jobs["retried"] = json!(n),
+            "errand_jobs_redelivered_total" => jobs["redelivered"] = json!(n),
+            "errand_jobs_lease_lost_total" => jobs["lease_lost"] = json!(n),
+            "errand_evictions_total" => evictions = n,
+            "errand_job_duration_seconds" => {
+                if let V::Histogram(buckets) = &sample.value {
+                    let route = durations.entry(label("route")).or_insert_with(|| json!({}));
+                    route["buckets"] = buckets
+                        .iter()
+                        .map(|b| json!([b.less_than, b.count.max(0.0).round() as u64]))
+                        .collect();
+                }
+            }
+            "errand_job_duration_seconds_count" | "errand_job_duration_seconds_sum" => {
+                let route = durations.entry(label("route")).or_insert_with(|| json!({}));
+                if sample.metric.ends_with("_sum") {
+                    route["sum"] = json!(value);
+                } else {
+                    route["count"] = json!(n);
+                }
+            }
+            _ => {}
+        }
+    }
+    json!({
+        "now_ms": now.0,
+        "requests": requests,
+        "waits": waits,
+        "jobs": jobs,
+        "evictions": evictions,
+        "durations": durations,
+        "store": store,
+    })
+}
+
 async fn stats(State(admin): State<Admin>) -> Response {
     match admin.store.stats().await {
         Ok(stats) => axum::Json(stats).into_response(),
@@ -156,26 +279,29 @@ async fn stats(State(admin): State<Admin>) -> Response {
     }
 }
 
-async fn entry(State(admin): State<Admin>, Path(key): Path<String>) -> Response {
-    let Some(key) = Key::parse(&key) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({"error": format!("{key:?} is not an entry key (32 hex digits)")})),
-        )
-            .into_response();
-    };
-    let entry = match admin.store.lookup(&key).await {
-        Ok(Some(entry)) => entry,
-        Ok(None) => {
-            return (
-                StatusCode::NOT_FOUND,
-                axum::Json(json!({"error": "no such entry"})),
-            )
-                .into_response();
-        }
-        Err(e) => return store_error(&e),
-    };
-    let now = admin.store.now();
+fn bad_request(error: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": error.into()})),
+    )
+        .into_response()
+}
+
+fn no_such_entry() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"error": "no such entry (never stored, expired or purged)"})),
+    )
+        .into_response()
+}
+
+fn parse_key(key: &str) -> Result<Key, String> {
+    Key::parse(key).ok_or_else(|| format!("{key:?} is not an entry key (32 hex digits)"))
+}
+
+/// An entry as the API shows it: state, version, job or verdict, content timings (never the
+/// body, nor the request's header values, which may be credentials).
+fn entry_json(entry: &Entry, now: Timestamp) -> Value {
     let content = entry.content.as_ref().map(|c| {
         json!({
             "status": c.response.status.as_u16(),
@@ -184,57 +310,134 @@ async fn entry(State(admin): State<Admin>, Path(key): Path<String>) -> Response 
             "fresh_until_ms": c.fresh_until.0,
             "stale_until_ms": c.stale_until.0,
             "stale_if_error_until_ms": c.stale_if_error_until.0,
-            "fresh": now < c.fresh_until,
             "tags": c.tags,
             "job_ms": c.job_millis,
         })
     });
-    let (state, detail): (&str, Value) = match &entry.status {
-        Status::Pending(job) => (
-            "pending",
-            json!({
-                "job": job.id.0,
-                "priority": job.priority.as_str(),
-                "created_at_ms": job.created_at.0,
-                "run_at_ms": job.run_at.0,
-                "attempts": job.attempts,
-                "lease_until_ms": job.lease_until.map(|t| t.0),
-                "last_error": job.last_error,
-            }),
-        ),
-        Status::Failed(f) => (
-            "failed",
-            json!({
-                "until_ms": f.until.0,
-                "status": f.response.status.as_u16(),
-                "error": f.error,
-                "attempts": f.attempts,
-                "at_ms": f.at.0,
-            }),
-        ),
-        Status::Pass(p) => (
-            "pass",
-            json!({"until_ms": p.until.0, "reason": p.reason, "kept_once": p.once.is_some()}),
-        ),
-        Status::Idle => (
-            if entry.content.as_ref().is_some_and(|c| now < c.fresh_until) {
-                "fresh"
-            } else {
-                "stale"
-            },
-            Value::Null,
-        ),
+    let detail = match &entry.status {
+        Status::Pending(job) => json!({
+            "job": job.id.0,
+            "priority": job.priority.as_str(),
+            "created_at_ms": job.created_at.0,
+            "run_at_ms": job.run_at.0,
+            "attempts": job.attempts,
+            "lease_until_ms": job.lease_until.map(|t| t.0),
+            "last_error": job.last_error,
+        }),
+        Status::Failed(f) => json!({
+            "until_ms": f.until.0,
+            "status": f.response.status.as_u16(),
+            "error": f.error,
+            "attempts": f.attempts,
+            "at_ms": f.at.0,
+            "retryable": f.request.is_some(),
+            "trace_id": f.request.as_ref().and_then(|r| r.trace).map(|t| t.trace_hex()),
+        }),
+        Status::Pass(p) => {
+            json!({"until_ms": p.until.0, "reason": p.reason, "kept_once": p.once.is_some()})
+        }
+        Status::Idle => Value::Null,
     };
-    axum::Json(json!({
+    json!({
         "key": entry.key.to_hex(),
         "uri": &*entry.uri,
         "version": entry.version,
-        "state": state,
+        "state": entry.state(now).as_str(),
         "detail": detail,
         "content": content,
-        "now_ms": now.0,
-    }))
-    .into_response()
+    })
+}
+
+async fn entry(State(admin): State<Admin>, Path(key): Path<String>) -> Response {
+    let key = match parse_key(&key) {
+        Ok(key) => key,
+        Err(e) => return bad_request(e),
+    };
+    match admin.store.lookup(&key).await {
+        Ok(Some(entry)) => {
+            let now = admin.store.now();
+            let mut value = entry_json(&entry, now);
+            value["now_ms"] = json!(now.0);
+            axum::Json(value).into_response()
+        }
+        Ok(None) => no_such_entry(),
+        Err(e) => store_error(&e),
+    }
+}
+
+/// The query of `GET /api/entries`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    state: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Most entries one page of `GET /api/entries` holds.
+const MAX_PAGE: usize = 500;
+
+async fn entries(
+    State(admin): State<Admin>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let params = match params {
+        Ok(Query(params)) => params,
+        Err(e) => return bad_request(e.body_text()),
+    };
+    let state = match params.state.as_deref() {
+        None | Some("" | "all") => None,
+        Some(name) => match EntryState::parse(name) {
+            Some(state) => Some(state),
+            None => {
+                return bad_request(format!(
+                    "state {name:?} is not one of fresh, stale, pending, failed, pass"
+                ));
+            }
+        },
+    };
+    let limit = params.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_PAGE {
+        return bad_request(format!("limit {limit} is not between 1 and {MAX_PAGE}"));
+    }
+    let query = ListQuery {
+        state,
+        after: params.after.filter(|a| !a.is_empty()),
+        limit,
+    };
+    match admin.store.list(&query).await {
+        Ok(page) => {
+            let now = admin.store.now();
+            let entries: Vec<Value> = page.entries.iter().map(|e| entry_json(e, now)).collect();
+            axum::Json(json!({"entries": entries, "next": page.next, "now_ms": now.0}))
+                .into_response()
+        }
+        Err(StoreError::Invalid(e)) => bad_request(format!("after: {e}")),
+        Err(e) => store_error(&e),
+    }
+}
+
+/// `POST /api/entries/{key}/retry`: a failed entry's job again, now.
+async fn retry(State(admin): State<Admin>, Path(key): Path<String>) -> Response {
+    let key = match parse_key(&key) {
+        Ok(key) => key,
+        Err(e) => return bad_request(e),
+    };
+    let conflict =
+        |error: String| (StatusCode::CONFLICT, axum::Json(json!({"error": error}))).into_response();
+    match errand::store::retry(&*admin.store, &key).await {
+        Ok(Retried::Enqueued(entry)) => {
+            tracing::info!(key = %key, uri = &*entry.uri, "failed entry retried by an operator");
+            let now = admin.store.now();
+            (StatusCode::ACCEPTED, axum::Json(entry_json(&entry, now))).into_response()
+        }
+        Ok(Retried::NotFailed(state)) => conflict(format!("the entry is {state}, not failed")),
+        Ok(Retried::NoRequest) => {
+            conflict("the failure was recorded without its request; request the URL again".into())
+        }
+        Ok(Retried::Missing) => no_such_entry(),
+        Err(e) => store_error(&e),
+    }
 }
 
 /// The body of `POST /api/purge`: exactly one target.

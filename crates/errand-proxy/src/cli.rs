@@ -118,6 +118,11 @@ pub struct Serve {
     #[arg(long, env = "ERRAND_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Log one line per request (method, URI, status, Cache-Status, microseconds, trace id);
+    /// off by default. The same as `ERRAND_LOG=info,errand::request=debug`.
+    #[arg(long, env = "ERRAND_LOG_REQUESTS")]
+    pub log_requests: bool,
+
     /// Where cache entries and jobs live: `memory` (this process only), or a postgres://,
     /// redis:// or rediss:// URL shared by fronts and workers on many machines.
     #[arg(long, env = "ERRAND_BACKEND", default_value = "memory")]

@@ -34,22 +34,6 @@ async fn upstream(counter: &Counter) -> std::net::SocketAddr {
     .await
 }
 
-fn admin_addr(errand: &Errand) -> String {
-    for _ in 0..100 {
-        let found = errand.log.lock().unwrap().iter().find_map(|line| {
-            line.split("errand admin on http://")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(str::to_owned)
-        });
-        if let Some(addr) = found {
-            return addr;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("no admin listener: {:?}", errand.log.lock().unwrap());
-}
-
 fn verb(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_errand"))
         .args(args)
@@ -108,11 +92,14 @@ async fn admin_endpoints_refuse_a_missing_or_wrong_token() {
         up,
         &["--admin-listen", "127.0.0.1:0", "--admin-token", TOKEN],
     );
-    let admin = admin_addr(&errand);
+    let admin = errand.admin_addr();
     let http = Http::new();
     for path in [
         "/metrics",
         "/api/stats",
+        "/api/overview",
+        "/api/entries",
+        "/api/entries?state=failed",
         "/api/entries/00000000000000000000000000000000",
     ] {
         let url = format!("http://{admin}{path}");
@@ -136,6 +123,21 @@ async fn admin_endpoints_refuse_a_missing_or_wrong_token() {
         body.len()
     );
     assert!(raw(addr, post.as_bytes()).starts_with("HTTP/1.1 401"));
+    let retry = "POST /api/entries/00000000000000000000000000000000/retry HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    assert!(raw(addr, retry.as_bytes()).starts_with("HTTP/1.1 401"));
+    // The dashboard's page is served without the token, and holds no data of its own.
+    let page = http.get(&format!("http://{admin}/"), &[]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.header("content-type").starts_with("text/html"));
+    assert!(
+        page.header("content-security-policy")
+            .contains("default-src 'none'")
+    );
+    assert!(page.body.contains("<title>errand dashboard</title>"));
+    assert!(
+        !page.body.contains("src=\"http") && !page.body.contains("href=\"http"),
+        "self-contained: nothing loaded from elsewhere"
+    );
     let (ok, _, stderr) = verb(&["stats", "--admin", &format!("http://{admin}")]);
     assert!(!ok && stderr.contains("--admin-token"), "{stderr}");
     assert_eq!(counter.get(), 0, "nothing reached the upstream");
@@ -167,7 +169,7 @@ async fn metrics_count_the_traffic_and_the_api_and_verbs_work() {
         up,
         &["--admin-listen", "127.0.0.1:0", "--admin-token", TOKEN],
     );
-    let admin = admin_addr(&errand);
+    let admin = errand.admin_addr();
     let auth = format!("Bearer {TOKEN}");
     let http = Http::new();
     // 3 misses that wait for their result, then 5 hits, 1 pending (202) and 2 pass (POST).
@@ -308,7 +310,7 @@ async fn evictions_are_counted() {
             "8KiB",
         ],
     );
-    let admin = admin_addr(&errand);
+    let admin = errand.admin_addr();
     let http = Http::new();
     for n in 0..300 {
         let reply = http
@@ -325,4 +327,172 @@ async fn evictions_are_counted() {
         300.0,
         "every entry is either kept or counted as evicted"
     );
+}
+
+/// An origin whose `/broken/{n}` always fails and whose other paths are cacheable.
+async fn failing_upstream() -> std::net::SocketAddr {
+    origin(
+        Router::new()
+            .route(
+                "/broken/{n}",
+                get(|| async { (StatusCode::BAD_GATEWAY, "backend down") }),
+            )
+            .fallback(get(|uri: axum::http::Uri| async move {
+                (
+                    [("cache-control", "max-age=600")],
+                    format!("origin {}", uri.path()),
+                )
+            })),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_are_listed_by_state_and_a_failed_one_is_retried() {
+    let up = failing_upstream().await;
+    let errand = Errand::serve(
+        up,
+        &[
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--max-attempts",
+            "1",
+            "--error-ttl",
+            "10m",
+        ],
+    );
+    let admin = errand.admin_addr();
+    let http = Http::new();
+    let api = |path: &str| format!("http://{admin}{path}");
+    let json = |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap();
+    let client_trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    for n in 0..2 {
+        let reply = http
+            .get(
+                &errand.url(&format!("/broken/{n}")),
+                &[("prefer", "wait=10"), ("traceparent", client_trace)],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    }
+    for n in 0..3 {
+        let reply = http
+            .get(&errand.url(&format!("/fine/{n}")), &[("prefer", "wait=10")])
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+
+    // By state, and paged.
+    let failed = json(&http.get(&api("/api/entries?state=failed"), &[]).await.body);
+    let entries = failed["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{failed}");
+    assert_eq!(failed["next"], serde_json::Value::Null);
+    for entry in entries {
+        assert_eq!(entry["state"], "failed");
+        assert!(entry["uri"].as_str().unwrap().contains("/broken/"));
+        assert_eq!(entry["detail"]["status"], 502);
+        assert_eq!(entry["detail"]["attempts"], 1);
+        assert_eq!(entry["detail"]["retryable"], true);
+        assert!(
+            entry["detail"]["error"].as_str().unwrap().contains("502"),
+            "{entry}"
+        );
+        assert_eq!(
+            entry["detail"]["trace_id"], "0af7651916cd43dd8448eb211c80319c",
+            "the job kept the trace of the request that made it"
+        );
+    }
+    let fresh = json(&http.get(&api("/api/entries?state=fresh"), &[]).await.body);
+    assert_eq!(fresh["entries"].as_array().unwrap().len(), 3);
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = json(
+            &http
+                .get(&api(&format!("/api/entries?limit=2&after={after}")), &[])
+                .await
+                .body,
+        );
+        for entry in page["entries"].as_array().unwrap() {
+            seen.push(entry["key"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => break,
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 5, "every entry once, over three pages");
+    for (query, names) in [
+        ("state=rotten", "state"),
+        ("limit=0", "limit"),
+        ("limit=100000", "limit"),
+        ("after=zz", "after"),
+        ("colour=red", "colour"),
+    ] {
+        let reply = http.get(&api(&format!("/api/entries?{query}")), &[]).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(reply.body.contains(names), "{query}: {}", reply.body);
+    }
+
+    // Retry one failed entry: pending at once, failed again when the origin still fails.
+    let key = entries[0]["key"].as_str().unwrap();
+    let retried = http
+        .send("POST", &api(&format!("/api/entries/{key}/retry")), &[])
+        .await;
+    assert_eq!(retried.status, StatusCode::ACCEPTED, "{}", retried.body);
+    let retried = json(&retried.body);
+    assert_eq!(retried["state"], "pending");
+    assert_eq!(retried["key"], key);
+    let mut state = String::new();
+    for _ in 0..100 {
+        let entry = json(
+            &http
+                .get(&api(&format!("/api/entries/{key}")), &[])
+                .await
+                .body,
+        );
+        state = entry["state"].as_str().unwrap().to_owned();
+        if state == "failed" {
+            assert_eq!(entry["detail"]["attempts"], 1, "{entry}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "failed", "the retried job ran and failed again");
+    let fresh_key = fresh["entries"][0]["key"].as_str().unwrap();
+    let not_failed = http
+        .send(
+            "POST",
+            &api(&format!("/api/entries/{fresh_key}/retry")),
+            &[],
+        )
+        .await;
+    assert_eq!(not_failed.status, StatusCode::CONFLICT);
+    assert!(not_failed.body.contains("fresh"), "{}", not_failed.body);
+    let missing = http
+        .send(
+            "POST",
+            &api("/api/entries/00000000000000000000000000000000/retry"),
+            &[],
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let bad = http.send("POST", &api("/api/entries/xyz/retry"), &[]).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+    // The overview the dashboard polls: the same counters as /metrics.
+    let overview = json(&http.get(&api("/api/overview"), &[]).await.body);
+    assert_eq!(overview["requests"]["miss"], 5, "{overview}");
+    assert_eq!(overview["waits"]["ready"], 5, "failures too end a wait");
+    assert_eq!(overview["jobs"]["claimed"], 5);
+    assert_eq!(
+        overview["jobs"]["failed"], 3,
+        "two failures and the retry's"
+    );
+    assert_eq!(overview["jobs"]["stored"], 3);
+    assert_eq!(overview["store"]["failed"], 2);
+    assert_eq!(overview["store"]["fresh"], 3);
+    assert_eq!(overview["durations"]["default"]["count"], 6);
 }

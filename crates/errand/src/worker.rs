@@ -22,13 +22,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
+use tracing::Instrument;
 
 use crate::body::BoxError;
 use crate::config::{JobConfig, RoutePolicy};
 use crate::front::Errand;
 use crate::pattern::freshness::{NoStore, strip_hop_by_hop, tags};
 use crate::pattern::{
-    Classification, Content, Failure, Key, PassInfo, StoredResponse, Timestamp, classify,
+    Classification, Content, Failure, Key, PassInfo, StoredResponse, Timestamp, TraceParent,
+    classify,
 };
 use crate::store::{Completion, Job, LeaseToken, StoreError, timed};
 
@@ -40,6 +42,9 @@ pub struct JobRequest {
     pub key: Key,
     /// Which attempt this is.
     pub attempt: u32,
+    /// The job's trace context: the trace of the request that created the job, with the
+    /// job's own span id (also sent as the request's `traceparent` header).
+    pub trace: Option<TraceParent>,
 }
 
 /// The body of a job's request: jobs replay `GET`s, which have none.
@@ -284,7 +289,31 @@ where
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    async fn run(self, job: Job, _permit: OwnedSemaphorePermit) {
+    /// Runs one job in its span: `job{key attempt trace_id span_id parent_id}`, in the trace
+    /// of the request that created it.
+    async fn run(self, job: Job, permit: OwnedSemaphorePermit) {
+        let trace = job.request.trace.as_ref().map(TraceParent::child);
+        let span = tracing::info_span!(
+            "job",
+            key = %job.lease.key,
+            attempt = job.attempt,
+            trace_id = trace.as_ref().map(|t| tracing::field::display(t.trace_hex())),
+            span_id = trace.as_ref().map(|t| tracing::field::display(t.span_hex())),
+            parent_id = job
+                .request
+                .trace
+                .as_ref()
+                .map(|t| tracing::field::display(t.span_hex())),
+        );
+        self.run_in_span(job, trace, permit).instrument(span).await;
+    }
+
+    async fn run_in_span(
+        self,
+        job: Job,
+        trace: Option<TraceParent>,
+        _permit: OwnedSemaphorePermit,
+    ) {
         let started = Instant::now();
         let config = &self.errand.config().jobs;
         let store = Arc::clone(self.errand.store());
@@ -322,7 +351,7 @@ where
             })
         };
         let attempt = tokio::select! {
-            attempt = run_attempt(self.service.clone(), &job, config) => attempt,
+            attempt = run_attempt(self.service.clone(), &job, trace, config) => attempt,
             _ = lost.cancelled() => {
                 heartbeat.abort();
                 lock(&self.held).remove(&job.lease);
@@ -353,10 +382,8 @@ where
             (Err(_), _) => {}
         }
         match result {
-            Ok(()) => tracing::info!(
-                key = %job.lease.key, route = routes.name(route), attempt = job.attempt,
-                outcome, duration_ms, "job done"
-            ),
+            // Key, attempt and trace ids are fields of the job's span.
+            Ok(()) => tracing::info!(route = routes.name(route), outcome, duration_ms, "job done"),
             Err(StoreError::LeaseLost) => tracing::warn!(
                 key = %job.lease.key, attempt = job.attempt, duration_ms,
                 "job finished after its lease was taken over; result dropped"
@@ -480,20 +507,27 @@ where
             error,
             attempts: job.attempt,
             at: now,
+            // The store keeps the job's own request with the failure.
+            request: None,
         };
         (Completion::Fail(failure), "failed")
     }
 }
 
 /// Rebuilds the job's request and runs it under the job timeout, body included.
-async fn run_attempt<S, ResBody>(mut service: S, job: &Job, config: &JobConfig) -> Attempt
+async fn run_attempt<S, ResBody>(
+    mut service: S,
+    job: &Job,
+    trace: Option<TraceParent>,
+    config: &JobConfig,
+) -> Attempt
 where
     S: Service<Request<JobBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
     ResBody: http_body::Body<Data = Bytes>,
     ResBody::Error: Into<BoxError>,
 {
-    let request = match build_request(job) {
+    let request = match build_request(job, trace) {
         Ok(request) => request,
         Err(e) => return Attempt::Error(StatusCode::BAD_GATEWAY, e),
     };
@@ -558,7 +592,7 @@ where
 }
 
 /// The job's request: `GET` of its path with `Host` and exactly its key headers.
-fn build_request(job: &Job) -> Result<Request<JobBody>, String> {
+fn build_request(job: &Job, trace: Option<TraceParent>) -> Result<Request<JobBody>, String> {
     let record = &job.request;
     let mut request = Request::new(JobBody::new());
     *request.method_mut() = Method::GET;
@@ -579,9 +613,15 @@ fn build_request(job: &Job) -> Result<Request<JobBody>, String> {
             HeaderValue::from_str(value).map_err(|e| format!("stored value of {name}: {e}"))?;
         headers.append(name, value);
     }
+    if let Some(trace) = trace
+        && let Ok(value) = HeaderValue::try_from(trace.to_string())
+    {
+        headers.insert("traceparent", value);
+    }
     request.extensions_mut().insert(JobRequest {
         key: job.lease.key,
         attempt: job.attempt,
+        trace,
     });
     Ok(request)
 }

@@ -252,6 +252,13 @@ impl errand::store::Store for Recording {
     async fn stats(&self) -> Result<errand::store::Stats, errand::store::StoreError> {
         self.inner.stats().await
     }
+
+    async fn list(
+        &self,
+        query: &errand::store::ListQuery,
+    ) -> Result<errand::store::ListPage, errand::store::StoreError> {
+        self.inner.list(query).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,4 +299,74 @@ async fn a_busy_worker_completes_jobs_in_batches() {
         batches.iter().any(|b| *b > 1),
         "completions that pile up share a call: {batches:?}"
     );
+}
+
+/// Records the `traceparent` each job request carries, and the job's own trace context.
+fn trace_recorder(seen: Arc<std::sync::Mutex<Vec<(String, String)>>>) -> Router {
+    Router::new().route(
+        "/{id}",
+        get(move |request: Request<Body>| {
+            let seen = seen.clone();
+            async move {
+                let header = request
+                    .headers()
+                    .get("traceparent")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                let job = request
+                    .extensions()
+                    .get::<errand::JobRequest>()
+                    .and_then(|j| j.trace)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
+                seen.lock().unwrap().push((header, job));
+                "traced"
+            }
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_joins_the_trace_of_the_request_that_created_it() {
+    let errand = errand(Config::default());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let app = trace_recorder(seen.clone());
+    let shutdown = Shutdown::new();
+    let worker = errand.worker(app.clone()).spawn(shutdown.clone());
+
+    let client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let request = Request::get("/traced")
+        .header("host", "w.test")
+        .header("prefer", "wait=10")
+        .header("traceparent", client)
+        .body(Body::empty())
+        .unwrap();
+    let response = app
+        .clone()
+        .layer(errand.layer())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // A client without a trace: the job starts one of its own.
+    let (status, _) = send(app.clone(), &errand, "/untraced", Some("wait=10")).await;
+    assert_eq!(status, StatusCode::OK);
+    shutdown.cancel();
+    worker.await.unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let (header, job) = &seen[0];
+    assert_eq!(header, job, "the header sent is the job's context");
+    let sent = errand::pattern::TraceParent::parse(header).unwrap();
+    assert_eq!(sent.trace_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(
+        sent.span_hex(),
+        "00f067aa0ba902b7",
+        "the job is a span of its own"
+    );
+    assert_eq!(sent.flags, 1, "the client's sampling decision is kept");
+    let (header, _) = &seen[1];
+    let started = errand::pattern::TraceParent::parse(header).unwrap();
+    assert_ne!(started.trace_id, sent.trace_id, "a new trace");
 }

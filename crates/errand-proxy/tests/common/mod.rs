@@ -112,6 +112,23 @@ impl Errand {
         self.child.id()
     }
 
+    /// The address of the admin listener, from its start-up line.
+    pub fn admin_addr(&self) -> String {
+        for _ in 0..100 {
+            let found = self.log.lock().unwrap().iter().find_map(|line| {
+                line.split("errand admin on http://")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(str::to_owned)
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no admin listener: {:?}", self.log.lock().unwrap());
+    }
+
     pub fn log_contains(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }

@@ -19,7 +19,8 @@ use crate::config::{Mode, RouteId, RoutePolicy};
 use crate::pattern::cache_status::Fwd;
 use crate::pattern::signature::{CREDENTIAL_HEADERS, canonical_uri};
 use crate::pattern::{
-    CacheStatus, Decision, Entry, Phase, Priority, Signature, StoredResponse, Timestamp, decide,
+    CacheStatus, Decision, Entry, Phase, Priority, Signature, StoredResponse, Timestamp,
+    TraceParent, decide,
 };
 use crate::store::{Claim, ClaimOutcome, Purge, PurgeTarget, StoreError, timed};
 use crate::worker::JobRequest;
@@ -379,9 +380,18 @@ impl FrontRequest<'_> {
     }
 
     fn claim(&self, priority: Priority, expect: Option<u64>) -> Claim {
+        let mut request = self.signature.request.clone();
+        // The job joins the client's trace, or starts one the job's logs can be found by.
+        request.trace = Some(
+            self.headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .and_then(TraceParent::parse)
+                .unwrap_or_else(TraceParent::start),
+        );
         Claim {
             key: self.signature.key,
-            request: self.signature.request.clone(),
+            request,
             // The canonical URI without key headers: every variant of one URI shares it.
             uri: self.signature.request.uri.clone(),
             priority,

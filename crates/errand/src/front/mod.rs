@@ -165,13 +165,68 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let shared = Arc::clone(self.errand.shared());
+        // Request logs are off unless the `errand::request` target is enabled at DEBUG; the
+        // check is one cached callsite lookup.
+        let logged = tracing::enabled!(target: "errand::request", tracing::Level::DEBUG)
+            .then(|| RequestLog::of(&request));
         // Plan synchronously, then box only the chosen path's future: one state machine for
         // every path would be several times larger, and it is moved on every request.
-        match flow::plan(&shared, &request) {
+        let future: Self::Future = match flow::plan(&shared, &request) {
             flow::Plan::Respond(response) => Box::pin(std::future::ready(Ok(response))),
             flow::Plan::Forward(status) => Box::pin(flow::forward(inner, request, status)),
             flow::Plan::PassUnsafe => Box::pin(flow::pass_unsafe(shared, inner, request)),
             flow::Plan::Defer(deferred) => Box::pin(flow::defer(shared, inner, request, deferred)),
+        };
+        match logged {
+            None => future,
+            Some(log) => Box::pin(async move {
+                let result = future.await;
+                if let Ok(response) = &result {
+                    log.write(response);
+                }
+                result
+            }),
         }
+    }
+}
+
+/// What one request log line says, taken before the request moves on.
+struct RequestLog {
+    method: http::Method,
+    uri: http::Uri,
+    trace: Option<crate::pattern::TraceParent>,
+    started: std::time::Instant,
+}
+
+impl RequestLog {
+    fn of<B>(request: &Request<B>) -> Self {
+        Self {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            trace: request
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::pattern::TraceParent::parse),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn write<B>(&self, response: &Response<B>) {
+        let cache_status = response
+            .headers()
+            .get("cache-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        tracing::debug!(
+            target: "errand::request",
+            method = %self.method,
+            uri = %self.uri,
+            status = response.status().as_u16(),
+            cache_status,
+            micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            trace_id = self.trace.as_ref().map(|t| tracing::field::display(t.trace_hex())),
+            "request"
+        );
     }
 }

@@ -160,6 +160,7 @@ mod tests {
             error: "boom".into(),
             attempts: 3,
             at: Timestamp(T0),
+            request: None,
         })
     }
 

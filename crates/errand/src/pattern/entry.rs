@@ -5,6 +5,7 @@
 //! The state a front sees ([`Decision`](super::Decision)) is derived from an entry and `now`:
 //! fresh and stale are not stored, they are times in [`Content`].
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::signature::Key;
+use super::signature::{Key, RequestRecord};
 
 /// Milliseconds since the Unix epoch: the one time type of stores and decisions.
 #[derive(
@@ -161,6 +162,10 @@ pub struct Failure {
     pub attempts: u32,
     /// When the job gave up.
     pub at: Timestamp,
+    /// The request the job replayed, kept so an operator can retry it at once
+    /// ([`store::retry`](crate::store::retry)). Stores fill it in when they record the failure
+    /// (whatever the completion carried); it lives as long as the failed entry.
+    pub request: Option<RequestRecord>,
 }
 
 /// Hit-for-pass: the response must not be shared, so requests go straight through until
@@ -201,6 +206,55 @@ impl Status {
     }
 }
 
+/// The state an operator sees: what a request for the entry would get now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Content within its freshness lifetime.
+    Fresh,
+    /// Content past its freshness lifetime (served while its stale windows allow).
+    Stale,
+    /// A job is queued or running.
+    Pending,
+    /// The last job failed every attempt; the failure is answered until it ends.
+    Failed,
+    /// Hit-for-pass: requests go straight to the upstream until it ends.
+    Pass,
+}
+
+impl State {
+    /// Every state, in the order operators read them.
+    pub const ALL: [Self; 5] = [
+        Self::Fresh,
+        Self::Stale,
+        Self::Pending,
+        Self::Failed,
+        Self::Pass,
+    ];
+
+    /// The state's name, as in the admin API and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fresh => "fresh",
+            Self::Stale => "stale",
+            Self::Pending => "pending",
+            Self::Failed => "failed",
+            Self::Pass => "pass",
+        }
+    }
+
+    /// The state named `name` (`fresh`, `stale`, `pending`, `failed` or `pass`).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Everything a store holds for one signature.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -237,6 +291,22 @@ impl Entry {
             Status::Idle => Some(content),
             Status::Failed(f) => Some(content.max(f.until)),
             Status::Pass(p) => Some(content.max(p.until)),
+        }
+    }
+
+    /// Its [`State`] at `now`. A verdict (failed, pass) counts only until it ends; after that
+    /// the entry is what its content makes it.
+    pub fn state(&self, now: Timestamp) -> State {
+        match &self.status {
+            Status::Pending(_) => return State::Pending,
+            Status::Failed(f) if now < f.until => return State::Failed,
+            Status::Pass(p) if now < p.until => return State::Pass,
+            _ => {}
+        }
+        if self.content.as_ref().is_some_and(|c| now < c.fresh_until) {
+            State::Fresh
+        } else {
+            State::Stale
         }
     }
 

@@ -7,18 +7,23 @@
 //! - [`entry`]: what the store holds for one signature ([`Entry`], [`Status`], [`Content`]);
 //! - [`freshness`]: how a worker classifies an upstream response (store, pass, retry…);
 //! - [`decide`](mod@decide): what the front does with an entry ([`decide()`], [`Decision`]);
-//! - [`cache_status`]: the vocabulary reported in `Cache-Status`, logs and metrics ([`Phase`]).
+//! - [`cache_status`]: the vocabulary reported in `Cache-Status`, logs and metrics ([`Phase`]);
+//! - [`trace`]: the W3C trace context a job inherits from the request that created it
+//!   ([`TraceParent`]; the one place that draws random numbers, for new trace ids).
 
 pub mod cache_status;
 pub mod decide;
 pub mod entry;
 pub mod freshness;
 pub mod signature;
+pub mod trace;
 
 pub use cache_status::{CacheStatus, Phase};
 pub use decide::{Decision, decide};
 pub use entry::{
-    Content, Entry, Failure, JobId, JobInfo, PassInfo, Priority, Status, StoredResponse, Timestamp,
+    Content, Entry, Failure, JobId, JobInfo, PassInfo, Priority, State, Status, StoredResponse,
+    Timestamp,
 };
 pub use freshness::{Classification, Windows, classify};
 pub use signature::{Key, RequestRecord, Signature, SignatureError};
+pub use trace::TraceParent;

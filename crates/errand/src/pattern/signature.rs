@@ -20,6 +20,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::trace::TraceParent;
+
 /// Headers whose values are secrets: keyed by hash, and their presence makes a request private
 /// unless the route keys on them.
 pub const CREDENTIAL_HEADERS: [HeaderName; 3] = [
@@ -95,7 +97,7 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -114,6 +116,10 @@ pub struct RequestRecord {
     /// The keyed headers with their real values (credential values included: the worker must
     /// send them to get the right response; they live only as long as the job).
     pub headers: Vec<(String, String)>,
+    /// The trace context of the client request that created the job (not part of the
+    /// signature: whichever request claims the job lends it its trace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceParent>,
 }
 
 impl RequestRecord {
@@ -240,6 +246,7 @@ impl Signature {
             request: RequestRecord {
                 uri: canonical_uri,
                 headers: record_headers,
+                trace: None,
             },
         })
     }

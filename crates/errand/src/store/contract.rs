@@ -23,9 +23,13 @@ use std::time::Duration;
 
 use http::{HeaderMap, Method, StatusCode};
 
-use super::{Claim, ClaimOutcome, Completion, ManualClock, Purge, PurgeTarget, Store, StoreError};
+use super::{
+    Claim, ClaimOutcome, Completion, ListQuery, ManualClock, Purge, PurgeTarget, Retried, Store,
+    StoreError, retry,
+};
 use crate::pattern::{
-    Content, Decision, Failure, PassInfo, Priority, Signature, Status, StoredResponse, decide,
+    Content, Decision, Failure, Key, PassInfo, Priority, Signature, State, Status, StoredResponse,
+    decide,
 };
 
 /// Generates one `#[tokio::test]` per contract case for the store made by `$make`.
@@ -50,7 +54,9 @@ macro_rules! store_contract {
             purge_hard_soft_uri_prefix_tag,
             take_once_delivers_exactly_once,
             stats_count_entries_and_queue,
-            complete_many_fences_each_job
+            complete_many_fences_each_job,
+            list_pages_through_entries_by_state,
+            retry_enqueues_a_failed_entry_with_its_request
         );
     };
     (@cases $make:expr, $cleanup:expr; $($case:ident),* $(,)?) => {
@@ -443,23 +449,20 @@ pub async fn complete_turns_pending_into_fresh_failed_or_pass(
             .unwrap(),
     );
     let job = store.take(1, LEASE).await.unwrap().remove(0);
-    let failure = Failure {
-        until: store.now().plus(Duration::from_secs(10)),
-        response: Arc::new(StoredResponse {
-            status: StatusCode::BAD_GATEWAY,
-            headers: HeaderMap::new(),
-            body: "bad gateway".into(),
-        }),
-        error: "connection refused".into(),
-        attempts: 3,
-        at: store.now(),
-    };
+    let failure = failure(&*store, 10);
     store
         .complete(&job.lease, Completion::Fail(failure.clone()))
         .await
         .unwrap();
     let failed = store.lookup(&key).await.unwrap().unwrap();
-    assert_eq!(failed.status, Status::Failed(failure));
+    assert_eq!(
+        failed.status,
+        Status::Failed(Failure {
+            request: Some(job.request.clone()),
+            ..failure
+        }),
+        "a failure keeps the job's request, for a retry"
+    );
     assert_eq!(failed.content, fresh.content, "the stale copy is kept");
     assert_eq!(
         decide(Some(&failed), store.now()),
@@ -848,4 +851,195 @@ pub async fn claims_from_two_stores(
     }
     let jobs = first.take(n, LEASE).await.unwrap().len();
     (enqueued, jobs)
+}
+
+/// Claims and takes `path`, then ends its job with `completion(store)`.
+async fn settle(store: &dyn Store, path: &str, completion: Completion) {
+    enqueued(
+        store
+            .claim(claim(path, Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let key = signature(path).key;
+    let job = store
+        .take(100, LEASE)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.lease.key == key)
+        .unwrap();
+    store.complete(&job.lease, completion).await.unwrap();
+}
+
+/// A failure answered for `secs`, as a worker reports it (the store adds the request).
+fn failure(store: &dyn Store, secs: u64) -> Failure {
+    Failure {
+        until: store.now().plus(Duration::from_secs(secs)),
+        response: Arc::new(StoredResponse {
+            status: StatusCode::BAD_GATEWAY,
+            headers: HeaderMap::new(),
+            body: "bad gateway".into(),
+        }),
+        error: "connection refused".into(),
+        attempts: 3,
+        at: store.now(),
+        request: None,
+    }
+}
+
+/// Every page of a listing, followed through its cursors.
+async fn list_all(store: &dyn Store, state: Option<State>, limit: usize) -> Vec<Key> {
+    let mut keys = Vec::new();
+    let mut after = None;
+    for _ in 0..1000 {
+        let page = store
+            .list(&ListQuery {
+                state,
+                after: after.take(),
+                limit,
+            })
+            .await
+            .unwrap();
+        assert!(page.entries.len() <= limit, "a page holds at most `limit`");
+        for entry in &page.entries {
+            if let Some(state) = state {
+                assert_eq!(entry.state(store.now()), state, "{entry:?}");
+            }
+            keys.push(entry.key);
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return keys,
+        }
+    }
+    panic!("the listing never ended");
+}
+
+pub async fn list_pages_through_entries_by_state(store: Arc<dyn Store>, clock: Arc<ManualClock>) {
+    for n in 0..5 {
+        fill(&*store, &format!("/l/fresh/{n}"), 600, 0, 0, &[]).await;
+    }
+    for n in 0..2 {
+        fill(&*store, &format!("/l/stale/{n}"), 1, 600, 0, &[]).await;
+    }
+    fill(&*store, "/l/gone", 1, 0, 0, &[]).await;
+    clock.advance(Duration::from_secs(2));
+    settle(
+        &*store,
+        "/l/failed",
+        Completion::Fail(failure(&*store, 600)),
+    )
+    .await;
+    settle(
+        &*store,
+        "/l/pass",
+        Completion::Pass(PassInfo {
+            until: store.now().plus(Duration::from_secs(600)),
+            once: None,
+            reason: "private".into(),
+        }),
+    )
+    .await;
+    for n in 0..3 {
+        enqueued(
+            store
+                .claim(claim(&format!("/l/pending/{n}"), Priority::Miss, None))
+                .await
+                .unwrap(),
+        );
+    }
+    let expected = |prefix: &str, n: usize| -> Vec<Key> {
+        let mut keys: Vec<Key> = (0..n)
+            .map(|i| signature(&format!("/l/{prefix}/{i}")).key)
+            .collect();
+        keys.sort();
+        keys
+    };
+    let sorted = |mut keys: Vec<Key>| {
+        let before = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), before, "no entry is listed twice");
+        keys
+    };
+
+    let all = sorted(list_all(&*store, None, 3).await);
+    assert_eq!(all.len(), 12, "every live entry, the expired one not");
+    assert!(!all.contains(&signature("/l/gone").key));
+    assert_eq!(
+        sorted(list_all(&*store, Some(State::Fresh), 2).await),
+        expected("fresh", 5)
+    );
+    assert_eq!(
+        sorted(list_all(&*store, Some(State::Stale), 1).await),
+        expected("stale", 2)
+    );
+    assert_eq!(
+        sorted(list_all(&*store, Some(State::Pending), 2).await),
+        expected("pending", 3)
+    );
+    assert_eq!(
+        list_all(&*store, Some(State::Failed), 10).await,
+        vec![signature("/l/failed").key]
+    );
+    assert_eq!(
+        list_all(&*store, Some(State::Pass), 10).await,
+        vec![signature("/l/pass").key]
+    );
+    // One page of everything, when it fits: no cursor to follow.
+    let page = store
+        .list(&ListQuery {
+            state: None,
+            after: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.entries.len(), 12);
+    assert_eq!(page.next, None);
+    let bad = store
+        .list(&ListQuery {
+            state: None,
+            after: Some("not a cursor".into()),
+            limit: 10,
+        })
+        .await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
+}
+
+pub async fn retry_enqueues_a_failed_entry_with_its_request(
+    store: Arc<dyn Store>,
+    clock: Arc<ManualClock>,
+) {
+    let key = signature("/retry").key;
+    assert_eq!(retry(&*store, &key).await.unwrap(), Retried::Missing);
+    settle(&*store, "/retry", Completion::Fail(failure(&*store, 600))).await;
+    clock.advance(Duration::from_secs(1));
+
+    let Retried::Enqueued(entry) = retry(&*store, &key).await.unwrap() else {
+        panic!("a failed entry is retried");
+    };
+    assert_eq!(entry.state(store.now()), State::Pending);
+    assert!(entry.job().is_some_and(|j| j.after_failure));
+    assert_eq!(
+        retry(&*store, &key).await.unwrap(),
+        Retried::NotFailed(State::Pending),
+        "a second retry finds the job running"
+    );
+    let job = store.take(10, LEASE).await.unwrap().remove(0);
+    assert_eq!(job.lease.key, key);
+    assert_eq!(job.request, signature("/retry").request, "the same request");
+    assert_eq!(job.attempt, 1, "a retry starts its attempts afresh");
+    store
+        .complete(
+            &job.lease,
+            Completion::Store(content(&*store, "fixed", 60, 0, 0, &[])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        retry(&*store, &key).await.unwrap(),
+        Retried::NotFailed(State::Fresh)
+    );
 }

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 
 use super::{
-    Claim, ClaimOutcome, Completion, Job, LeaseToken, Purge, PurgeTarget, SharedStore, Stats,
-    Store, StoreError,
+    Claim, ClaimOutcome, Completion, Job, LeaseToken, ListPage, ListQuery, Purge, PurgeTarget,
+    SharedStore, Stats, Store, StoreError,
 };
 use crate::pattern::{Entry, Key, Status, StoredResponse, Timestamp};
 
@@ -173,5 +173,9 @@ impl Store for L1 {
 
     async fn stats(&self) -> Result<Stats, StoreError> {
         self.inner.stats().await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        self.inner.list(query).await
     }
 }

@@ -23,11 +23,11 @@ use moka::sync::Cache;
 use tokio::sync::Notify;
 
 use super::{
-    Claim, ClaimOutcome, Clock, Completion, Job, LeaseToken, Purge, PurgeTarget, Stats, Store,
-    StoreError, SystemClock, Wakeups,
+    Claim, ClaimOutcome, Clock, Completion, Job, LeaseToken, ListPage, ListQuery, Purge,
+    PurgeTarget, Stats, Store, StoreError, SystemClock, Wakeups,
 };
 use crate::pattern::{
-    Entry, JobId, JobInfo, Key, Priority, RequestRecord, Status, StoredResponse, Timestamp,
+    Entry, Failure, JobId, JobInfo, Key, Priority, RequestRecord, Status, StoredResponse, Timestamp,
 };
 
 /// Limits of a [`MemoryStore`].
@@ -442,7 +442,10 @@ impl Store for MemoryStore {
             Completion::Fail(failure) => (
                 self.settled(&lease.key, now)
                     .and_then(|e| e.content.clone()),
-                Status::Failed(failure),
+                Status::Failed(Failure {
+                    request: Some(job.request.clone()),
+                    ..failure
+                }),
             ),
         };
         queue.leased.remove(&(held_until, lease.job, lease.key));
@@ -546,6 +549,49 @@ impl Store for MemoryStore {
             .max()
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Ok(stats)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let after = match &query.after {
+            Some(cursor) => Some(Key::parse(cursor).ok_or_else(|| {
+                StoreError::Invalid(format!("{cursor:?} is not a cursor of this store"))
+            })?),
+            None => None,
+        };
+        let now = self.clock.now();
+        let limit = query.limit.max(1);
+        // Keys after the cursor, in order; then entries read one by one, as lookup would.
+        let mut keys: Vec<Key> = {
+            let queue = self.queue();
+            self.entries
+                .iter()
+                .map(|(k, _)| *k)
+                .chain(queue.pending.keys().copied())
+                .filter(|k| after.is_none_or(|a| *k > a))
+                .collect()
+        };
+        keys.sort_unstable();
+        keys.dedup();
+        let mut entries = Vec::new();
+        let mut last = None;
+        for key in keys {
+            if entries.len() == limit {
+                return Ok(ListPage {
+                    entries,
+                    next: last.map(|k: Key| k.to_hex()),
+                });
+            }
+            last = Some(key);
+            if let Some(entry) = self.lookup_now(&key)
+                && query.state.is_none_or(|s| entry.state(now) == s)
+            {
+                entries.push(entry);
+            }
+        }
+        Ok(ListPage {
+            entries,
+            next: None,
+        })
     }
 }
 

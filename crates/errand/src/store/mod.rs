@@ -10,7 +10,8 @@
 //!
 //! Around them: [`Store::lookup`] (the hit path), [`Store::take`] (ready jobs by priority then
 //! run time, each with a lease), [`Store::heartbeat`], [`Store::wait`] (wake-up for a key),
-//! [`Store::wait_for_jobs`], [`Store::take_once`], [`Store::purge`], [`Store::stats`].
+//! [`Store::wait_for_jobs`], [`Store::take_once`], [`Store::purge`], [`Store::stats`],
+//! [`Store::list`]; and, built on them, [`retry`] (a failed entry's job again, now).
 //!
 //! Every implementation must pass the conformance suite in `contract` (feature
 //! `contract-tests`), unchanged.
@@ -24,8 +25,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::pattern::{
-    Content, Entry, Failure, JobId, Key, PassInfo, Priority, RequestRecord, StoredResponse,
-    Timestamp,
+    Content, Entry, Failure, JobId, Key, PassInfo, Priority, RequestRecord, State, Status,
+    StoredResponse, Timestamp,
 };
 
 pub mod codec;
@@ -214,6 +215,73 @@ pub struct Purge {
     pub soft: bool,
 }
 
+/// One page of [`Store::list`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only entries in this state (at the store's `now`); `None` lists every entry.
+    pub state: Option<State>,
+    /// Where to go on: the [`ListPage::next`] of the previous page (an opaque cursor).
+    pub after: Option<String>,
+    /// At most this many entries (at least one is asked for).
+    pub limit: usize,
+}
+
+/// Entries listed by [`Store::list`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListPage {
+    /// The entries, in the backend's stable order (by key in memory and PostgreSQL, by URI
+    /// then key in Redis).
+    pub entries: Vec<Entry>,
+    /// The cursor of the next page, or `None` when the listing is complete. A page may hold
+    /// fewer than `limit` entries (even none) while more follow: a backend bounds the work of
+    /// one call, and skips what does not match.
+    pub next: Option<String>,
+}
+
+/// What [`retry`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Retried {
+    /// A job was enqueued; here is the pending entry.
+    Enqueued(Box<Entry>),
+    /// The entry is not failed (any more): nothing was done. Its state now.
+    NotFailed(State),
+    /// No such entry (never stored, expired or purged).
+    Missing,
+    /// The failure was recorded without its request (by an older version), so it cannot be
+    /// replayed; the next request for it will claim a new job.
+    NoRequest,
+}
+
+/// Retries a failed entry now: enqueues a new job with the request the failed job ran,
+/// conditional on the entry being the failure that was read (a concurrent retry or
+/// request that already claimed it wins, and this call reports what it found).
+pub async fn retry(store: &dyn Store, key: &Key) -> Result<Retried, StoreError> {
+    let Some(entry) = store.lookup(key).await? else {
+        return Ok(Retried::Missing);
+    };
+    let now = store.now();
+    let request = match (&entry.status, entry.state(now)) {
+        (Status::Failed(failure), State::Failed) => match &failure.request {
+            Some(request) => request.clone(),
+            None => return Ok(Retried::NoRequest),
+        },
+        (_, state) => return Ok(Retried::NotFailed(state)),
+    };
+    let claimed = store
+        .claim(Claim {
+            key: *key,
+            uri: entry.uri.to_string(),
+            request,
+            priority: Priority::Miss,
+            expect: Some(entry.version),
+        })
+        .await?;
+    Ok(match claimed {
+        ClaimOutcome::Enqueued(entry) => Retried::Enqueued(Box::new(entry)),
+        ClaimOutcome::Exists(entry) => Retried::NotFailed(entry.state(store.now())),
+    })
+}
+
 /// Counts for operators (`errand stats`, metrics, dashboard).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
@@ -262,6 +330,9 @@ pub enum StoreError {
     /// The backend was reached but cannot be used as configured (retrying will not help).
     #[error("unsuitable backend: {0}")]
     Unsuitable(String),
+    /// The caller's input cannot be used (e.g. a cursor that no listing gave).
+    #[error("invalid request: {0}")]
+    Invalid(String),
 }
 
 /// The store contract. Every method is one atomic step with respect to every other call on
@@ -336,6 +407,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Counts by state and queue figures.
     async fn stats(&self) -> Result<Stats, StoreError>;
+
+    /// Lists entries, one page at a time, optionally only those in one state (for operators:
+    /// it may scan, and is never on the request path). Expired entries are never listed.
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
 }
 
 /// A backend URL with its password replaced by `***`, for messages and logs.

@@ -40,11 +40,11 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::codec::{decode_headers, encode_headers};
 use super::{
-    Claim, ClaimOutcome, Clock, Completion, Job, LeaseToken, Purge, PurgeTarget, Stats, Store,
-    StoreError, SystemClock, Wakeups,
+    Claim, ClaimOutcome, Clock, Completion, Job, LeaseToken, ListPage, ListQuery, Purge,
+    PurgeTarget, Stats, Store, StoreError, SystemClock, Wakeups,
 };
 use crate::pattern::{
-    Content, Entry, Failure, JobId, JobInfo, Key, PassInfo, Priority, RequestRecord, Status,
+    Content, Entry, Failure, JobId, JobInfo, Key, PassInfo, Priority, RequestRecord, State, Status,
     StoredResponse, Timestamp,
 };
 
@@ -449,7 +449,8 @@ struct Sql {
 const ENTRY_COLUMNS: &str = "key, uri, version, pending, job_id, priority, created_at, run_at, \
      attempts, lease_until, last_error, after_failure, \
      c_status, c_headers, c_body, c_generated_at, c_fresh_until, c_stale_until, c_sie_until, \
-     c_job_millis, tags, v_kind, v_until, v_status, v_headers, v_body, v_text, v_attempts, v_at";
+     c_job_millis, tags, v_kind, v_until, v_status, v_headers, v_body, v_text, v_attempts, v_at, \
+     CASE WHEN v_kind = 1 THEN request END AS request";
 
 impl Sql {
     fn new(schema: &str) -> Self {
@@ -523,10 +524,11 @@ impl Sql {
                    RETURNING key)
                  SELECT key FROM u"
             ),
+            // The request stays with the failure, so an operator can retry it.
             complete_fail: format!(
                 "WITH u AS (
                    UPDATE {t} SET pending = false, job_id = NULL, priority = NULL,
-                     lease_token = NULL, lease_until = NULL, request = NULL, last_error = NULL,
+                     lease_token = NULL, lease_until = NULL, last_error = NULL,
                      attempts = 0, after_failure = false, version = nextval('{ids}'),
                      v_kind = 1, v_until = $4, v_status = $5, v_headers = $6, v_body = $7,
                      v_text = $8, v_attempts = $9, v_at = $10,
@@ -815,6 +817,12 @@ fn entry_from_row(row: &Row) -> Result<Entry, StoreError> {
                     .try_get::<_, Option<i64>>("v_at")
                     .map_err(get)?
                     .unwrap_or(0)),
+                request: row
+                    .try_get::<_, Option<String>>("request")
+                    .map_err(get)?
+                    .map(|r| serde_json::from_str(&r))
+                    .transpose()
+                    .map_err(|e| corrupt(&format!("failed request: {e}")))?,
             }),
             2 => Status::Pass(PassInfo {
                 until,
@@ -1237,6 +1245,51 @@ impl Store for PgStore {
             running: n("running")?,
             oldest_ready_ms: n("oldest")?,
         })
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let after: Vec<u8> = match &query.after {
+            Some(cursor) => Key::parse(cursor)
+                .ok_or_else(|| {
+                    StoreError::Invalid(format!("{cursor:?} is not a cursor of this store"))
+                })?
+                .as_bytes()
+                .to_vec(),
+            None => Vec::new(),
+        };
+        // The same state rules as `stats`; $1 is now. Keyset paging on the primary key.
+        let verdict = "(v_kind IN (1, 2) AND v_until > $1)";
+        let state = match query.state {
+            None => "true".to_owned(),
+            Some(State::Pending) => "pending".to_owned(),
+            Some(State::Failed) => "NOT pending AND v_kind = 1 AND v_until > $1".to_owned(),
+            Some(State::Pass) => "NOT pending AND v_kind = 2 AND v_until > $1".to_owned(),
+            Some(State::Fresh) => {
+                format!("NOT pending AND NOT {verdict} AND c_fresh_until > $1")
+            }
+            Some(State::Stale) => {
+                format!("NOT pending AND NOT {verdict} AND NOT COALESCE(c_fresh_until > $1, false)")
+            }
+        };
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM {}.entries
+             WHERE (pending OR expires_at > $1) AND key > $2 AND {state}
+             ORDER BY key LIMIT $3",
+            self.config.schema
+        );
+        let now = ms(self.now());
+        let limit = i64::try_from(query.limit.max(1)).unwrap_or(i64::MAX);
+        let rows = self.query(&sql, &[&now, &after.as_slice(), &limit]).await?;
+        let entries = rows
+            .iter()
+            .map(entry_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if rows.len() as i64 == limit {
+            entries.last().map(|e| e.key.to_hex())
+        } else {
+            None
+        };
+        Ok(ListPage { entries, next })
     }
 }
 

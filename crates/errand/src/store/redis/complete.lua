@@ -42,7 +42,8 @@ while i + 12 <= #ARGV do
     elseif kind == 'f' then
       local c = redis.call('HMGET', e, 'cf', 'cst', 'csi')
       x = math.max(num(n1), num(c[1]), num(c[2]), num(c[3]))
-      redis.call('HDEL', e, 'j', 'pr', 'ca', 'ra', 'lt', 'lu', 'le', 'rq', 'af')
+      -- The request stays with the failure, so an operator can retry it.
+      redis.call('HDEL', e, 'j', 'pr', 'ca', 'ra', 'lt', 'lu', 'le', 'af')
       redis.call('HSET', e, 'p', '0', 'at', 0, 'v', token, 'x', x, 'vk', '1', 'vu', n1,
         'vs', status, 'vh', headers, 'vb', body, 'va', n2, 'vat', n3, 'vt', text)
     else

@@ -13,7 +13,8 @@
 //!   (at-least-once).
 //! - `complete` checks the lease token (fencing), stores the result with its expiry and
 //!   acknowledges the job in the same step; a batch of completions is one script call.
-//! - `heartbeat` extends a held lease; `take_once`, `purge` and the pruner are scripts too.
+//! - `heartbeat` extends a held lease; `take_once`, `purge`, `stats`, `list` and the pruner are
+//!   scripts too.
 //!
 //! # Key layout
 //!
@@ -66,11 +67,11 @@ use tokio::sync::Notify;
 
 use super::codec::{decode_headers, encode_headers};
 use super::{
-    Claim, ClaimOutcome, Clock, Completion, Job, LeaseToken, Purge, PurgeTarget, Stats, Store,
-    StoreError, SystemClock, Wakeups, timed,
+    Claim, ClaimOutcome, Clock, Completion, Job, LeaseToken, ListPage, ListQuery, Purge,
+    PurgeTarget, Stats, Store, StoreError, SystemClock, Wakeups, timed,
 };
 use crate::pattern::{
-    Content, Entry, Failure, JobId, JobInfo, Key, PassInfo, Priority, RequestRecord, Status,
+    Content, Entry, Failure, JobId, JobInfo, Key, PassInfo, Priority, RequestRecord, State, Status,
     StoredResponse, Timestamp,
 };
 
@@ -110,6 +111,7 @@ struct Scripts {
     purge: Script,
     prune: Script,
     stats: Script,
+    list: Script,
 }
 
 impl Scripts {
@@ -124,6 +126,7 @@ impl Scripts {
             purge: with(include_str!("purge.lua")),
             prune: with(include_str!("prune.lua")),
             stats: with(include_str!("stats.lua")),
+            list: with(include_str!("list.lua")),
         }
     }
 }
@@ -336,6 +339,15 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         timed(self.config.call_timeout, async move {
             cmd.query_async(&mut conn).await.map_err(redis_error)
+        })
+        .await
+    }
+
+    /// Runs a pipeline of commands in one round trip, under the call timeout.
+    async fn pipeline(&self, pipe: ::redis::Pipeline) -> Result<Vec<Value>, StoreError> {
+        let mut conn = self.conn.clone();
+        timed(self.config.call_timeout, async move {
+            pipe.query_async(&mut conn).await.map_err(redis_error)
         })
         .await
     }
@@ -610,6 +622,12 @@ impl<'a> Fields<'a> {
                     error: reason,
                     attempts: u32::try_from(self.num("va").unwrap_or(0)).unwrap_or(u32::MAX),
                     at: self.ts("vat"),
+                    request: self
+                        .get("rq")
+                        .filter(|r| !r.is_empty())
+                        .map(serde_json::from_slice)
+                        .transpose()
+                        .map_err(|e| corrupt(&format!("failed request: {e}")))?,
                 }),
                 Some(b"2") => Status::Pass(PassInfo {
                     until,
@@ -1033,5 +1051,63 @@ impl Store for RedisStore {
                 return Ok(stats);
             }
         }
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let cursor = query.after.clone().unwrap_or_default();
+        if !cursor.is_empty()
+            && cursor
+                .rsplit_once('\n')
+                .is_none_or(|(_, hex)| Key::parse(hex).is_none())
+        {
+            return Err(StoreError::Invalid(format!(
+                "{cursor:?} is not a cursor of this store"
+            )));
+        }
+        let limit = query.limit.max(1) as u64;
+        let state = query.state.map_or("", State::as_str);
+        // One script call walks at most this many index records, so a listing of a rare
+        // state never holds Redis for long; the caller follows `next`.
+        let budget = (limit * 20).clamp(1_000, 10_000);
+        let reply = self
+            .script(
+                &self.scripts.list,
+                vec![
+                    Arg::Num(self.now().0),
+                    Arg::Text(&cursor),
+                    Arg::Num(limit),
+                    Arg::Text(state),
+                    Arg::Num(budget),
+                ],
+            )
+            .await?;
+        let parts = array(&reply)?;
+        let keys = parts.first().map(array).transpose()?.unwrap_or_default();
+        let next = parts.get(1).map(text).filter(|c| !c.is_empty());
+        let keys = keys
+            .iter()
+            .map(|k| Key::parse(&text(k)).ok_or_else(|| corrupt("listed key")))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The entries themselves, in one round trip.
+        let mut pipe = ::redis::pipe();
+        for key in &keys {
+            pipe.cmd("HGETALL")
+                .arg(format!("{}e:{}", self.tag, key.to_hex()));
+        }
+        let replies: Vec<Value> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.pipeline(pipe).await?
+        };
+        let mut entries = Vec::with_capacity(keys.len());
+        for (key, reply) in keys.iter().zip(&replies) {
+            // An entry that settled, expired or was purged since the walk is skipped.
+            if let Some(entry) = Self::read_entry(key, reply)?
+                && query.state.is_none_or(|s| entry.state(self.now()) == s)
+            {
+                entries.push(entry);
+            }
+        }
+        Ok(ListPage { entries, next })
     }
 }
