@@ -634,3 +634,21 @@ pub async fn purge_verb(args: crate::cli::PurgeArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `errand retry`.
+pub async fn retry_verb(args: crate::cli::RetryArgs) -> anyhow::Result<()> {
+    let key = parse_key(&args.key).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+    let path = format!("/api/entries/{}/retry", key.to_hex());
+    let value = call(&args.client, http::Method::POST, &path, None).await?;
+    if args.client.json {
+        print(&value.to_string());
+    } else {
+        let uri = value.get("uri").and_then(Value::as_str).unwrap_or("");
+        let job = value
+            .pointer("/detail/job")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        print(&format!("{uri}: pending again (job {job})"));
+    }
+    Ok(())
+}

@@ -33,6 +33,8 @@ pub enum Command {
     Stats(StatsArgs),
     /// Purges entries of a running errand (through its admin listener).
     Purge(PurgeArgs),
+    /// Runs a failed entry's job again now (through its admin listener).
+    Retry(RetryArgs),
 }
 
 /// The admin listener of `serve` and `work`.
@@ -90,6 +92,17 @@ pub struct PurgeArgs {
     /// Mark stale (served while one refresh runs) instead of removing.
     #[arg(long)]
     pub soft: bool,
+
+    #[command(flatten)]
+    pub client: AdminClient,
+}
+
+/// `errand retry`.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The failed entry's key (32 hex digits, as in the job log lines and the dashboard).
+    #[arg(long)]
+    pub key: String,
 
     #[command(flatten)]
     pub client: AdminClient,

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
             cli::Command::Migrate(args) => server::migrate(args).await,
             cli::Command::Stats(args) => admin::stats_verb(args).await,
             cli::Command::Purge(args) => admin::purge_verb(args).await,
+            cli::Command::Retry(args) => admin::retry_verb(args).await,
         }
     });
     match result {

@@ -149,7 +149,14 @@ async fn on_the_public_listener_admin_paths_are_the_upstreams() {
     let up = upstream(&counter).await;
     let errand = Errand::serve(up, &["--admin-listen", "127.0.0.1:0"]);
     let http = Http::new();
-    for path in ["/metrics", "/api/stats", "/api/purge", "/"] {
+    for path in [
+        "/metrics",
+        "/api/stats",
+        "/api/overview",
+        "/api/entries",
+        "/api/purge",
+        "/",
+    ] {
         let reply = http.get(&errand.url(path), &[("prefer", "wait=10")]).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");
         assert_eq!(
@@ -158,7 +165,7 @@ async fn on_the_public_listener_admin_paths_are_the_upstreams() {
             "proxied like any path"
         );
     }
-    assert_eq!(counter.get(), 4);
+    assert_eq!(counter.get(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,17 +489,49 @@ async fn entries_are_listed_by_state_and_a_failed_one_is_retried() {
     let bad = http.send("POST", &api("/api/entries/xyz/retry"), &[]).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 
+    // The same from the command line.
+    let base = format!("http://{admin}");
+    let other = entries[1]["key"].as_str().unwrap();
+    let (ok, out, err) = verb(&["retry", "--key", other, "--admin", &base]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("/broken/") && out.contains("pending again"),
+        "{out}"
+    );
+    let (ok, _, err) = verb(&["retry", "--key", fresh_key, "--admin", &base]);
+    assert!(
+        !ok && err.contains("409") && err.contains("not failed"),
+        "{err}"
+    );
+    let (ok, _, err) = verb(&["retry", "--key", "nope", "--admin", &base]);
+    assert!(!ok && err.contains("--key"), "{err}");
+    for _ in 0..100 {
+        let entry = json(
+            &http
+                .get(&api(&format!("/api/entries/{other}")), &[])
+                .await
+                .body,
+        );
+        if entry["state"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // The overview the dashboard polls: the same counters as /metrics.
     let overview = json(&http.get(&api("/api/overview"), &[]).await.body);
     assert_eq!(overview["requests"]["miss"], 5, "{overview}");
     assert_eq!(overview["waits"]["ready"], 5, "failures too end a wait");
-    assert_eq!(overview["jobs"]["claimed"], 5);
     assert_eq!(
-        overview["jobs"]["failed"], 3,
-        "two failures and the retry's"
+        overview["jobs"]["claimed"], 5,
+        "retries are not claims by requests"
+    );
+    assert_eq!(
+        overview["jobs"]["failed"], 4,
+        "two failures and two retries'"
     );
     assert_eq!(overview["jobs"]["stored"], 3);
     assert_eq!(overview["store"]["failed"], 2);
     assert_eq!(overview["store"]["fresh"], 3);
-    assert_eq!(overview["durations"]["default"]["count"], 6);
+    assert_eq!(overview["durations"]["default"]["count"], 7);
 }
