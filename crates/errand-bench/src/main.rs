@@ -98,6 +98,10 @@ enum Command {
         /// Jobs per take (and, above 1, per `complete_many`).
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Each claimer also works: claim, then take and complete, in turn (as a pgbench
+        /// client runs its insert, update and delete); `--consumers` adds workers besides.
+        #[arg(long)]
+        lockstep: bool,
         #[arg(long, default_value = "queue")]
         label: String,
     },
@@ -151,8 +155,17 @@ async fn main() -> anyhow::Result<()> {
             producers,
             consumers,
             batch,
+            lockstep,
             label,
-        } => queue(&backend, duration, producers, consumers, batch, &label).await,
+        } => {
+            let shape = QueueShape {
+                producers,
+                consumers,
+                batch,
+                lockstep,
+            };
+            queue(&backend, duration, shape, &label).await
+        }
         Command::Stampede {
             url,
             origin,
@@ -508,19 +521,73 @@ async fn stampede(
     Ok(())
 }
 
-async fn queue(
-    backend: &str,
-    duration: Duration,
+/// Who claims and who works in `errand-bench queue`.
+struct QueueShape {
     producers: usize,
     consumers: usize,
     batch: usize,
+    lockstep: bool,
+}
+
+/// Takes up to `batch` jobs and completes them (one by one, or in one `complete_many`);
+/// returns how many were completed, or `None` when nothing was ready.
+async fn work_once(
+    store: &errand::store::SharedStore,
+    batch: usize,
+    body: &Arc<errand::pattern::StoredResponse>,
+) -> Option<u64> {
+    use errand::pattern::Content;
+    use errand::store::Completion;
+
+    let jobs = store.take(batch, Duration::from_secs(30)).await.ok()?;
+    if jobs.is_empty() {
+        return None;
+    }
+    let now = store.now();
+    let content = Content {
+        response: body.clone(),
+        generated_at: now,
+        fresh_until: now.plus(Duration::from_secs(60)),
+        stale_until: now.plus(Duration::from_secs(60)),
+        stale_if_error_until: now.plus(Duration::from_secs(60)),
+        tags: Vec::new(),
+        job_millis: 0,
+    };
+    if batch == 1 {
+        let mut done = 0;
+        for job in jobs {
+            let completion = Completion::Store(content.clone());
+            if store.complete(&job.lease, completion).await.is_ok() {
+                done += 1;
+            }
+        }
+        Some(done)
+    } else {
+        // Batched: the whole take completes in one call.
+        let batch = jobs
+            .into_iter()
+            .map(|job| (job.lease, Completion::Store(content.clone())))
+            .collect();
+        let results = store.complete_many(batch).await;
+        Some(results.iter().filter(|r| r.is_ok()).count() as u64)
+    }
+}
+
+async fn queue(
+    backend: &str,
+    duration: Duration,
+    shape: QueueShape,
     label: &str,
 ) -> anyhow::Result<()> {
-    use errand::pattern::{Content, Priority, Signature, StoredResponse};
-    use errand::store::{
-        Claim, Completion, PgConfig, PgStore, RedisConfig, RedisStore, SharedStore,
-    };
+    use errand::pattern::{Priority, Signature, StoredResponse};
+    use errand::store::{Claim, PgConfig, PgStore, RedisConfig, RedisStore, SharedStore};
 
+    let QueueShape {
+        producers,
+        consumers,
+        batch,
+        lockstep,
+    } = shape;
     // A namespace of the benchmark's own, emptied before and after.
     let (store, pg, redis): (SharedStore, Option<Arc<PgStore>>, Option<Arc<RedisStore>>) =
         if backend.starts_with("redis") {
@@ -542,9 +609,15 @@ async fn queue(
     let deadline = Instant::now() + duration;
     let claimed = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
+    let body = Arc::new(StoredResponse {
+        status: StatusCode::OK,
+        headers: http::HeaderMap::new(),
+        body: Bytes::from_static(b"ok"),
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for p in 0..producers {
-        let (store, claimed) = (store.clone(), claimed.clone());
+        let (store, claimed, done, body) =
+            (store.clone(), claimed.clone(), done.clone(), body.clone());
         tasks.spawn(async move {
             let mut headers = http::HeaderMap::new();
             headers.insert(
@@ -567,56 +640,22 @@ async fn queue(
                 if store.claim(claim).await.is_ok() {
                     claimed.fetch_add(1, Ordering::Relaxed);
                 }
+                if lockstep && (n as usize).is_multiple_of(batch) {
+                    let worked = work_once(&store, batch, &body).await.unwrap_or(0);
+                    done.fetch_add(worked, Ordering::Relaxed);
+                }
             }
         });
     }
-    let body = Arc::new(StoredResponse {
-        status: StatusCode::OK,
-        headers: http::HeaderMap::new(),
-        body: Bytes::from_static(b"ok"),
-    });
     for _ in 0..consumers {
         let (store, done, body) = (store.clone(), done.clone(), body.clone());
         tasks.spawn(async move {
             while Instant::now() < deadline {
-                let jobs = match store.take(batch, Duration::from_secs(30)).await {
-                    Ok(jobs) => jobs,
-                    Err(_) => continue,
-                };
-                if jobs.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    continue;
-                }
-                let now = store.now();
-                let content = Content {
-                    response: body.clone(),
-                    generated_at: now,
-                    fresh_until: now.plus(Duration::from_secs(60)),
-                    stale_until: now.plus(Duration::from_secs(60)),
-                    stale_if_error_until: now.plus(Duration::from_secs(60)),
-                    tags: Vec::new(),
-                    job_millis: 0,
-                };
-                if batch == 1 {
-                    for job in jobs {
-                        let completion = Completion::Store(content.clone());
-                        if store.complete(&job.lease, completion).await.is_ok() {
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
+                match work_once(&store, batch, &body).await {
+                    Some(n) => {
+                        done.fetch_add(n, Ordering::Relaxed);
                     }
-                } else {
-                    // Batched: the whole take completes in one call.
-                    let batch = jobs
-                        .into_iter()
-                        .map(|job| (job.lease, Completion::Store(content.clone())))
-                        .collect();
-                    let ok = store
-                        .complete_many(batch)
-                        .await
-                        .iter()
-                        .filter(|r| r.is_ok())
-                        .count();
-                    done.fetch_add(ok as u64, Ordering::Relaxed);
+                    None => tokio::time::sleep(Duration::from_millis(1)).await,
                 }
             }
         });
@@ -624,10 +663,11 @@ async fn queue(
     while tasks.join_next().await.is_some() {}
     let secs = duration.as_secs_f64();
     println!(
-        "{label}: {:.0} jobs/s completed ({} claimed, {} completed in {secs:.0}s; {producers} claimers, {consumers} workers, take batch {batch})",
+        "{label}: {:.0} jobs/s completed ({} claimed, {} completed in {secs:.0}s; {producers} claimers{}, {consumers} workers, take batch {batch})",
         done.load(Ordering::Relaxed) as f64 / secs,
         claimed.load(Ordering::Relaxed),
         done.load(Ordering::Relaxed),
+        if lockstep { " that also work" } else { "" },
     );
     if let Some(pg) = pg {
         pg.drop_schema().await?;

@@ -78,3 +78,57 @@ async fn a_thousand_concurrent_claims_from_two_pools_make_one_job() {
     assert_eq!(enqueued, 1, "exactly one of 1,000 claims enqueued");
     assert_eq!(jobs, 1, "and the queue holds one job");
 }
+
+/// A schema made by the first version (URI index on every row) is upgraded in place, and
+/// running the migrations again changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_upgrade_a_first_version_schema() {
+    let clock = ManualClock::new();
+    let Some(store) = make(clock).await else {
+        return;
+    };
+    let schema = store.config().schema.clone();
+    let (client, connection) = tokio_postgres::connect(&store.config().url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // Back to version 1's shape.
+    client
+        .batch_execute(&format!(
+            "DROP INDEX {schema}.entries_uri_kept;
+             CREATE INDEX entries_uri ON {schema}.entries (uri text_pattern_ops);
+             DELETE FROM {schema}.migrations WHERE version = 2;"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(uri_indexes(&client, &schema).await, ["entries_uri"]);
+    for _ in 0..2 {
+        store.migrate().await.unwrap();
+        assert_eq!(uri_indexes(&client, &schema).await, ["entries_uri_kept"]);
+        let versions: Vec<i32> = client
+            .query(
+                &format!("SELECT version FROM {schema}.migrations ORDER BY 1"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(versions, [1, 2]);
+    }
+    store.drop_schema().await.unwrap();
+}
+
+async fn uri_indexes(client: &tokio_postgres::Client, schema: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND indexname LIKE 'entries_uri%'",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}

@@ -25,6 +25,11 @@
 //! [`StoreError::Timeout`] quickly, and the pool reconnects by itself when it is back.
 //! Writes use the server's `synchronous_commit` (durable by default).
 //!
+//! The schema lives in its own PostgreSQL schema (`PgConfig::schema`), created and upgraded
+//! by idempotent migrations on start or by `errand migrate`. Its indexes are partial, so each
+//! write touches only those it needs: ready jobs by priority and run time, held jobs by lease
+//! end, settled rows by expiry, and by URI only the rows a purge can act on.
+//!
 //! Times are the store clock's milliseconds (the fronts' and workers' own clocks): keep the
 //! machines' clocks in sync (NTP), as any lease-based queue requires.
 
@@ -673,8 +678,13 @@ impl Sql {
                WHERE pending AND lease_token IS NOT NULL;
              CREATE INDEX IF NOT EXISTS entries_expiry ON {s}.entries (expires_at)
                WHERE NOT pending;
-             CREATE INDEX IF NOT EXISTS entries_uri ON {s}.entries (uri text_pattern_ops);
-             INSERT INTO {s}.migrations (version) VALUES (1) ON CONFLICT DO NOTHING;"
+             INSERT INTO {s}.migrations (version) VALUES (1) ON CONFLICT DO NOTHING;
+             -- 2: purges by URI look only at rows with something to purge (settled, or
+             -- pending with a stale copy), so a new job's claim and take skip this index.
+             DROP INDEX IF EXISTS {s}.entries_uri;
+             CREATE INDEX IF NOT EXISTS entries_uri_kept ON {s}.entries (uri text_pattern_ops)
+               WHERE NOT pending OR c_status IS NOT NULL;
+             INSERT INTO {s}.migrations (version) VALUES (2) ON CONFLICT DO NOTHING;"
         )
     }
 }
