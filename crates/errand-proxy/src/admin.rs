@@ -15,7 +15,9 @@
 //!
 //! With `--admin-token`, every request but the dashboard's page needs
 //! `Authorization: Bearer <token>` (compared in constant time); without it the listener must be
-//! on a loopback address.
+//! on a loopback address and answers only requests addressed to a loopback host (DNS
+//! rebinding). A change sent from another site's page (`Origin`, `Sec-Fetch-Site`) is refused
+//! either way (CSRF).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -115,8 +117,64 @@ pub async fn spawn(
     Ok(bound)
 }
 
-/// `401` unless the bearer token matches (when one is configured).
+fn refuse(status: StatusCode, error: &str) -> Response {
+    (status, axum::Json(json!({"error": error}))).into_response()
+}
+
+/// Whether the request's `Host` names this machine's loopback (`localhost`, `127.0.0.1`,
+/// `[::1]`, with any port).
+fn loopback_host(headers: &http::HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a browser sent this request from another site's page.
+fn cross_origin(headers: &http::HeaderMap) -> bool {
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site" || v.as_bytes() == b"same-site")
+    {
+        return true;
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let authority = origin.split_once("://").map_or("", |(_, rest)| rest);
+    !authority.eq_ignore_ascii_case(host)
+}
+
+/// Guards every API path: `401` unless the bearer token matches (when one is configured);
+/// `403` for a change requested from another site's page (CSRF), and, without a token, for a
+/// request not addressed to a loopback host (a DNS-rebinding page cannot pass that).
 async fn authorize(State(admin): State<Admin>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    if admin.token.is_none() && !loopback_host(headers) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "without --admin-token the admin listener answers only requests addressed to \
+             localhost, 127.0.0.1 or [::1]",
+        );
+    }
+    let changes = !matches!(*request.method(), http::Method::GET | http::Method::HEAD);
+    if changes && cross_origin(headers) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "cross-origin admin request refused: use the dashboard or the API directly",
+        );
+    }
     if let Some(expected) = &admin.token {
         let given = request
             .headers()

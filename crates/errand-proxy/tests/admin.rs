@@ -489,6 +489,43 @@ async fn entries_are_listed_by_state_and_a_failed_one_is_retried() {
     let bad = http.send("POST", &api("/api/entries/xyz/retry"), &[]).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 
+    // Without a token, only requests addressed to loopback are answered (a page on a
+    // rebound DNS name reaches the port but names its own host), and no page of another
+    // site may change anything.
+    let addr: std::net::SocketAddr = admin.parse().unwrap();
+    let rebound = raw(
+        addr,
+        b"GET /api/stats HTTP/1.1\r\nhost: evil.example:9090\r\nconnection: close\r\n\r\n",
+    );
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+    for host in ["localhost", "127.0.0.1:1", "[::1]:9090"] {
+        let ok = raw(
+            addr,
+            format!("GET /api/stats HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        assert!(ok.starts_with("HTTP/1.1 200"), "{host}: {ok}");
+    }
+    let key1 = entries[1]["key"].as_str().unwrap();
+    for evil in ["origin: http://evil.example", "sec-fetch-site: cross-site"] {
+        let forged = raw(
+            addr,
+            format!(
+                "POST /api/entries/{key1}/retry HTTP/1.1\r\nhost: {admin}\r\n{evil}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        assert!(forged.starts_with("HTTP/1.1 403"), "{evil}: {forged}");
+    }
+    let same = http
+        .send(
+            "POST",
+            &api("/api/entries/00000000000000000000000000000000/retry"),
+            &[("origin", &format!("http://{admin}"))],
+        )
+        .await;
+    assert_eq!(same.status, StatusCode::NOT_FOUND, "same origin passes");
+
     // The same from the command line.
     let base = format!("http://{admin}");
     let other = entries[1]["key"].as_str().unwrap();

@@ -314,7 +314,16 @@ impl Entry {
     pub fn weight(&self) -> usize {
         let content = self.content.as_ref().map_or(0, |c| c.response.weight());
         let status = match &self.status {
-            Status::Failed(f) => f.response.weight() + f.error.len(),
+            Status::Failed(f) => {
+                let request = f.request.as_ref().map_or(0, |r| {
+                    r.uri.len()
+                        + r.headers
+                            .iter()
+                            .map(|(n, v)| n.len() + v.len())
+                            .sum::<usize>()
+                });
+                f.response.weight() + f.error.len() + request
+            }
             Status::Pass(p) => p.once.as_ref().map_or(0, |r| r.weight()),
             Status::Pending(j) => j.last_error.as_ref().map_or(0, String::len),
             Status::Idle => 0,

@@ -27,7 +27,8 @@ use super::{
     PurgeTarget, Stats, Store, StoreError, SystemClock, Wakeups,
 };
 use crate::pattern::{
-    Entry, Failure, JobId, JobInfo, Key, Priority, RequestRecord, Status, StoredResponse, Timestamp,
+    Entry, Failure, JobId, JobInfo, Key, Priority, RequestRecord, State, Status, StoredResponse,
+    Timestamp,
 };
 
 /// Limits of a [`MemoryStore`].
@@ -560,37 +561,41 @@ impl Store for MemoryStore {
         };
         let now = self.clock.now();
         let limit = query.limit.max(1);
-        // Keys after the cursor, in order; then entries read one by one, as lookup would.
+        let wanted = |state: State| query.state.is_none_or(|s| s == state);
+        // The keys after the cursor whose entry is in the state asked for, judged as lookup
+        // would (a pending job hides the settled copy it refreshes).
         let mut keys: Vec<Key> = {
             let queue = self.queue();
-            self.entries
-                .iter()
-                .map(|(k, _)| *k)
-                .chain(queue.pending.keys().copied())
-                .filter(|k| after.is_none_or(|a| *k > a))
-                .collect()
+            let mut keys: Vec<Key> = if wanted(State::Pending) {
+                queue.pending.keys().copied().collect()
+            } else {
+                Vec::new()
+            };
+            keys.extend(
+                self.entries
+                    .iter()
+                    .filter(|(key, entry)| {
+                        !queue.pending.contains_key(&**key)
+                            && entry.expires_at().is_none_or(|at| at > now)
+                            && wanted(entry.state(now))
+                    })
+                    .map(|(key, _)| *key),
+            );
+            keys
         };
+        keys.retain(|k| after.is_none_or(|a| *k > a));
         keys.sort_unstable();
-        keys.dedup();
-        let mut entries = Vec::new();
-        let mut last = None;
-        for key in keys {
-            if entries.len() == limit {
-                return Ok(ListPage {
-                    entries,
-                    next: last.map(|k: Key| k.to_hex()),
-                });
-            }
-            last = Some(key);
-            if let Some(entry) = self.lookup_now(&key)
-                && query.state.is_none_or(|s| entry.state(now) == s)
-            {
-                entries.push(entry);
-            }
-        }
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        // Read each as lookup does; one that changed state meanwhile is left out.
+        let entries = keys
+            .iter()
+            .filter_map(|key| self.lookup_now(key))
+            .filter(|entry| wanted(entry.state(now)))
+            .collect();
         Ok(ListPage {
             entries,
-            next: None,
+            next: more.then(|| keys.last().map(Key::to_hex)).flatten(),
         })
     }
 }
