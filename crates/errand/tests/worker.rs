@@ -131,7 +131,12 @@ async fn retry_after_follows_observed_job_time() {
     assert_eq!(status, StatusCode::OK);
     let (status, adapted) = send(app.clone(), &errand, "/b", None).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    assert_eq!(adapted, "3", "a 2.5 s job: come back in 3 s");
+    // 2.5 s rounded up to whole seconds; 4 when a loaded machine stretched the observed job
+    // past 3 s.
+    assert!(
+        adapted == "3" || adapted == "4",
+        "a 2.5 s job: come back in about 3 s, not {adapted}"
+    );
     shutdown.cancel();
     worker.await.unwrap();
 }
@@ -228,6 +233,8 @@ impl errand::store::Store for Recording {
         jobs: Vec<(errand::store::LeaseToken, errand::store::Completion)>,
     ) -> Vec<Result<(), errand::store::StoreError>> {
         self.batches.lock().unwrap().push(jobs.len());
+        // A shared store's round trip: completions that finish meanwhile pile up.
+        tokio::time::sleep(Duration::from_millis(5)).await;
         self.inner.complete_many(jobs).await
     }
     async fn wait(
