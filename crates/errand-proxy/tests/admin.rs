@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use common::{Counter, Errand, Http, origin, raw};
+use common::{Counter, Errand, Http, origin, raw, refused_serve};
 
 const TOKEN: &str = "t0ken-for-tests";
 
@@ -65,19 +65,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[test]
 fn an_admin_listener_off_loopback_needs_a_token() {
-    let out = Command::new(env!("CARGO_BIN_EXE_errand"))
-        .args([
-            "serve",
-            "--upstream",
-            "http://127.0.0.1:9",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--admin-listen", "0.0.0.0:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (stderr, _) = refused_serve(&["--admin-listen", "0.0.0.0:0"]);
     assert!(
         stderr.contains("--admin-listen") && stderr.contains("--admin-token"),
         "{stderr}"

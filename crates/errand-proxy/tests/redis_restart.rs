@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use common::{Errand, Http, fleet, origin};
+use common::{Errand, Http, fleet, origin, refused_serve};
 
 const URL: &str = "redis://127.0.0.1:6379";
 
@@ -144,27 +144,13 @@ fn a_redis_that_evicts_jobs_is_refused_at_start() {
     };
     let _restore = Policy(before);
     assert!(redis_cli(&["config", "set", "maxmemory-policy", "allkeys-lru"]).is_some());
-    let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_errand"))
-        .args([
-            "serve",
-            "--upstream",
-            "http://127.0.0.1:9",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--backend", URL])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (stderr, took) = refused_serve(&["--backend", URL]);
     assert!(
         stderr.contains("--backend") && stderr.contains("maxmemory-policy allkeys-lru"),
         "{stderr}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "refused at once, not retried: {:?}",
-        started.elapsed()
+        took < Duration::from_secs(5),
+        "refused at once, not retried: {took:?}"
     );
 }

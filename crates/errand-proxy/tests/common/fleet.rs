@@ -27,6 +27,75 @@ impl Shared {
     }
 }
 
+/// Namespaces made by this test binary.
+static NAMESPACES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A namespace of one test's own on a shared backend (a PostgreSQL schema, a Redis key
+/// prefix), with the config file that names it; emptied and removed when dropped.
+pub struct Namespace {
+    pub shared: Shared,
+    cleanup: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Namespace {
+    /// Makes the namespace `errand_bin_<pid>_<n>`, written as `setting = "<name>"` in the
+    /// `[backend]` section. `probe` connects to the backend with that name (and may create the
+    /// namespace, which `cleanup` then removes): when it fails the test is skipped
+    /// with a message (`None`), except under `CI=true`, where it fails. `cleanup` empties the
+    /// namespace; it runs on a runtime of its own when the guard drops (Drop cannot await).
+    pub async fn new<P, PF, C, F>(
+        backend: &str,
+        url: String,
+        setting: &str,
+        probe: P,
+        cleanup: C,
+    ) -> Option<Self>
+    where
+        P: FnOnce(String, String) -> PF,
+        PF: std::future::Future<Output = Result<(), String>>,
+        C: FnOnce(String, String) -> F + Send + 'static,
+        F: std::future::Future<Output = ()>,
+    {
+        let name = format!(
+            "errand_bin_{}_{}",
+            std::process::id(),
+            NAMESPACES.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        if let Err(e) = probe(url.clone(), name.clone()).await {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("CI needs {backend} at {url}: {e}");
+            }
+            eprintln!("SKIPPED: {backend} is not reachable at {url} ({e})");
+            return None;
+        }
+        let config_file = std::env::temp_dir().join(format!("{name}.toml"));
+        std::fs::write(&config_file, format!("[backend]\n{setting} = \"{name}\"\n")).unwrap();
+        let cleanup_url = url.clone();
+        Some(Self {
+            shared: Shared { url, config_file },
+            cleanup: Some(Box::new(move || {
+                let _ = std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(cleanup(cleanup_url, name));
+                })
+                .join();
+            })),
+        })
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.shared.config_file);
+        if let Some(cleanup) = self.cleanup.take() {
+            cleanup();
+        }
+    }
+}
+
 /// `errand work` on `shared`, with `extra` flags.
 pub fn worker(upstream: std::net::SocketAddr, shared: &Shared, extra: &[&str]) -> Errand {
     let mut command = Command::new(env!("CARGO_BIN_EXE_errand"));
@@ -187,25 +256,8 @@ pub async fn a_killed_workers_job_is_finished_by_another_after_its_lease(shared:
 /// `errand serve` with an unreachable backend exits non-zero within 30 s, naming `url` with
 /// its password hidden (`shown`).
 pub fn an_unreachable_backend_at_start_is_named_without_its_password(url: &str, shown: &str) {
-    let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_errand"))
-        .args([
-            "serve",
-            "--upstream",
-            "http://127.0.0.1:9",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--backend", url])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "{:?}",
-        started.elapsed()
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (stderr, took) = super::refused_serve(&["--backend", url]);
+    assert!(took < Duration::from_secs(30), "{took:?}");
     assert!(
         stderr.contains("--backend") && stderr.contains(shown),
         "{stderr}"

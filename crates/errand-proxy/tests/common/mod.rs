@@ -141,6 +141,26 @@ impl Drop for Errand {
     }
 }
 
+/// Runs `errand serve --upstream http://127.0.0.1:9 --listen 127.0.0.1:0 {args}`, which must
+/// refuse to start; returns its stderr and how long it took to give up.
+pub fn refused_serve(args: &[&str]) -> (String, Duration) {
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args([
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} must not start: {stderr}");
+    (stderr, started.elapsed())
+}
+
 /// A response as a test looks at it.
 #[derive(Debug)]
 pub struct Reply {

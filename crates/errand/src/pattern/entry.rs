@@ -149,6 +149,22 @@ pub struct JobInfo {
     pub after_failure: bool,
 }
 
+impl JobInfo {
+    /// A job just claimed: ready at `now`, never attempted, not leased.
+    pub fn claimed(id: JobId, priority: Priority, now: Timestamp, after_failure: bool) -> Self {
+        Self {
+            id,
+            priority,
+            created_at: now,
+            run_at: now,
+            attempts: 0,
+            lease_until: None,
+            last_error: None,
+            after_failure,
+        }
+    }
+}
+
 /// Every attempt of a job failed; kept for the error TTL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {

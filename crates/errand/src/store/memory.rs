@@ -330,18 +330,10 @@ impl Store for MemoryStore {
         }
         queue.next_job += 1;
         let id = JobId(queue.next_job);
-        let info = JobInfo {
-            id,
-            priority: claim.priority,
-            created_at: now,
-            run_at: now,
-            attempts: 0,
-            lease_until: None,
-            last_error: None,
-            after_failure: settled
-                .as_ref()
-                .is_some_and(|e| matches!(e.status, Status::Failed(_))),
-        };
+        let after_failure = settled
+            .as_ref()
+            .is_some_and(|e| matches!(e.status, Status::Failed(_)));
+        let info = JobInfo::claimed(id, claim.priority, now, after_failure);
         let job = PendingJob {
             info,
             request: claim.request,

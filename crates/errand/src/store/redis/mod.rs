@@ -801,16 +801,12 @@ impl Store for RedisStore {
                 uri: claim.uri.as_str().into(),
                 version: int(version).ok_or_else(|| corrupt("claim version"))?,
                 content: None,
-                status: Status::Pending(JobInfo {
-                    id: JobId(int(job).ok_or_else(|| corrupt("claim job"))?),
-                    priority: claim.priority,
-                    created_at: now,
-                    run_at: now,
-                    attempts: 0,
-                    lease_until: None,
-                    last_error: None,
-                    after_failure: false,
-                }),
+                status: Status::Pending(JobInfo::claimed(
+                    JobId(int(job).ok_or_else(|| corrupt("claim job"))?),
+                    claim.priority,
+                    now,
+                    false,
+                )),
             },
             [_, fields] => {
                 Self::read_entry(&claim.key, fields)?.ok_or_else(|| corrupt("claim entry"))?
