@@ -79,6 +79,27 @@ async fn a_thousand_concurrent_claims_from_two_pools_make_one_job() {
     assert_eq!(jobs, 1, "and the queue holds one job");
 }
 
+/// A claim and a completion made through one pool wake an idle worker and a waiter of another
+/// process through LISTEN/NOTIFY (a window's notifications go out in one statement), long
+/// before their recheck would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wakeups_reach_another_process() {
+    let clock = ManualClock::new();
+    let Some(worker) = make(Arc::clone(&clock)).await else {
+        return;
+    };
+    let worker = Arc::new(worker);
+    let mut config = worker.config().clone();
+    config.recheck = std::time::Duration::from_secs(60);
+    let front = Arc::new(PgStore::connect_with_clock(config, clock).await.unwrap());
+    let (idle, waiter) =
+        errand::store::contract::wakeups_reach_another_store(worker.clone(), front).await;
+    worker.drop_schema().await.unwrap();
+    let soon = std::time::Duration::from_secs(5);
+    assert!(idle < soon, "idle worker woken: {idle:?}");
+    assert!(waiter < soon, "waiter woken: {waiter:?}");
+}
+
 /// A schema made by the first version (URI index on every row) is upgraded in place, and
 /// running the migrations again changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,70 +87,23 @@ mod redis_specific {
         assert_eq!(jobs, 1, "and the queue holds one job");
     }
 
-    /// A completion made through one connection wakes a waiter of another process through
-    /// pub/sub, long before the waiter's recheck would.
+    /// A claim and a completion made through one connection wake an idle worker and a
+    /// waiter of another process through pub/sub, long before their recheck would.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_completion_wakes_a_waiter_of_another_process() {
+    async fn wakeups_reach_another_process() {
         let clock = ManualClock::new();
         let Some(worker) = make(Arc::clone(&clock)).await else {
             return;
         };
+        let worker = Arc::new(worker);
         let mut config = worker.config().clone();
         config.recheck = Duration::from_secs(60);
         let front = Arc::new(RedisStore::connect_with_clock(config, clock).await.unwrap());
-        let ClaimOutcome::Enqueued(_) = front
-            .claim(claim("/woken", Priority::Miss, None))
-            .await
-            .unwrap()
-        else {
-            panic!("claimed");
-        };
-        let key = signature("/woken").key;
-        let waiter = {
-            let front = Arc::clone(&front);
-            tokio::spawn(async move {
-                let started = std::time::Instant::now();
-                let entry = front.wait(&key, Duration::from_secs(30)).await.unwrap();
-                (entry, started.elapsed())
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let job = worker
-            .take(1, Duration::from_secs(30))
-            .await
-            .unwrap()
-            .remove(0);
-        worker
-            .complete(
-                &job.lease,
-                Completion::Retry {
-                    run_at: worker.now(),
-                    error: "again".into(),
-                },
-            )
-            .await
-            .unwrap();
-        let job = worker
-            .take(1, Duration::from_secs(30))
-            .await
-            .unwrap()
-            .remove(0);
-        let pass = errand::pattern::PassInfo {
-            until: worker.now().plus(Duration::from_secs(60)),
-            once: None,
-            reason: "private".into(),
-        };
-        worker
-            .complete(&job.lease, Completion::Pass(pass))
-            .await
-            .unwrap();
-        let (entry, waited) = waiter.await.unwrap();
+        let (idle, waiter) =
+            errand::store::contract::wakeups_reach_another_store(worker.clone(), front).await;
         worker.delete_all().await.unwrap();
-        assert!(entry.is_some_and(|e| e.job().is_none()), "settled entry");
-        assert!(
-            waited < Duration::from_secs(5),
-            "woken by pub/sub: {waited:?}"
-        );
+        assert!(idle < Duration::from_secs(5), "idle worker woken: {idle:?}");
+        assert!(waiter < Duration::from_secs(5), "waiter woken: {waiter:?}");
     }
 
     /// Settled entries carry a TTL, jobs never do, and the pruner removes an entry with

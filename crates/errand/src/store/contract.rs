@@ -573,15 +573,19 @@ pub async fn wait_times_out_while_pending(store: Arc<dyn Store>, _clock: Arc<Man
     );
 }
 
+/// An idle worker of `store`: waits for jobs for up to `timeout` and reports how long it
+/// waited.
+fn idle_worker(store: &Arc<dyn Store>, timeout: Duration) -> tokio::task::JoinHandle<Duration> {
+    let store = Arc::clone(store);
+    tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        store.wait_for_jobs(timeout).await.unwrap();
+        started.elapsed()
+    })
+}
+
 pub async fn wait_for_jobs_is_woken_by_claim(store: Arc<dyn Store>, _clock: Arc<ManualClock>) {
-    let waiter = {
-        let store = Arc::clone(&store);
-        tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
-            store.wait_for_jobs(Duration::from_secs(20)).await.unwrap();
-            started.elapsed()
-        })
-    };
+    let waiter = idle_worker(&store, Duration::from_secs(20));
     tokio::time::sleep(Duration::from_millis(100)).await;
     enqueued(
         store
@@ -851,6 +855,59 @@ pub async fn claims_from_two_stores(
     }
     let jobs = first.take(n, LEASE).await.unwrap().len();
     (enqueued, jobs)
+}
+
+/// Wake-ups between processes: `front` and `worker` share one backend through connections
+/// of their own, and `front` rechecks so rarely (give it a recheck of a minute) that only a
+/// notification from `worker` can wake it in time. A claim made by `worker` wakes an idle
+/// worker of `front`; a completion made by `worker` (after a retry, which wakes no one) wakes
+/// a waiter of `front` with the settled entry. Returns how long each took to wake, both of
+/// which should be far below the recheck.
+pub async fn wakeups_reach_another_store(
+    worker: Arc<dyn Store>,
+    front: Arc<dyn Store>,
+) -> (Duration, Duration) {
+    let idle = idle_worker(&front, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    enqueued(
+        worker
+            .claim(claim("/woken", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let idle_woke = idle.await.unwrap();
+    let key = signature("/woken").key;
+    let waiter = {
+        let front = Arc::clone(&front);
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let entry = front.wait(&key, Duration::from_secs(30)).await.unwrap();
+            (entry, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let job = worker.take(1, LEASE).await.unwrap().remove(0);
+    let retry = Completion::Retry {
+        run_at: worker.now(),
+        error: "again".into(),
+    };
+    worker.complete(&job.lease, retry).await.unwrap();
+    let job = worker.take(1, LEASE).await.unwrap().remove(0);
+    let pass = PassInfo {
+        until: worker.now().plus(Duration::from_secs(60)),
+        once: None,
+        reason: "private".into(),
+    };
+    worker
+        .complete(&job.lease, Completion::Pass(pass))
+        .await
+        .unwrap();
+    let (entry, waiter_woke) = waiter.await.unwrap();
+    assert!(
+        entry.is_some_and(|e| e.job().is_none()),
+        "the waiter got the settled entry"
+    );
+    (idle_woke, waiter_woke)
 }
 
 /// Claims and takes `path`, then ends its job with `completion(store)`.

@@ -12,8 +12,8 @@
 //! - `complete` updates the row only `WHERE job_id = … AND lease_token = …` (fencing).
 //!
 //! Wake-ups: after a claim or a completion commits, this process announces it with
-//! `NOTIFY`, coalesced: a lone event goes out at once, and during a burst one notification
-//! per 2 ms window carries every key completed in it
+//! `NOTIFY`, coalesced: a lone event goes out at once, and during a burst one statement per
+//! 2 ms window carries every key completed in it and whether jobs were claimed
 //! (`NOTIFY` serializes commits cluster-wide, so one per write would cap throughput). One
 //! `LISTEN` connection per process fans notifications out to the waiters of this process
 //! ([`Wakeups`]) and to its idle workers; waiters and idle workers also look again every
@@ -104,6 +104,11 @@ const ANNOUNCE_WINDOW: Duration = Duration::from_millis(2);
 /// Keys per notification (a payload holds under 8,000 bytes).
 const KEYS_PER_NOTIFY: usize = 200;
 
+/// A window's notifications, `$1` channels and `$2` payloads, in one statement and so one
+/// commit.
+const ANNOUNCE: &str = "SELECT pg_notify(n.channel, n.payload)
+     FROM unnest($1::text[], $2::text[]) AS n(channel, payload)";
+
 impl Announcer {
     fn job(&self) {
         self.jobs.store(true, std::sync::atomic::Ordering::Release);
@@ -128,27 +133,27 @@ impl Announcer {
             window = tokio::time::Instant::now() + ANNOUNCE_WINDOW;
             let keys = std::mem::take(&mut *self.keys.lock().unwrap_or_else(|e| e.into_inner()));
             let new_jobs = self.jobs.swap(false, std::sync::atomic::Ordering::AcqRel);
-            let mut payloads: Vec<(&str, String)> = keys
+            let (mut channels, mut payloads): (Vec<&str>, Vec<String>) = keys
                 .chunks(KEYS_PER_NOTIFY)
                 .map(|chunk| {
                     let text: Vec<String> = chunk.iter().map(Key::to_hex).collect();
                     (done.as_str(), text.join(","))
                 })
-                .collect();
+                .unzip();
             if new_jobs {
-                payloads.push((jobs.as_str(), String::new()));
+                channels.push(jobs.as_str());
+                payloads.push(String::new());
             }
             if payloads.is_empty() {
                 continue;
             }
             let sent = async {
                 let client = pool.get().await.map_err(unavailable)?;
-                for (channel, payload) in &payloads {
-                    client
-                        .execute("SELECT pg_notify($1, $2)", &[channel, payload])
-                        .await
-                        .map_err(db)?;
-                }
+                let statement = client.prepare_cached(ANNOUNCE).await.map_err(db)?;
+                client
+                    .execute(&statement, &[&channels, &payloads])
+                    .await
+                    .map_err(db)?;
                 Ok::<_, StoreError>(())
             };
             if let Err(e) = tokio::time::timeout(Duration::from_secs(5), sent)
