@@ -100,6 +100,76 @@ async fn wakeups_reach_another_process() {
     assert!(waiter < soon, "waiter woken: {waiter:?}");
 }
 
+/// A job claimed while a worker of the same process waits idle is leased to it in the claim's
+/// own statement: its next take gets it without asking the database, and the lease is in the
+/// table, so another process neither takes it meanwhile nor loses it if this process dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_hands_its_job_to_an_idle_worker_of_its_process() {
+    use errand::pattern::Priority;
+    use errand::store::contract::{claim, signature};
+    use errand::store::{ClaimOutcome, Completion, Store, StoreError};
+    use std::time::Duration;
+
+    let lease = Duration::from_secs(30);
+    let clock = ManualClock::new();
+    let Some(this) = make(Arc::clone(&clock)).await else {
+        return;
+    };
+    let this = Arc::new(this);
+    let config = this.config().clone();
+    let other = PgStore::connect_with_clock(config, clock.clone())
+        .await
+        .unwrap();
+    // A worker of this process: nothing to take, so it waits.
+    assert!(this.take(4, lease).await.unwrap().is_empty());
+    let idle = {
+        let this = Arc::clone(&this);
+        tokio::spawn(async move { this.wait_for_jobs(Duration::from_secs(20)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ClaimOutcome::Enqueued(entry) = this
+        .claim(claim("/handed", Priority::Miss, None))
+        .await
+        .unwrap()
+    else {
+        panic!("claimed");
+    };
+    tokio::time::timeout(Duration::from_secs(5), idle)
+        .await
+        .expect("the idle worker is woken")
+        .unwrap()
+        .unwrap();
+    // Leased already: the other process finds nothing to take, and sees it running.
+    assert!(other.take(4, lease).await.unwrap().is_empty());
+    let stats = other.stats().await.unwrap();
+    assert_eq!((stats.running, stats.ready), (1, 0));
+    let jobs = this.take(4, lease).await.unwrap();
+    assert_eq!(jobs.len(), 1, "handed over");
+    let handed = &jobs[0];
+    assert_eq!(handed.lease.key, signature("/handed").key);
+    assert_eq!(Some(handed.lease.job), entry.job().map(|j| j.id));
+    assert_eq!((handed.attempt, handed.redelivered), (1, false));
+    assert_eq!(
+        handed.request.uri,
+        claim("/handed", Priority::Miss, None).request.uri
+    );
+    // This process "dies" with it: when the lease runs out, the other takes it over.
+    clock.advance(lease + Duration::from_secs(1));
+    let taken = other.take(4, lease).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!((taken[0].attempt, taken[0].redelivered), (2, true));
+    let done = || Completion::Retry {
+        run_at: other.now(),
+        error: "again".into(),
+    };
+    assert!(matches!(
+        this.complete(&handed.lease, done()).await,
+        Err(StoreError::LeaseLost)
+    ));
+    other.complete(&taken[0].lease, done()).await.unwrap();
+    this.drop_schema().await.unwrap();
+}
+
 /// A schema made by the first version (URI index on every row) is upgraded in place, and
 /// running the migrations again changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
