@@ -182,13 +182,13 @@ impl Announcer {
 struct HandOff {
     /// Callers inside [`Store::wait_for_jobs`] now.
     idle: std::sync::atomic::AtomicUsize,
-    /// The lease this process's workers take jobs for (none before their first take).
-    lease: std::sync::Mutex<Option<Duration>>,
     state: std::sync::Mutex<HandOffState>,
 }
 
 #[derive(Default)]
 struct HandOffState {
+    /// The lease this process's workers take jobs for (none before their first take).
+    lease: Option<Duration>,
     jobs: Vec<Job>,
     /// Claims on their way that will hand their job over.
     reserved: usize,
@@ -221,9 +221,9 @@ impl HandOff {
 
     /// A hand-off, if more workers wait idle than jobs are already on their way to them.
     fn reserve(&self) -> Option<Reservation<'_>> {
-        let lease = (*self.lease.lock().unwrap_or_else(|e| e.into_inner()))?;
         let idle = self.idle.load(std::sync::atomic::Ordering::Acquire);
         let mut state = self.state();
+        let lease = state.lease?;
         if idle <= state.jobs.len() + state.reserved {
             return None;
         }
@@ -240,8 +240,8 @@ impl HandOff {
 
     /// Up to `max` handed-over jobs; remembers `lease` for the hand-offs to come.
     fn take(&self, max: usize, lease: Duration) -> Vec<Job> {
-        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease);
         let mut state = self.state();
+        state.lease = Some(lease);
         let n = max.min(state.jobs.len());
         state.jobs.drain(..n).collect()
     }
@@ -597,7 +597,6 @@ impl Sql {
             lookup: format!(
                 "SELECT {ENTRY_COLUMNS} FROM {t} WHERE key = $1 AND (pending OR expires_at > $2)"
             ),
-            // $1 key, $2 uri, $3 priority, $4 now, $5 request, $6 expected version
             claim: claim_sql(&t, &ids, false),
             claim_leased: claim_sql(&t, &ids, true),
             find: format!("SELECT {ENTRY_COLUMNS} FROM {t} WHERE key = $1"),
