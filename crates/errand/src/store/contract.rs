@@ -510,14 +510,7 @@ pub async fn wait_is_woken_by_complete(store: Arc<dyn Store>, _clock: Arc<Manual
     );
     let key = signature("/wait").key;
     let waiters: Vec<_> = (0..50)
-        .map(|_| {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move {
-                let started = tokio::time::Instant::now();
-                let entry = store.wait(&key, Duration::from_secs(20)).await.unwrap();
-                (entry, started.elapsed())
-            })
-        })
+        .map(|_| waiter(&store, key, Duration::from_secs(20)))
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let job = store.take(1, LEASE).await.unwrap().remove(0);
@@ -571,6 +564,21 @@ pub async fn wait_times_out_while_pending(store: Arc<dyn Store>, _clock: Arc<Man
             .unwrap(),
         None
     );
+}
+
+/// A client of `store` waiting for `key` to settle, for up to `timeout`: reports the entry
+/// it got and how long it waited.
+fn waiter(
+    store: &Arc<dyn Store>,
+    key: Key,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<(Option<crate::pattern::Entry>, Duration)> {
+    let store = Arc::clone(store);
+    tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let entry = store.wait(&key, timeout).await.unwrap();
+        (entry, started.elapsed())
+    })
 }
 
 /// An idle worker of `store`: waits for jobs for up to `timeout` and reports how long it
@@ -877,14 +885,7 @@ pub async fn wakeups_reach_another_store(
     );
     let idle_woke = idle.await.unwrap();
     let key = signature("/woken").key;
-    let waiter = {
-        let front = Arc::clone(&front);
-        tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
-            let entry = front.wait(&key, Duration::from_secs(30)).await.unwrap();
-            (entry, started.elapsed())
-        })
-    };
+    let waiting = waiter(&front, key, Duration::from_secs(30));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let job = worker.take(1, LEASE).await.unwrap().remove(0);
     let retry = Completion::Retry {
@@ -902,7 +903,7 @@ pub async fn wakeups_reach_another_store(
         .complete(&job.lease, Completion::Pass(pass))
         .await
         .unwrap();
-    let (entry, waiter_woke) = waiter.await.unwrap();
+    let (entry, waiter_woke) = waiting.await.unwrap();
     assert!(
         entry.is_some_and(|e| e.job().is_none()),
         "the waiter got the settled entry"
