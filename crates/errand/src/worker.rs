@@ -364,9 +364,11 @@ where
         let took = started.elapsed();
         let now = store.now();
         let (completion, outcome) = self.completion(&job, attempt, policy, now, took);
+        // Before the completion: a client woken by it, or arriving right after, is told to
+        // come back after a time that already counts this job.
+        self.errand.estimates().observe(route, took);
         let result = self.completer.complete(job.lease.clone(), completion).await;
         lock(&self.held).remove(&job.lease);
-        self.errand.estimates().observe(route, took);
         let duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         let counters = crate::metrics::counters();
         crate::metrics::job_duration(routes.name(route), took.as_secs_f64());
