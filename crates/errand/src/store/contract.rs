@@ -48,6 +48,7 @@ macro_rules! store_contract {
             retry_is_scheduled_after_its_backoff,
             complete_turns_pending_into_fresh_failed_or_pass,
             wait_is_woken_by_complete,
+            waiters_get_what_a_lookup_returns,
             wait_times_out_while_pending,
             wait_for_jobs_is_woken_by_claim,
             expired_entries_are_absent,
@@ -533,6 +534,58 @@ pub async fn wait_is_woken_by_complete(store: Arc<dyn Store>, _clock: Arc<Manual
     // Already settled: returns at once.
     let settled = store.wait(&key, Duration::from_secs(20)).await.unwrap();
     assert!(settled.is_some());
+}
+
+/// Whatever way a store wakes its waiters (a fresh lookup, or the entry the completion
+/// hands them), each gets exactly what a lookup returns: headers with repeated names, tags,
+/// every time, the version. Through `complete` and through `complete_many`.
+pub async fn waiters_get_what_a_lookup_returns(store: Arc<dyn Store>, _clock: Arc<ManualClock>) {
+    let rich = |body: &'static str| {
+        let mut c = content(&*store, body, 60, 30, 600, &["team-a", "page"]);
+        let mut headers = HeaderMap::new();
+        headers.append("content-type", "text/plain".parse().unwrap());
+        headers.append("x-part", "one".parse().unwrap());
+        headers.append("x-part", "two; q=\"3\"".parse().unwrap());
+        c.response = Arc::new(StoredResponse {
+            status: StatusCode::NON_AUTHORITATIVE_INFORMATION,
+            headers,
+            body: body.into(),
+        });
+        c.job_millis = 1234;
+        c
+    };
+    let paths = ["/settled/one", "/settled/two", "/settled/three"];
+    for path in paths {
+        enqueued(
+            store
+                .claim(claim(path, Priority::Miss, None))
+                .await
+                .unwrap(),
+        );
+    }
+    let waiters: Vec<_> = paths
+        .iter()
+        .map(|path| waiter(&store, signature(path).key, Duration::from_secs(20)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut jobs = store.take(3, LEASE).await.unwrap();
+    assert_eq!(jobs.len(), 3);
+    let single = jobs.remove(0);
+    store
+        .complete(&single.lease, Completion::Store(rich("single")))
+        .await
+        .unwrap();
+    let batch = jobs
+        .iter()
+        .map(|job| (job.lease.clone(), Completion::Store(rich("batched"))))
+        .collect();
+    assert!(store.complete_many(batch).await.iter().all(Result::is_ok));
+    for (path, waiter) in paths.iter().zip(waiters) {
+        let (got, _) = waiter.await.unwrap();
+        let got = got.unwrap_or_else(|| panic!("{path}: woken with its entry"));
+        let looked_up = store.lookup(&signature(path).key).await.unwrap();
+        assert_eq!(Some(got), looked_up, "{path}");
+    }
 }
 
 pub async fn wait_times_out_while_pending(store: Arc<dyn Store>, _clock: Arc<ManualClock>) {

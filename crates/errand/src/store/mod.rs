@@ -46,7 +46,7 @@ pub use memory::{MemoryConfig, MemoryStore};
 pub use postgres::{PgConfig, PgStore};
 #[cfg(feature = "redis")]
 pub use redis::{RedisConfig, RedisStore};
-pub use wakeup::Wakeups;
+pub use wakeup::{Subscription, Wakeups};
 
 /// Where a store reads the time. Fronts and workers read it through [`Store::now`], so a test
 /// can drive a whole store, front and worker with a [`ManualClock`].

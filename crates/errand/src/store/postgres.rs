@@ -25,7 +25,9 @@
 //! `LISTEN` connection per process fans notifications out to the waiters of this process
 //! ([`Wakeups`]) and to its idle workers; waiters and idle workers also look again every
 //! [`PgConfig::recheck`], so a missed notification (a dropped listener connection, a pooler
-//! that breaks `LISTEN`) costs at most that much delay, never a lost answer.
+//! that breaks `LISTEN`) costs at most that much delay, never a lost answer. A result stored
+//! by this process reaches its own waiters with the settled entry, so they answer without
+//! reading it back.
 //!
 //! Every call runs under [`PgConfig::call_timeout`]; the pool waits at most that long for a
 //! connection, so a database that is down gives [`StoreError::Unavailable`] or
@@ -322,6 +324,22 @@ fn db(e: tokio_postgres::Error) -> StoreError {
 }
 
 impl PgStore {
+    /// The entry a stored completion leaves, exactly as a lookup would read it right after
+    /// (`row` holds the `uri` and `version` the completion wrote); `None` once it has
+    /// already expired, which a lookup would not return.
+    fn settled(&self, key: Key, row: &Row, content: &Content) -> Option<Entry> {
+        if content.expires_at() <= self.now() {
+            return None;
+        }
+        Some(Entry {
+            key,
+            uri: row.try_get::<_, String>("uri").ok()?.into(),
+            version: u64::try_from(row.try_get::<_, i64>("version").ok()?).ok()?,
+            content: Some(content.clone()),
+            status: Status::Idle,
+        })
+    }
+
     /// Connects, applies the schema migrations (safe when several processes start at once)
     /// and starts the notification listener.
     pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
@@ -640,8 +658,8 @@ impl Sql {
                      v_text = NULL, v_attempts = NULL, v_at = NULL,
                      expires_at = GREATEST($8::bigint, $9::bigint, $10::bigint)
                    WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
-                   RETURNING key)
-                 SELECT key FROM u"
+                   RETURNING uri, version)
+                 SELECT uri, version FROM u"
             ),
             // The request stays with the failure, so an operator can retry it.
             complete_fail: format!(
@@ -696,8 +714,8 @@ impl Sql {
                    FROM input i
                    WHERE e.key = i.key AND e.pending AND e.job_id = i.job_id
                      AND e.lease_token = i.token
-                   RETURNING e.key)
-                 SELECT key FROM u"
+                   RETURNING e.key, e.uri, e.version)
+                 SELECT key, uri, version FROM u"
             ),
             complete_retry: format!(
                 "UPDATE {t} SET lease_token = NULL, lease_until = NULL, run_at = $4,
@@ -1193,14 +1211,20 @@ impl Store for PgStore {
                 .await?
             }
         };
-        if rows.is_empty() {
+        let Some(row) = rows.first() else {
             return Err(StoreError::LeaseLost);
+        };
+        match &completion {
+            Completion::Retry { .. } => return Ok(()),
+            // Waiters of this process at once, with the entry so they need no read.
+            Completion::Store(content) => match self.settled(lease.key, row, content) {
+                Some(entry) => self.wakeups.wake_settled(entry),
+                None => self.wakeups.wake(&lease.key),
+            },
+            _ => self.wakeups.wake(&lease.key),
         }
-        if !matches!(completion, Completion::Retry { .. }) {
-            // Waiters of this process at once; those elsewhere through NOTIFY.
-            self.wakeups.wake(&lease.key);
-            self.announcer.done(lease.key);
-        }
+        // Those elsewhere through NOTIFY.
+        self.announcer.done(lease.key);
         Ok(())
     }
 
@@ -1253,14 +1277,18 @@ impl Store for PgStore {
                 .await;
             match outcome {
                 Ok(rows) => {
-                    let done: std::collections::HashSet<Vec<u8>> = rows
+                    let done: std::collections::HashMap<Vec<u8>, &Row> = rows
                         .iter()
-                        .filter_map(|r| r.try_get::<_, Vec<u8>>(0).ok())
+                        .filter_map(|r| Some((r.try_get::<_, Vec<u8>>("key").ok()?, r)))
                         .collect();
-                    for (i, (lease, _)) in &stored {
-                        let ok = done.contains(lease.key.as_bytes().as_slice());
-                        if ok {
-                            self.wakeups.wake(&lease.key);
+                    for (i, (lease, completion)) in &stored {
+                        let row = done.get(lease.key.as_bytes().as_slice());
+                        let ok = row.is_some();
+                        if let (Some(row), Completion::Store(content)) = (row, completion) {
+                            match self.settled(lease.key, row, content) {
+                                Some(entry) => self.wakeups.wake_settled(entry),
+                                None => self.wakeups.wake(&lease.key),
+                            }
                             self.announcer.done(lease.key);
                         }
                         results[*i] = Some(if ok {

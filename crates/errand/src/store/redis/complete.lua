@@ -5,7 +5,8 @@
 -- kind 'f' (fail): n1 = until, n2 = attempts, n3 = at; text = error.
 -- kind 'p' (pass): n1 = until; status '' when no response is kept; text = reason.
 -- kind 'r' (retry): n1 = run at; text = error.
--- Each job is fenced by its lease: returns 1 (done) or 0 (lease lost) per job, and publishes
+-- Each job is fenced by its lease: returns 0 (lease lost) or, done, 1, or for a stored result
+-- the entry's URI (so this process can hand waiters the settled entry), per job; and publishes
 -- the keys that settled in one message. The lease token becomes the entry's new version: it
 -- comes from the same counter, so no version is ever reused.
 local now = num(ARGV[2])
@@ -59,7 +60,11 @@ while i + 12 <= #ARGV do
     redis.call('HSET', ikey(hex), 'u', f[6])
     expire_at(hex, x, now)
     settled[#settled + 1] = hex
-    results[#results + 1] = 1
+    if kind == 's' then
+      results[#results + 1] = f[6] or ''
+    else
+      results[#results + 1] = 1
+    end
   end
   i = i + 13
 end

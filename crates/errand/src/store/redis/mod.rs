@@ -47,7 +47,8 @@
 //! `{p}:ch:jobs`; one subscriber connection per process fans them out to its waiters
 //! ([`Wakeups`]) and idle workers. Waiters and idle workers also look again every
 //! [`RedisConfig::recheck`], so a missed message (a dropped subscriber connection) costs at
-//! most that much delay, never a lost answer.
+//! most that much delay, never a lost answer. A result stored by this process reaches its
+//! own waiters with the settled entry, so they answer without reading it back.
 //!
 //! Every call runs under [`RedisConfig::call_timeout`]; a Redis that is down gives
 //! [`StoreError::Unavailable`] or [`StoreError::Timeout`] at once, and the connection comes
@@ -910,25 +911,46 @@ impl Store for RedisStore {
             Self::completion_args(lease, completion, &mut args);
         }
         let reply = self.script(&self.scripts.complete, args).await;
-        let done: Result<Vec<bool>, StoreError> = reply.and_then(|v| {
-            let flags: Vec<bool> = array(&v)?.iter().map(|f| int(f) == Some(1)).collect();
+        // Per job: 0, lease lost; 1, done; a string, a stored result done, and its URI.
+        let done: Result<Vec<Option<Option<String>>>, StoreError> = reply.and_then(|v| {
+            let flags: Vec<_> = array(&v)?
+                .iter()
+                .map(|f| match f {
+                    Value::Int(1) => Some(None),
+                    Value::Int(_) => None,
+                    uri => Some(Some(text(uri)).filter(|u| !u.is_empty())),
+                })
+                .collect();
             if flags.len() == jobs.len() {
                 Ok(flags)
             } else {
                 Err(corrupt("complete reply"))
             }
         });
+        let now = self.now();
         match done {
             Ok(flags) => jobs
-                .iter()
+                .into_iter()
                 .zip(flags)
-                .map(|((lease, completion), ok)| {
-                    if !ok {
+                .map(|((lease, completion), done)| {
+                    let Some(uri) = done else {
                         return Err(StoreError::LeaseLost);
-                    }
-                    if !matches!(completion, Completion::Retry { .. }) {
-                        // Waiters of this process at once; those elsewhere through pub/sub.
-                        self.wakeups.wake(&lease.key);
+                    };
+                    // Waiters of this process at once, with the entry when it is known, so
+                    // they need no read; those elsewhere through pub/sub.
+                    match (completion, uri) {
+                        (Completion::Retry { .. }, _) => {}
+                        (Completion::Store(content), Some(uri)) if content.expires_at() > now => {
+                            self.wakeups.wake_settled(Entry {
+                                key: lease.key,
+                                uri: uri.into(),
+                                // The lease token becomes the entry's version.
+                                version: lease.token,
+                                content: Some(content),
+                                status: Status::Idle,
+                            });
+                        }
+                        _ => self.wakeups.wake(&lease.key),
                     }
                     Ok(())
                 })
