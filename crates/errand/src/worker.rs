@@ -154,6 +154,14 @@ where
                 running.spawn(run.run(job, permit));
             }
         }
+        // No more takes: jobs the store leased ahead to this process go back to the queue.
+        match timed(config.store_timeout, store.hand_back_unstarted()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "handed back jobs no worker had started"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not hand back unstarted jobs; their leases will expire")
+            }
+        }
         drain(&self.errand, running, held, &config).await;
         // Every job has finished or been handed back: nothing more to send.
         drop(completer);

@@ -170,6 +170,60 @@ async fn a_claim_hands_its_job_to_an_idle_worker_of_its_process() {
     this.drop_schema().await.unwrap();
 }
 
+/// Workers that stop (shutdown) before taking a job handed over to them give it back: ready
+/// at once for another process, as if never taken, instead of waiting out its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_handed_over_but_not_started_go_back_at_shutdown() {
+    use errand::pattern::Priority;
+    use errand::store::contract::{claim, signature};
+    use errand::store::{ClaimOutcome, Store};
+    use std::time::Duration;
+
+    let lease = Duration::from_secs(30);
+    let clock = ManualClock::new();
+    let Some(this) = make(Arc::clone(&clock)).await else {
+        return;
+    };
+    let this = Arc::new(this);
+    let other = PgStore::connect_with_clock(this.config().clone(), clock.clone())
+        .await
+        .unwrap();
+    assert_eq!(this.hand_back_unstarted().await.unwrap(), 0, "nothing yet");
+    assert!(this.take(4, lease).await.unwrap().is_empty());
+    let idle = {
+        let this = Arc::clone(&this);
+        tokio::spawn(async move { this.wait_for_jobs(Duration::from_secs(20)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ClaimOutcome::Enqueued(entry) = this
+        .claim(claim("/unstarted", Priority::Miss, None))
+        .await
+        .unwrap()
+    else {
+        panic!("claimed");
+    };
+    // The worker is woken, but shuts down instead of taking it.
+    tokio::time::timeout(Duration::from_secs(5), idle)
+        .await
+        .expect("the idle worker is woken")
+        .unwrap()
+        .unwrap();
+    assert!(other.take(4, lease).await.unwrap().is_empty(), "leased");
+    assert_eq!(this.hand_back_unstarted().await.unwrap(), 1);
+    // No clock moved: the other process takes it now, as its first attempt.
+    let taken = other.take(4, lease).await.unwrap();
+    assert_eq!(taken.len(), 1, "ready again at once");
+    assert_eq!(taken[0].lease.key, signature("/unstarted").key);
+    assert_eq!(Some(taken[0].lease.job), entry.job().map(|j| j.id));
+    assert_eq!((taken[0].attempt, taken[0].redelivered), (1, false));
+    assert!(
+        this.take(4, lease).await.unwrap().is_empty(),
+        "not kept here"
+    );
+    assert_eq!(this.hand_back_unstarted().await.unwrap(), 0);
+    this.drop_schema().await.unwrap();
+}
+
 /// A schema made by the first version (URI index on every row) is upgraded in place, and
 /// running the migrations again changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -183,11 +183,23 @@ async fn the_flood_cap_answers_503_with_retry_after() {
     assert_eq!(send(app, &errand, "/1", None).await.0, StatusCode::ACCEPTED);
 }
 
-/// A store that records how many completions each `complete_many` carried.
+/// A store that records how many completions each `complete_many` carried, and the order
+/// of its takes and hand-backs.
 #[derive(Debug)]
 struct Recording {
     inner: MemoryStore,
     batches: std::sync::Mutex<Vec<usize>>,
+    calls: std::sync::Mutex<Vec<&'static str>>,
+}
+
+impl Recording {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryStore::new(MemoryConfig::default()),
+            batches: std::sync::Mutex::new(Vec::new()),
+            calls: std::sync::Mutex::new(Vec::new()),
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -212,7 +224,12 @@ impl errand::store::Store for Recording {
         max: usize,
         lease: Duration,
     ) -> Result<Vec<errand::store::Job>, errand::store::StoreError> {
+        self.calls.lock().unwrap().push("take");
         self.inner.take(max, lease).await
+    }
+    async fn hand_back_unstarted(&self) -> Result<usize, errand::store::StoreError> {
+        self.calls.lock().unwrap().push("hand back");
+        self.inner.hand_back_unstarted().await
     }
     async fn heartbeat(
         &self,
@@ -270,10 +287,7 @@ impl errand::store::Store for Recording {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_worker_completes_jobs_in_batches() {
-    let recording = Arc::new(Recording {
-        inner: MemoryStore::new(MemoryConfig::default()),
-        batches: std::sync::Mutex::new(Vec::new()),
-    });
+    let recording = Recording::new();
     let store: SharedStore = recording.clone();
     let mut config = Config::default();
     config.jobs.concurrency = 32;
@@ -306,6 +320,26 @@ async fn a_busy_worker_completes_jobs_in_batches() {
         batches.iter().any(|b| *b > 1),
         "completions that pile up share a call: {batches:?}"
     );
+}
+
+/// At shutdown, once it takes no more, the worker gives back what the store leased ahead to
+/// it (the PostgreSQL hand-off), so those jobs need not wait out their leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_back_jobs_leased_ahead_after_the_last_take() {
+    let recording = Recording::new();
+    let store: SharedStore = recording.clone();
+    let errand = Errand::new(store, Config::default());
+    let app = sleeper(Arc::new(AtomicUsize::new(0)), Duration::from_millis(1));
+    let shutdown = Shutdown::new();
+    let worker = errand.worker(app.clone()).spawn(shutdown.clone());
+    let (status, _) = send(app, &errand, "/one", Some("wait=10")).await;
+    assert_eq!(status, StatusCode::OK);
+    shutdown.cancel();
+    worker.await.unwrap();
+    let calls = recording.calls.lock().unwrap().clone();
+    assert_eq!(calls.last(), Some(&"hand back"), "{calls:?}");
+    assert_eq!(calls.iter().filter(|c| **c == "hand back").count(), 1);
+    assert!(calls.contains(&"take"), "{calls:?}");
 }
 
 /// Records the `traceparent` each job request carries, and the job's own trace context.

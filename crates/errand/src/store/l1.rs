@@ -158,6 +158,10 @@ impl Store for L1 {
         self.inner.wait_for_jobs(timeout).await
     }
 
+    async fn hand_back_unstarted(&self) -> Result<usize, StoreError> {
+        self.inner.hand_back_unstarted().await
+    }
+
     async fn take_once(&self, key: &Key) -> Result<Option<Arc<StoredResponse>>, StoreError> {
         self.copies.invalidate(key);
         self.inner.take_once(key).await

@@ -396,6 +396,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// expiring) or after `timeout`, whichever is first. Idle workers call it between takes.
     async fn wait_for_jobs(&self, timeout: Duration) -> Result<(), StoreError>;
 
+    /// This process's workers have stopped taking jobs (shutdown): gives back to the queue,
+    /// ready at once for any worker, the jobs this store leased ahead to them that none has
+    /// taken yet, and returns how many. Only a store that leases ahead (PostgreSQL's
+    /// hand-off to an idle worker) has any; the default has none.
+    async fn hand_back_unstarted(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
     /// Takes the response a hit-for-pass entry keeps for the next try of its signature: the
     /// first caller gets it, every later caller gets `None`.
     async fn take_once(&self, key: &Key) -> Result<Option<Arc<StoredResponse>>, StoreError>;

@@ -15,8 +15,10 @@
 //! to that worker in the claim's own statement, and the worker's next `take` gets it without
 //! asking the database. On the miss path of a front that also works, that saves a statement
 //! and a durable commit. The lease is in the table like any other, so no other process takes
-//! the job meanwhile, and if this process dies (or stops just then) the job is taken over
-//! when the lease runs out. Fronts without workers never hand off.
+//! the job meanwhile, and if this process dies first the job is taken over when the lease
+//! runs out. When its workers stop (shutdown), jobs handed over but not yet started are given
+//! back to the queue at once ([`Store::hand_back_unstarted`]). Fronts without workers never
+//! hand off.
 //!
 //! Wake-ups: after a claim or a completion commits, this process announces it with
 //! `NOTIFY`, coalesced: a lone event goes out at once, and during a burst one statement per
@@ -238,6 +240,16 @@ impl HandOff {
 
     fn has_jobs(&self) -> bool {
         !self.state().jobs.is_empty()
+    }
+
+    /// Every handed-over job not yet taken, once no claim is on its way to hand one over
+    /// (waiting at most `limit` for those).
+    async fn drain(&self, limit: Duration) -> Vec<Job> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.state().reserved > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        std::mem::take(&mut self.state().jobs)
     }
 
     /// Up to `max` handed-over jobs; remembers `lease` for the hand-offs to come.
@@ -560,6 +572,7 @@ struct Sql {
     find: String,
     take: String,
     heartbeat: String,
+    hand_back: String,
     complete_store: String,
     complete_fail: String,
     complete_pass: String,
@@ -644,6 +657,13 @@ impl Sql {
                 "UPDATE {t} SET lease_until = $4
                  WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
                  RETURNING lease_until"
+            ),
+            // A handed-over job no worker started: ready again, as if never taken.
+            hand_back: format!(
+                "UPDATE {t} SET lease_token = NULL, lease_until = NULL,
+                   attempts = GREATEST(attempts - 1, 0)
+                 WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
+                 RETURNING key"
             ),
             // $1 key, $2 job, $3 token, $4.. content
             complete_store: format!(
@@ -1326,6 +1346,35 @@ impl Store for PgStore {
         }
         let _ = tokio::time::timeout(timeout.min(self.config.recheck), notified).await;
         Ok(())
+    }
+
+    async fn hand_back_unstarted(&self) -> Result<usize, StoreError> {
+        // With no worker idle no claim reserves a hand-off, so only those on their way
+        // remain, each within one call.
+        let jobs = self.handoff.drain(self.config.call_timeout).await;
+        let mut handed_back = 0;
+        let mut failed = None;
+        for job in jobs {
+            let lease = &job.lease;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [
+                &lease.key.as_bytes().as_slice(),
+                &i64_of(lease.job.0),
+                &i64_of(lease.token),
+            ];
+            match self.query(&self.sql.hand_back, &params).await {
+                Ok(rows) => handed_back += rows.len(),
+                // Its lease runs out in time and another worker takes it then.
+                Err(e) => failed = Some(e),
+            }
+        }
+        if handed_back > 0 {
+            self.work.notify_waiters();
+            self.announcer.job();
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(handed_back),
+        }
     }
 
     async fn take_once(&self, key: &Key) -> Result<Option<Arc<StoredResponse>>, StoreError> {
