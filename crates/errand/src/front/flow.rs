@@ -269,6 +269,9 @@ impl FrontRequest<'_> {
     /// brings a new entry to decide on; the loop is bounded.
     async fn answer(&self) -> Answer {
         let store = &self.shared.store;
+        // Taken before each read that brings `entry`: a wait on a pending entry then needs
+        // no read of its own unless the store heard of a change since.
+        let mut seen = std::time::Instant::now();
         // No timer around the hit path's one read: the store contract makes every backend bound
         // its own calls, and arming a timer per request is measurable at these rates.
         let mut entry = match store.lookup(&self.signature.key).await {
@@ -302,6 +305,7 @@ impl FrontRequest<'_> {
                     ));
                 }
                 Decision::Miss { expect } => {
+                    seen = std::time::Instant::now();
                     match timed(
                         self.store_timeout(),
                         store.claim(self.claim(Priority::Miss, expect)),
@@ -325,7 +329,7 @@ impl FrontRequest<'_> {
                 }
                 Decision::Pending => {
                     let phase = claimed.unwrap_or(Phase::Pending);
-                    if !waited && let Some(settled) = self.wait().await {
+                    if !waited && let Some(settled) = self.wait(seen).await {
                         waited = true;
                         entry = Some(settled);
                         continue;
@@ -412,8 +416,9 @@ impl FrontRequest<'_> {
     }
 
     /// Under `Prefer: wait=N`: the settled entry if the job ends within `min(N, max_wait)`.
-    /// Bounded by the cap on concurrent waiters (beyond it: no wait, a plain `202`).
-    async fn wait(&self) -> Option<Entry> {
+    /// Bounded by the cap on concurrent waiters (beyond it: no wait, a plain `202`). `seen`
+    /// was taken before the read that found the entry pending.
+    async fn wait(&self, seen: std::time::Instant) -> Option<Entry> {
         let wait = self.prefer.wait?.min(self.shared.config.front.max_wait);
         if wait.is_zero() {
             return None;
@@ -423,7 +428,7 @@ impl FrontRequest<'_> {
         // The wait's own limit is the client's; the store's timeout bounds it only on top.
         match timed(
             wait + self.store_timeout(),
-            store.wait(&self.signature.key, wait),
+            store.wait_pending(&self.signature.key, seen, wait),
         )
         .await
         {

@@ -49,6 +49,7 @@ macro_rules! store_contract {
             complete_turns_pending_into_fresh_failed_or_pass,
             wait_is_woken_by_complete,
             waiters_get_what_a_lookup_returns,
+            wait_pending_sees_a_completion_made_before_it_began,
             wait_times_out_while_pending,
             wait_for_jobs_is_woken_by_claim,
             expired_entries_are_absent,
@@ -588,6 +589,76 @@ pub async fn waiters_get_what_a_lookup_returns(store: Arc<dyn Store>, _clock: Ar
     }
 }
 
+/// A caller read the entry as pending, then the job completed before its wait began: the
+/// wait still returns the settled entry at once, whatever the store skips.
+pub async fn wait_pending_sees_a_completion_made_before_it_began(
+    store: Arc<dyn Store>,
+    _clock: Arc<ManualClock>,
+) {
+    let seen = std::time::Instant::now();
+    enqueued(
+        store
+            .claim(claim("/quick", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let key = signature("/quick").key;
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    store
+        .complete(
+            &job.lease,
+            Completion::Store(content(&*store, "quick", 60, 0, 0, &[])),
+        )
+        .await
+        .unwrap();
+    // Long enough for any notification of it to have come and gone.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = tokio::time::Instant::now();
+    let settled = store
+        .wait_pending(&key, seen, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(settled, store.lookup(&key).await.unwrap());
+    assert!(settled.is_some());
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "at once: {:?}",
+        started.elapsed()
+    );
+    // Pending, and waited for: woken by the completion.
+    let seen = std::time::Instant::now();
+    enqueued(
+        store
+            .claim(claim("/later", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let key = signature("/later").key;
+    let waiting = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .wait_pending(&key, seen, Duration::from_secs(20))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    store
+        .complete(
+            &job.lease,
+            Completion::Store(content(&*store, "later", 60, 0, 0, &[])),
+        )
+        .await
+        .unwrap();
+    let settled = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("woken by the completion")
+        .unwrap()
+        .unwrap();
+    assert_eq!(settled, store.lookup(&key).await.unwrap());
+}
+
 pub async fn wait_times_out_while_pending(store: Arc<dyn Store>, _clock: Arc<ManualClock>) {
     enqueued(
         store
@@ -938,7 +1009,21 @@ pub async fn wakeups_reach_another_store(
     );
     let idle_woke = idle.await.unwrap();
     let key = signature("/woken").key;
-    let waiting = waiter(&front, key, Duration::from_secs(30));
+    // The front has just read the entry as pending: it waits without reading it again.
+    let seen = std::time::Instant::now();
+    let read = front.lookup(&key).await.unwrap();
+    assert!(read.is_some_and(|e| e.job().is_some()), "pending");
+    let waiting = {
+        let front = Arc::clone(&front);
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let entry = front
+                .wait_pending(&key, seen, Duration::from_secs(30))
+                .await
+                .unwrap();
+            (entry, started.elapsed())
+        })
+    };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let job = worker.take(1, LEASE).await.unwrap().remove(0);
     let retry = Completion::Retry {
@@ -960,6 +1045,37 @@ pub async fn wakeups_reach_another_store(
     assert!(
         entry.is_some_and(|e| e.job().is_none()),
         "the waiter got the settled entry"
+    );
+    // A completion that lands between the front's read and its wait is not missed: the front
+    // heard of it (or hears of it while it waits), so it looks.
+    enqueued(
+        worker
+            .claim(claim("/raced", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let raced = signature("/raced").key;
+    let seen = std::time::Instant::now();
+    let read = front.lookup(&raced).await.unwrap();
+    assert!(read.is_some_and(|e| e.job().is_some()), "pending");
+    let job = worker.take(1, LEASE).await.unwrap().remove(0);
+    let done = Completion::Store(content(&*worker, "raced", 60, 0, 0, &[]));
+    worker.complete(&job.lease, done).await.unwrap();
+    // Long enough for its notification to have reached the front before the wait begins.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = tokio::time::Instant::now();
+    let settled = front
+        .wait_pending(&raced, seen, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(
+        settled.is_some_and(|e| e.job().is_none()),
+        "the raced waiter got the settled entry"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "at once, not at a recheck: {:?}",
+        started.elapsed()
     );
     (idle_woke, waiter_woke)
 }

@@ -154,6 +154,19 @@ impl Store for L1 {
         Ok(settled)
     }
 
+    async fn wait_pending(
+        &self,
+        key: &Key,
+        seen: std::time::Instant,
+        timeout: Duration,
+    ) -> Result<Option<Entry>, StoreError> {
+        let settled = self.inner.wait_pending(key, seen, timeout).await?;
+        if let Some(entry) = &settled {
+            self.keep(entry, self.inner.now());
+        }
+        Ok(settled)
+    }
+
     async fn wait_for_jobs(&self, timeout: Duration) -> Result<(), StoreError> {
         self.inner.wait_for_jobs(timeout).await
     }

@@ -392,6 +392,21 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// possible: an absent entry also returns `Ok(None)` at once).
     async fn wait(&self, key: &Key, timeout: Duration) -> Result<Option<Entry>, StoreError>;
 
+    /// [`wait`](Self::wait) for a caller that has just read `key` as pending (a lookup or a
+    /// claim): `seen` is an instant taken before that read began. A store that hears of
+    /// every settlement may then skip reading the entry again before it waits (a remote
+    /// store saves a round trip on every waited miss); the answer is the same. The default
+    /// is `wait`.
+    async fn wait_pending(
+        &self,
+        key: &Key,
+        seen: std::time::Instant,
+        timeout: Duration,
+    ) -> Result<Option<Entry>, StoreError> {
+        let _ = seen;
+        self.wait(key, timeout).await
+    }
+
     /// Returns when a job may have become ready (a claim, a retry coming due, a lease
     /// expiring) or after `timeout`, whichever is first. Idle workers call it between takes.
     async fn wait_for_jobs(&self, timeout: Duration) -> Result<(), StoreError>;

@@ -538,7 +538,7 @@ async fn listen(
                 {
                     backoff = Duration::from_millis(100);
                     // Anything may have happened while no one listened.
-                    wakeups.wake_all();
+                    wakeups.listening(true);
                     work.notify_waiters();
                     while let Some((channel, payload)) = rx.recv().await {
                         if channel == jobs {
@@ -549,6 +549,7 @@ async fn listen(
                             }
                         }
                     }
+                    wakeups.listening(false);
                 }
                 driver.abort();
                 tracing::warn!(url = %redact(&url), "notification connection lost; reconnecting");
@@ -1335,6 +1336,20 @@ impl Store for PgStore {
     async fn wait(&self, key: &Key, timeout: Duration) -> Result<Option<Entry>, StoreError> {
         self.wakeups
             .wait_settled(key, timeout, Some(self.config.recheck), || self.lookup(key))
+            .await
+    }
+
+    async fn wait_pending(
+        &self,
+        key: &Key,
+        seen: std::time::Instant,
+        timeout: Duration,
+    ) -> Result<Option<Entry>, StoreError> {
+        // Without LISTEN the wake-ups never say they hear everything, so waiters look first.
+        self.wakeups
+            .wait_settled_since(key, Some(seen), timeout, Some(self.config.recheck), || {
+                self.lookup(key)
+            })
             .await
     }
 

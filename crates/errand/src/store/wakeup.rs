@@ -2,22 +2,69 @@
 //! receives one notification (LISTEN/NOTIFY, pub/sub) and fans it out here to every waiter in
 //! this process, so a stampede of waiters costs one subscription, not one each.
 //!
-//! A completion made in this process can hand its waiters the settled entry itself
-//! ([`Wakeups::wake_settled`]), so they answer without reading the store again: a stampede
-//! of waiters on one front then costs no read at all when the job finishes there.
+//! Two things spare waiters reads of the store:
+//! - A completion made in this process can hand its waiters the settled entry itself
+//!   ([`Wakeups::wake_settled`]): a stampede of waiters on one front then costs no read when
+//!   the job finishes there.
+//! - Wake-ups are remembered for five seconds. A caller that has just read the entry as pending
+//!   ([`Wakeups::wait_settled_since`]) subscribes without reading it again, unless a wake-up
+//!   for its key came after that read: then it looks, as every waiter does otherwise.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use crate::pattern::{Entry, Key};
 
-/// Waiters by key. A `std::sync::Mutex` is right here: the critical sections are a map
-/// lookup or insert, never held across an `.await`.
+/// How long a wake-up is remembered. A caller whose read of the pending entry is older than
+/// this looks again before it waits.
+const RECENT: Duration = Duration::from_secs(5);
+
+/// Waiters by key, and the wake-ups of the last five seconds. A `std::sync::Mutex` is right
+/// here: the critical sections are map lookups and inserts, never held across an `.await`.
 #[derive(Debug, Default)]
 pub struct Wakeups {
-    waiters: Mutex<HashMap<Key, Arc<Subscription>>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    waiters: HashMap<Key, Arc<Subscription>>,
+    /// The last wake-up of each key woken within [`RECENT`].
+    recent: HashMap<Key, Instant>,
+    /// The same wake-ups in the order they came, to forget them.
+    order: VecDeque<(Instant, Key)>,
+    /// The last time every waiter was woken (a lost notification channel).
+    all: Option<Instant>,
+    /// Whether this process now hears every settlement ([`Wakeups::listening`]).
+    listening: bool,
+}
+
+impl State {
+    fn woken(&mut self, key: Key, at: Instant) {
+        while let Some((then, old)) = self.order.front().copied() {
+            if at.duration_since(then) < RECENT {
+                break;
+            }
+            self.order.pop_front();
+            if self.recent.get(&old) == Some(&then) {
+                self.recent.remove(&old);
+            }
+        }
+        self.recent.insert(key, at);
+        self.order.push_back((at, key));
+    }
+
+    /// Whether `key` may have settled since `seen` without this process's waiters being
+    /// told after that moment.
+    fn woken_since(&self, key: &Key, seen: Instant) -> bool {
+        !self.listening
+            || seen.elapsed() >= RECENT
+            || self.all.is_some_and(|all| all >= seen)
+            || self.recent.get(key).is_some_and(|at| *at >= seen)
+    }
 }
 
 /// What the waiters of one key share: the wake-up, and the settled entry when the
@@ -43,30 +90,36 @@ impl Subscription {
 }
 
 impl Wakeups {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The subscription for `key`, shared with its other waiters in this process.
     pub fn subscribe(&self, key: &Key) -> Arc<Subscription> {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(waiters.entry(*key).or_default())
+        Arc::clone(self.state().waiters.entry(*key).or_default())
     }
 
     /// Drops the subscription of a waiter that gave up, if nobody else waits on the key.
-    pub fn unsubscribe(&self, key: &Key, notify: &Arc<Subscription>) {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(current) = waiters.get(key) {
+    pub fn unsubscribe(&self, key: &Key, subscription: &Arc<Subscription>) {
+        let mut state = self.state();
+        if let Some(current) = state.waiters.get(key) {
             // Two references: the map's and ours. Anyone else still waits.
-            if Arc::ptr_eq(current, notify) && Arc::strong_count(current) == 2 {
-                waiters.remove(key);
+            if Arc::ptr_eq(current, subscription) && Arc::strong_count(current) == 2 {
+                state.waiters.remove(key);
             }
         }
     }
 
+    /// Removes and returns `key`'s subscription, remembering the wake-up.
+    fn take(&self, key: Key) -> Option<Arc<Subscription>> {
+        let mut state = self.state();
+        state.woken(key, Instant::now());
+        state.waiters.remove(&key)
+    }
+
     /// Wakes every waiter of `key` in this process; each looks its entry up again.
     pub fn wake(&self, key: &Key) {
-        let subscription = {
-            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            waiters.remove(key)
-        };
-        if let Some(subscription) = subscription {
+        if let Some(subscription) = self.take(*key) {
             subscription.notify.notify_waiters();
         }
     }
@@ -75,11 +128,7 @@ impl Wakeups {
     /// must be exactly what a lookup would return right after the completion that settled
     /// it (so only a completion that has just committed may call this).
     pub fn wake_settled(&self, entry: Entry) {
-        let subscription = {
-            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            waiters.remove(&entry.key)
-        };
-        if let Some(subscription) = subscription {
+        if let Some(subscription) = self.take(entry.key) {
             // Each subscription is removed from the map before it is woken, so it is
             // settled at most once.
             let _ = subscription.settled.set(entry);
@@ -91,17 +140,28 @@ impl Wakeups {
     /// one looks at its entry again).
     pub fn wake_all(&self) {
         let all: Vec<Arc<Subscription>> = {
-            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            waiters.drain().map(|(_, n)| n).collect()
+            let mut state = self.state();
+            state.all = Some(Instant::now());
+            state.waiters.drain().map(|(_, n)| n).collect()
         };
         for subscription in all {
             subscription.notify.notify_waiters();
         }
     }
 
+    /// Whether the store's notification channel is up, so that this process hears of every
+    /// settlement, wherever it happens. Turning it on wakes every waiter (anything may have
+    /// happened while no one listened). Off, as at first, every waiter looks before it waits.
+    pub fn listening(&self, on: bool) {
+        self.state().listening = on;
+        if on {
+            self.wake_all();
+        }
+    }
+
     /// How many keys have waiters (for tests and metrics).
     pub fn len(&self) -> usize {
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.state().waiters.len()
     }
 
     /// Whether nobody waits.
@@ -120,38 +180,65 @@ impl Wakeups {
     pub async fn wait_settled<F, Fut>(
         &self,
         key: &Key,
-        timeout: std::time::Duration,
-        recheck: Option<std::time::Duration>,
-        mut lookup: F,
-    ) -> Result<Option<crate::pattern::Entry>, super::StoreError>
+        timeout: Duration,
+        recheck: Option<Duration>,
+        lookup: F,
+    ) -> Result<Option<Entry>, super::StoreError>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<Option<crate::pattern::Entry>, super::StoreError>>,
+        Fut: std::future::Future<Output = Result<Option<Entry>, super::StoreError>>,
+    {
+        self.wait_settled_since(key, None, timeout, recheck, lookup)
+            .await
+    }
+
+    /// [`wait_settled`](Self::wait_settled) for a caller that read the entry as pending
+    /// after `seen`: unless this process heard of a wake-up for `key` since then, the first
+    /// lookup is skipped. Sound only for a store whose every settlement wakes this process's
+    /// waiters (a missed notification costs a `recheck`, as for any waiter).
+    pub async fn wait_settled_since<F, Fut>(
+        &self,
+        key: &Key,
+        seen: Option<Instant>,
+        timeout: Duration,
+        recheck: Option<Duration>,
+        mut lookup: F,
+    ) -> Result<Option<Entry>, super::StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Entry>, super::StoreError>>,
     {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = seen;
         loop {
-            let notify = self.subscribe(key);
-            let notified = notify.notified();
+            let (subscription, look) = {
+                let mut state = self.state();
+                let look = seen.take().is_none_or(|seen| state.woken_since(key, seen));
+                (Arc::clone(state.waiters.entry(*key).or_default()), look)
+            };
+            let notified = subscription.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match lookup().await {
-                Ok(Some(entry)) if entry.job().is_some() => {}
-                other => {
-                    self.unsubscribe(key, &notify);
-                    return other;
+            if look {
+                match lookup().await {
+                    Ok(Some(entry)) if entry.job().is_some() => {}
+                    other => {
+                        self.unsubscribe(key, &subscription);
+                        return other;
+                    }
                 }
             }
             let wake_at = recheck.map_or(deadline, |every| {
                 deadline.min(tokio::time::Instant::now() + every)
             });
             let woken = tokio::time::timeout_at(wake_at, notified).await.is_ok();
-            if let Some(entry) = notify.settled() {
+            if let Some(entry) = subscription.settled() {
                 let entry = entry.clone();
-                self.unsubscribe(key, &notify);
+                self.unsubscribe(key, &subscription);
                 return Ok(Some(entry));
             }
             if !woken && tokio::time::Instant::now() >= deadline {
-                self.unsubscribe(key, &notify);
+                self.unsubscribe(key, &subscription);
                 return Ok(None);
             }
         }
@@ -161,7 +248,6 @@ impl Wakeups {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
 
     use super::*;
     use crate::pattern::{JobId, JobInfo, Priority, Status, Timestamp};
@@ -239,6 +325,91 @@ mod tests {
             "only the first look each"
         );
         assert!(wakeups.is_empty(), "nothing left subscribed");
+    }
+
+    /// How many lookups one `wait_settled_since` makes, and what it returns, when the entry
+    /// reads as `read` and `after` runs once the waiter is subscribed.
+    async fn since(
+        wakeups: &Arc<Wakeups>,
+        key: Key,
+        seen: Instant,
+        read: Entry,
+        after: impl FnOnce(&Wakeups),
+    ) -> (usize, Option<Entry>) {
+        let lookups = Arc::new(AtomicUsize::new(0));
+        let waiting = {
+            let (wakeups, lookups) = (Arc::clone(wakeups), Arc::clone(&lookups));
+            tokio::spawn(async move {
+                wakeups
+                    .wait_settled_since(&key, Some(seen), Duration::from_secs(20), None, || {
+                        lookups.fetch_add(1, Ordering::SeqCst);
+                        let read = read.clone();
+                        async move { Ok(Some(read)) }
+                    })
+                    .await
+                    .unwrap()
+            })
+        };
+        while wakeups.is_empty() && !waiting.is_finished() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        after(wakeups);
+        let got = waiting.await.unwrap();
+        (lookups.load(Ordering::SeqCst), got)
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_saw_the_entry_pending_does_not_read_it_again() {
+        let wakeups = Arc::new(Wakeups::default());
+        wakeups.listening(true);
+        let key = Key::parse(&"3".repeat(32)).unwrap();
+        let seen = Instant::now();
+        let (lookups, got) = since(&wakeups, key, seen, pending(key), |w| {
+            w.wake_settled(entry(key, Status::Idle));
+        })
+        .await;
+        assert_eq!(got, Some(entry(key, Status::Idle)));
+        assert_eq!(lookups, 0);
+    }
+
+    #[tokio::test]
+    async fn a_wake_up_after_the_read_makes_the_waiter_look() {
+        let wakeups = Arc::new(Wakeups::default());
+        wakeups.listening(true);
+        let key = Key::parse(&"4".repeat(32)).unwrap();
+        let seen = Instant::now();
+        // Settled elsewhere between the caller's read and its wait.
+        wakeups.wake(&key);
+        let (lookups, got) = since(&wakeups, key, seen, entry(key, Status::Idle), |_| {}).await;
+        assert_eq!((lookups, got), (1, Some(entry(key, Status::Idle))));
+        // A wake-up of another key, or one before the read, changes nothing.
+        let other = Key::parse(&"5".repeat(32)).unwrap();
+        let seen = Instant::now();
+        wakeups.wake(&other);
+        let (lookups, _) = since(&wakeups, key, seen, pending(key), |w| {
+            w.wake_settled(entry(key, Status::Idle));
+        })
+        .await;
+        assert_eq!(lookups, 0);
+    }
+
+    #[tokio::test]
+    async fn without_a_listener_or_after_a_gap_every_waiter_looks() {
+        let idle = || entry(Key::parse(&"6".repeat(32)).unwrap(), Status::Idle);
+        let key = idle().key;
+        let wakeups = Arc::new(Wakeups::default());
+        let (lookups, _) = since(&wakeups, key, Instant::now(), idle(), |_| {}).await;
+        assert_eq!(lookups, 1, "not listening yet");
+        let seen = Instant::now();
+        wakeups.listening(true);
+        let (lookups, _) = since(&wakeups, key, seen, idle(), |_| {}).await;
+        assert_eq!(lookups, 1, "the listener came up after the read");
+        let long_ago = Instant::now().checked_sub(RECENT).unwrap();
+        let (lookups, _) = since(&wakeups, key, long_ago, idle(), |_| {}).await;
+        assert_eq!(lookups, 1, "a read older than the wake-ups remembered");
+        wakeups.listening(false);
+        let (lookups, _) = since(&wakeups, key, Instant::now(), idle(), |_| {}).await;
+        assert_eq!(lookups, 1, "the listener went down");
     }
 
     #[tokio::test]

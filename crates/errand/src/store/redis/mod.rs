@@ -443,7 +443,7 @@ async fn subscribe(
             Ok(Ok(pubsub)) => {
                 backoff = Duration::from_millis(100);
                 // Anything may have happened while no one listened.
-                wakeups.wake_all();
+                wakeups.listening(true);
                 work.notify_waiters();
                 let mut stream = pubsub.into_on_message();
                 while let Some(msg) = next(&mut stream).await {
@@ -458,6 +458,7 @@ async fn subscribe(
                         }
                     }
                 }
+                wakeups.listening(false);
                 tracing::warn!(url = %redact(&url), "Redis subscriber connection lost; reconnecting");
             }
             Ok(Err(e)) => {
@@ -967,6 +968,19 @@ impl Store for RedisStore {
     async fn wait(&self, key: &Key, timeout: Duration) -> Result<Option<Entry>, StoreError> {
         self.wakeups
             .wait_settled(key, timeout, Some(self.config.recheck), || self.lookup(key))
+            .await
+    }
+
+    async fn wait_pending(
+        &self,
+        key: &Key,
+        seen: std::time::Instant,
+        timeout: Duration,
+    ) -> Result<Option<Entry>, StoreError> {
+        self.wakeups
+            .wait_settled_since(key, Some(seen), timeout, Some(self.config.recheck), || {
+                self.lookup(key)
+            })
             .await
     }
 
