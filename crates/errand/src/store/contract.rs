@@ -596,23 +596,11 @@ pub async fn wait_pending_sees_a_completion_made_before_it_began(
     _clock: Arc<ManualClock>,
 ) {
     let seen = std::time::Instant::now();
-    enqueued(
-        store
-            .claim(claim("/quick", Priority::Miss, None))
-            .await
-            .unwrap(),
-    );
-    let key = signature("/quick").key;
-    let job = store.take(1, LEASE).await.unwrap().remove(0);
-    store
-        .complete(
-            &job.lease,
-            Completion::Store(content(&*store, "quick", 60, 0, 0, &[])),
-        )
-        .await
-        .unwrap();
+    let done = |body| Completion::Store(content(&*store, body, 60, 0, 0, &[]));
+    settle(&*store, "/quick", done("quick")).await;
     // Long enough for any notification of it to have come and gone.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let key = signature("/quick").key;
     let started = tokio::time::Instant::now();
     let settled = store
         .wait_pending(&key, seen, Duration::from_secs(20))
@@ -644,13 +632,7 @@ pub async fn wait_pending_sees_a_completion_made_before_it_began(
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let job = store.take(1, LEASE).await.unwrap().remove(0);
-    store
-        .complete(
-            &job.lease,
-            Completion::Store(content(&*store, "later", 60, 0, 0, &[])),
-        )
-        .await
-        .unwrap();
+    store.complete(&job.lease, done("later")).await.unwrap();
     let settled = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
         .expect("woken by the completion")
