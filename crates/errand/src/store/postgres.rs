@@ -436,6 +436,11 @@ impl PgStore {
         let schema = self.config.schema.clone();
         self.run(|mut client| async move {
             let tx = client.transaction().await.map_err(db)?;
+            // Every start re-runs the idempotent migrations: their "already exists, skipping"
+            // notices are not news for the operator's log.
+            tx.batch_execute("SET LOCAL client_min_messages = warning")
+                .await
+                .map_err(db)?;
             tx.execute(
                 "SELECT pg_advisory_xact_lock(hashtext($1))",
                 &[&format!("errand:{schema}")],
