@@ -224,6 +224,82 @@ async fn jobs_handed_over_but_not_started_go_back_at_shutdown() {
     this.drop_schema().await.unwrap();
 }
 
+/// A claim that loses the race locks the row for a moment (ON CONFLICT DO UPDATE locks what
+/// it finds), and a worker's take skips locked rows: a worker woken by the winning claim can
+/// find nothing. The loser, once done, announces the job again, so that worker does not wait
+/// for its recheck (a minute here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_claim_wakes_the_workers_again() {
+    use errand::pattern::Priority;
+    use errand::store::contract::{claim, signature};
+    use errand::store::{ClaimOutcome, Store};
+    use std::time::Duration;
+
+    let lease = Duration::from_secs(30);
+    let clock = ManualClock::new();
+    let Some(front) = make(Arc::clone(&clock)).await else {
+        return;
+    };
+    let mut config = front.config().clone();
+    config.recheck = Duration::from_secs(60);
+    let worker = Arc::new(
+        PgStore::connect_with_clock(config.clone(), clock)
+            .await
+            .unwrap(),
+    );
+    assert!(matches!(
+        front
+            .claim(claim("/locked", Priority::Miss, None))
+            .await
+            .unwrap(),
+        ClaimOutcome::Enqueued(_)
+    ));
+    // A racing claim's lock, held while the worker takes.
+    let (client, connection) = tokio_postgres::connect(&config.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let key = signature("/locked").key;
+    client.batch_execute("BEGIN").await.unwrap();
+    let locked = client
+        .query(
+            &format!(
+                "SELECT key FROM {}.entries WHERE key = $1 FOR NO KEY UPDATE",
+                config.schema
+            ),
+            &[&key.as_bytes().as_slice()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(locked.len(), 1);
+    assert!(worker.take(1, lease).await.unwrap().is_empty(), "skipped");
+    let idle = {
+        let worker = Arc::clone(&worker);
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            worker.wait_for_jobs(Duration::from_secs(60)).await.unwrap();
+            started.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.batch_execute("COMMIT").await.unwrap();
+    // The racing claim finishes: it lost, and finds the job still waiting.
+    assert!(matches!(
+        front
+            .claim(claim("/locked", Priority::Miss, None))
+            .await
+            .unwrap(),
+        ClaimOutcome::Exists(_)
+    ));
+    let woke = tokio::time::timeout(Duration::from_secs(10), idle)
+        .await
+        .expect("the idle worker is woken again")
+        .unwrap();
+    assert!(woke < Duration::from_secs(10), "{woke:?}");
+    assert_eq!(worker.take(1, lease).await.unwrap().len(), 1);
+    front.drop_schema().await.unwrap();
+}
+
 /// A schema made by the first version (URI index on every row) is upgraded in place, and
 /// running the migrations again changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,9 @@
 //!
 //! - `claim` is `INSERT … ON CONFLICT (key) DO UPDATE … WHERE <not pending, and expired or at
 //!   the expected version>`: the primary key makes it atomic however many fronts race; the
-//!   loser's statement changes nothing and it reads the winner's row.
+//!   loser's statement changes nothing and it reads the winner's row. (It does lock that row
+//!   for a moment, and a worker's `take` skips locked rows, so a loser that finds the job
+//!   still waiting for a worker announces it again.)
 //! - `take` picks ready rows by priority then run time with `FOR UPDATE SKIP LOCKED` and
 //!   leases them in the same statement, so two workers never take one job and a worker that
 //!   dies holds nothing but a lease that runs out (at-least-once).
@@ -1079,7 +1081,19 @@ impl Store for PgStore {
             }
             let rows = self.query(&self.sql.find, &[&key]).await?;
             if let Some(row) = rows.first() {
-                return Ok(ClaimOutcome::Exists(entry_from_row(row)?));
+                let entry = entry_from_row(row)?;
+                // A lost claim's statement locked the row for a moment (ON CONFLICT DO
+                // UPDATE locks the row it finds even when its WHERE changes nothing), and a
+                // worker woken by the winning claim skips locked rows. Now that the lock is
+                // gone, tell the workers again while the job waits for one.
+                if entry
+                    .job()
+                    .is_some_and(|job| job.lease_until.is_none_or(|until| until <= now))
+                {
+                    self.work.notify_waiters();
+                    self.announcer.job();
+                }
+                return Ok(ClaimOutcome::Exists(entry));
             }
         }
         Err(StoreError::Unavailable(
