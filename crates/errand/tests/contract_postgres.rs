@@ -100,37 +100,27 @@ async fn wakeups_reach_another_process() {
     assert!(waiter < soon, "waiter woken: {waiter:?}");
 }
 
-/// A job claimed while a worker of the same process waits idle is leased to it in the claim's
-/// own statement: its next take gets it without asking the database, and the lease is in the
-/// table, so another process neither takes it meanwhile nor loses it if this process dies.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_hands_its_job_to_an_idle_worker_of_its_process() {
+/// Claims `path` on `this` while a worker of its process waits idle (after a take that found
+/// nothing), and waits until that worker is woken; returns the claimed entry.
+async fn claim_while_a_worker_idles(this: &Arc<PgStore>, path: &str) -> errand::pattern::Entry {
     use errand::pattern::Priority;
-    use errand::store::contract::{claim, signature};
-    use errand::store::{ClaimOutcome, Completion, Store, StoreError};
+    use errand::store::contract::claim;
+    use errand::store::{ClaimOutcome, Store};
     use std::time::Duration;
 
-    let lease = Duration::from_secs(30);
-    let clock = ManualClock::new();
-    let Some(this) = make(Arc::clone(&clock)).await else {
-        return;
-    };
-    let this = Arc::new(this);
-    let config = this.config().clone();
-    let other = PgStore::connect_with_clock(config, clock.clone())
-        .await
-        .unwrap();
-    // A worker of this process: nothing to take, so it waits.
-    assert!(this.take(4, lease).await.unwrap().is_empty());
+    assert!(
+        this.take(4, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let idle = {
-        let this = Arc::clone(&this);
+        let this = Arc::clone(this);
         tokio::spawn(async move { this.wait_for_jobs(Duration::from_secs(20)).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let ClaimOutcome::Enqueued(entry) = this
-        .claim(claim("/handed", Priority::Miss, None))
-        .await
-        .unwrap()
+    let ClaimOutcome::Enqueued(entry) =
+        this.claim(claim(path, Priority::Miss, None)).await.unwrap()
     else {
         panic!("claimed");
     };
@@ -139,6 +129,30 @@ async fn a_claim_hands_its_job_to_an_idle_worker_of_its_process() {
         .expect("the idle worker is woken")
         .unwrap()
         .unwrap();
+    entry
+}
+
+/// A job claimed while a worker of the same process waits idle is leased to it in the claim's
+/// own statement: its next take gets it without asking the database, and the lease is in the
+/// table, so another process neither takes it meanwhile nor loses it if this process dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_hands_its_job_to_an_idle_worker_of_its_process() {
+    use errand::pattern::Priority;
+    use errand::store::contract::{claim, signature};
+    use errand::store::{Completion, Store, StoreError};
+    use std::time::Duration;
+
+    let lease = Duration::from_secs(30);
+    let clock = ManualClock::new();
+    let Some(this) = make(Arc::clone(&clock)).await else {
+        return;
+    };
+    let this = Arc::new(this);
+    let other = PgStore::connect_with_clock(this.config().clone(), clock.clone())
+        .await
+        .unwrap();
+    // A worker of this process: nothing to take, so it waits.
+    let entry = claim_while_a_worker_idles(&this, "/handed").await;
     // Leased already: the other process finds nothing to take, and sees it running.
     assert!(other.take(4, lease).await.unwrap().is_empty());
     let stats = other.stats().await.unwrap();
@@ -174,9 +188,8 @@ async fn a_claim_hands_its_job_to_an_idle_worker_of_its_process() {
 /// at once for another process, as if never taken, instead of waiting out its lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_handed_over_but_not_started_go_back_at_shutdown() {
-    use errand::pattern::Priority;
-    use errand::store::contract::{claim, signature};
-    use errand::store::{ClaimOutcome, Store};
+    use errand::store::Store;
+    use errand::store::contract::signature;
     use std::time::Duration;
 
     let lease = Duration::from_secs(30);
@@ -189,25 +202,8 @@ async fn jobs_handed_over_but_not_started_go_back_at_shutdown() {
         .await
         .unwrap();
     assert_eq!(this.hand_back_unstarted().await.unwrap(), 0, "nothing yet");
-    assert!(this.take(4, lease).await.unwrap().is_empty());
-    let idle = {
-        let this = Arc::clone(&this);
-        tokio::spawn(async move { this.wait_for_jobs(Duration::from_secs(20)).await })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let ClaimOutcome::Enqueued(entry) = this
-        .claim(claim("/unstarted", Priority::Miss, None))
-        .await
-        .unwrap()
-    else {
-        panic!("claimed");
-    };
     // The worker is woken, but shuts down instead of taking it.
-    tokio::time::timeout(Duration::from_secs(5), idle)
-        .await
-        .expect("the idle worker is woken")
-        .unwrap()
-        .unwrap();
+    let entry = claim_while_a_worker_idles(&this, "/unstarted").await;
     assert!(other.take(4, lease).await.unwrap().is_empty(), "leased");
     assert_eq!(this.hand_back_unstarted().await.unwrap(), 1);
     // No clock moved: the other process takes it now, as its first attempt.

@@ -269,9 +269,11 @@ impl FrontRequest<'_> {
     /// brings a new entry to decide on; the loop is bounded.
     async fn answer(&self) -> Answer {
         let store = &self.shared.store;
-        // Taken before each read that brings `entry`: a wait on a pending entry then needs
-        // no read of its own unless the store heard of a change since.
-        let mut seen = std::time::Instant::now();
+        // Taken before each read that brings `entry`, when the client may wait: a wait on a
+        // pending entry then needs no read of its own unless the store heard of a change
+        // since. (Other requests, most hits among them, never wait, so they skip the clock.)
+        let stamp = || self.prefer.wait.map(|_| std::time::Instant::now());
+        let mut seen = stamp();
         // No timer around the hit path's one read: the store contract makes every backend bound
         // its own calls, and arming a timer per request is measurable at these rates.
         let mut entry = match store.lookup(&self.signature.key).await {
@@ -305,7 +307,7 @@ impl FrontRequest<'_> {
                     ));
                 }
                 Decision::Miss { expect } => {
-                    seen = std::time::Instant::now();
+                    seen = stamp();
                     match timed(
                         self.store_timeout(),
                         store.claim(self.claim(Priority::Miss, expect)),
@@ -417,9 +419,10 @@ impl FrontRequest<'_> {
 
     /// Under `Prefer: wait=N`: the settled entry if the job ends within `min(N, max_wait)`.
     /// Bounded by the cap on concurrent waiters (beyond it: no wait, a plain `202`). `seen`
-    /// was taken before the read that found the entry pending.
-    async fn wait(&self, seen: std::time::Instant) -> Option<Entry> {
+    /// was taken before the read that found the entry pending (always, under `Prefer: wait`).
+    async fn wait(&self, seen: Option<std::time::Instant>) -> Option<Entry> {
         let wait = self.prefer.wait?.min(self.shared.config.front.max_wait);
+        let seen = seen?;
         if wait.is_zero() {
             return None;
         }

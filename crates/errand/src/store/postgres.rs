@@ -338,20 +338,24 @@ fn db(e: tokio_postgres::Error) -> StoreError {
 }
 
 impl PgStore {
-    /// The entry a stored completion leaves, exactly as a lookup would read it right after
-    /// (`row` holds the `uri` and `version` the completion wrote); `None` once it has
-    /// already expired, which a lookup would not return.
-    fn settled(&self, key: Key, row: &Row, content: &Content) -> Option<Entry> {
-        if content.expires_at() <= self.now() {
-            return None;
+    /// Wakes this process's waiters of a stored result, handing them the entry exactly as a
+    /// lookup would read it right after (`row` holds the `uri` and `version` the completion
+    /// wrote), unless it has already expired: then they look, as a lookup returns nothing.
+    fn wake_stored(&self, key: Key, row: &Row, content: &Content) {
+        let uri = row.try_get::<_, String>("uri").ok();
+        let version = row.try_get::<_, i64>("version").ok();
+        match (uri, version.and_then(|v| u64::try_from(v).ok())) {
+            (Some(uri), Some(version)) if content.expires_at() > self.now() => {
+                self.wakeups.wake_settled(Entry {
+                    key,
+                    uri: uri.into(),
+                    version,
+                    content: Some(content.clone()),
+                    status: Status::Idle,
+                });
+            }
+            _ => self.wakeups.wake(&key),
         }
-        Some(Entry {
-            key,
-            uri: row.try_get::<_, String>("uri").ok()?.into(),
-            version: u64::try_from(row.try_get::<_, i64>("version").ok()?).ok()?,
-            content: Some(content.clone()),
-            status: Status::Idle,
-        })
     }
 
     /// Connects, applies the schema migrations (safe when several processes start at once)
@@ -1257,10 +1261,7 @@ impl Store for PgStore {
         match &completion {
             Completion::Retry { .. } => return Ok(()),
             // Waiters of this process at once, with the entry so they need no read.
-            Completion::Store(content) => match self.settled(lease.key, row, content) {
-                Some(entry) => self.wakeups.wake_settled(entry),
-                None => self.wakeups.wake(&lease.key),
-            },
+            Completion::Store(content) => self.wake_stored(lease.key, row, content),
             _ => self.wakeups.wake(&lease.key),
         }
         // Those elsewhere through NOTIFY.
@@ -1325,10 +1326,7 @@ impl Store for PgStore {
                         let row = done.get(lease.key.as_bytes().as_slice());
                         let ok = row.is_some();
                         if let (Some(row), Completion::Store(content)) = (row, completion) {
-                            match self.settled(lease.key, row, content) {
-                                Some(entry) => self.wakeups.wake_settled(entry),
-                                None => self.wakeups.wake(&lease.key),
-                            }
+                            self.wake_stored(lease.key, row, content);
                             self.announcer.done(lease.key);
                         }
                         results[*i] = Some(if ok {
