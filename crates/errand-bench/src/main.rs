@@ -102,6 +102,11 @@ enum Command {
         /// client runs its insert, update and delete); `--consumers` adds workers besides.
         #[arg(long)]
         lockstep: bool,
+        /// Each claimer waits for its job's result before claiming again (as `Prefer: wait`
+        /// clients do), and workers with nothing to take wait idle for jobs (as errand's
+        /// workers do), so a claim made while one waits hands its job over.
+        #[arg(long, conflicts_with = "lockstep")]
+        wait: bool,
         #[arg(long, default_value = "queue")]
         label: String,
     },
@@ -156,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
             consumers,
             batch,
             lockstep,
+            wait,
             label,
         } => {
             let shape = QueueShape {
@@ -163,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
                 consumers,
                 batch,
                 lockstep,
+                wait,
             };
             queue(&backend, duration, shape, &label).await
         }
@@ -527,6 +534,7 @@ struct QueueShape {
     consumers: usize,
     batch: usize,
     lockstep: bool,
+    wait: bool,
 }
 
 /// Takes up to `batch` jobs and completes them (one by one, or in one `complete_many`);
@@ -587,6 +595,7 @@ async fn queue(
         consumers,
         batch,
         lockstep,
+        wait,
     } = shape;
     // A namespace of the benchmark's own, emptied before and after.
     let (store, pg, redis): (SharedStore, Option<Arc<PgStore>>, Option<Arc<RedisStore>>) =
@@ -637,8 +646,15 @@ async fn queue(
                     priority: Priority::Miss,
                     expect: None,
                 };
+                let key = claim.key;
+                let seen = std::time::Instant::now();
                 if store.claim(claim).await.is_ok() {
                     claimed.fetch_add(1, Ordering::Relaxed);
+                    if wait {
+                        let _ = store
+                            .wait_pending(&key, seen, Duration::from_secs(10))
+                            .await;
+                    }
                 }
                 if lockstep && (n as usize).is_multiple_of(batch) {
                     let worked = work_once(&store, batch, &body).await.unwrap_or(0);
@@ -655,6 +671,10 @@ async fn queue(
                     Some(n) => {
                         done.fetch_add(n, Ordering::Relaxed);
                     }
+                    None if wait => {
+                        let limit = deadline.saturating_duration_since(Instant::now());
+                        let _ = store.wait_for_jobs(limit).await;
+                    }
                     None => tokio::time::sleep(Duration::from_millis(1)).await,
                 }
             }
@@ -667,7 +687,13 @@ async fn queue(
         done.load(Ordering::Relaxed) as f64 / secs,
         claimed.load(Ordering::Relaxed),
         done.load(Ordering::Relaxed),
-        if lockstep { " that also work" } else { "" },
+        if lockstep {
+            " that also work"
+        } else if wait {
+            " that wait for their results"
+        } else {
+            ""
+        },
     );
     if let Some(pg) = pg {
         pg.drop_schema().await?;

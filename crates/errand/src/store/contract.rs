@@ -42,6 +42,7 @@ macro_rules! store_contract {
         $crate::store_contract!(@cases $make, $cleanup;
             claim_is_atomic_under_contention,
             claim_respects_the_expected_version,
+            a_claim_returns_what_a_lookup_returns,
             take_orders_by_priority_then_run_time,
             lease_expiry_redelivers_and_fences_the_old_lease,
             heartbeat_extends_a_lease,
@@ -535,6 +536,57 @@ pub async fn wait_is_woken_by_complete(store: Arc<dyn Store>, _clock: Arc<Manual
     // Already settled: returns at once.
     let settled = store.wait(&key, Duration::from_secs(20)).await.unwrap();
     assert!(settled.is_some());
+}
+
+/// A claim returns the pending entry exactly as a lookup reads it right after: a new one, one
+/// that keeps a stale copy while it is refreshed, and one that follows a failure.
+pub async fn a_claim_returns_what_a_lookup_returns(store: Arc<dyn Store>, clock: Arc<ManualClock>) {
+    let path = "/claimed";
+    let key = signature(path).key;
+    let new = enqueued(
+        store
+            .claim(claim(path, Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(Some(new), store.lookup(&key).await.unwrap(), "a new entry");
+    let finish = |completion: Completion| {
+        let store = Arc::clone(&store);
+        async move {
+            let job = store.take(10, LEASE).await.unwrap().remove(0);
+            store.complete(&job.lease, completion).await.unwrap();
+            store.lookup(&key).await.unwrap().unwrap().version
+        }
+    };
+    let copy = content(&*store, "copy", 10, 600, 600, &["team-a", "page"]);
+    let version = finish(Completion::Store(copy)).await;
+    clock.advance(Duration::from_secs(20));
+    let refresh = enqueued(
+        store
+            .claim(claim(path, Priority::Refresh, Some(version)))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        Some(refresh.clone()),
+        store.lookup(&key).await.unwrap(),
+        "a refresh"
+    );
+    assert!(refresh.content.is_some(), "the stale copy is kept");
+    let version = finish(Completion::Fail(failure(&*store, 5))).await;
+    let after = enqueued(
+        store
+            .claim(claim(path, Priority::Miss, Some(version)))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        Some(after.clone()),
+        store.lookup(&key).await.unwrap(),
+        "after a failure"
+    );
+    assert!(after.job().unwrap().after_failure);
+    assert!(after.content.is_some(), "the copy outlives the failure");
 }
 
 /// Whatever way a store wakes its waiters (a fresh lookup, or the entry the completion

@@ -8,15 +8,21 @@
 //!   loser's statement changes nothing and it reads the winner's row. (It does lock that row
 //!   for a moment, and a worker's `take` skips locked rows, so a loser that finds the job
 //!   still waiting for a worker announces it again.)
+//!   It returns only what the caller does not know already (the version, the job id, and a
+//!   copy the row keeps); the rest of the pending entry is what the claim wrote.
 //! - `take` picks ready rows by priority then run time with `FOR UPDATE SKIP LOCKED` and
 //!   leases them in the same statement, so two workers never take one job and a worker that
-//!   dies holds nothing but a lease that runs out (at-least-once).
+//!   dies holds nothing but a lease that runs out (at-least-once). Lapsed leases announce
+//!   nothing, so takes look for them in a statement of their own once per
+//!   [`PgConfig::recheck`]. A take that has found the queue empty does not ask again until a
+//!   job is announced (or the recheck passes).
 //! - `complete` updates the row only `WHERE job_id = … AND lease_token = …` (fencing).
 //!
 //! Hand-off: a claim made while a worker of the same process waits idle leases the new job
 //! to that worker in the claim's own statement, and the worker's next `take` gets it without
 //! asking the database. On the miss path of a front that also works, that saves a statement
-//! and a durable commit. The lease is in the table like any other, so no other process takes
+//! and a durable commit: the job costs two (claim and lease; acknowledge and store), not
+//! three. The lease is in the table like any other, so no other process takes
 //! the job meanwhile, and if this process dies first the job is taken over when the lease
 //! runs out. When its workers stop (shutdown), jobs handed over but not yet started are given
 //! back to the queue at once ([`Store::hand_back_unstarted`]). Fronts without workers never
@@ -24,7 +30,8 @@
 //!
 //! Wake-ups: after a claim or a completion commits, this process announces it with
 //! `NOTIFY`, coalesced: a lone event goes out at once, and during a burst one statement per
-//! 2 ms window carries every key completed in it and whether jobs were claimed
+//! 2 ms window carries every key completed in it and whether jobs were claimed (marked with
+//! the process's own id, which its listener leaves out: its workers were told directly)
 //! (`NOTIFY` serializes commits cluster-wide, so one per write would cap throughput). One
 //! `LISTEN` connection per process fans notifications out to the waiters of this process
 //! ([`Wakeups`]) and to its idle workers; waiters and idle workers also look again every
@@ -77,7 +84,9 @@ pub struct PgConfig {
     pub pool_size: usize,
     /// Upper bound of every call, pool wait included.
     pub call_timeout: Duration,
-    /// How often waiters and idle workers look again without a notification.
+    /// How often waiters and idle workers look again without a notification; also how
+    /// often takes look for lapsed leases, and the longest a retry that came due waits for a
+    /// worker that keeps finding the queue empty.
     pub recheck: Duration,
     /// Use `LISTEN/NOTIFY` for wake-ups. Off ("poll-only mode") for a connection pooler in
     /// transaction mode, which breaks `LISTEN`: waiters and workers then rely on
@@ -138,7 +147,10 @@ impl Announcer {
 
     /// Sends at once what there is, then gathers for a window before sending again: a lone
     /// event is announced without delay, a burst costs one notification per window.
-    async fn run(self: Arc<Self>, pool: Pool, (done, jobs): (String, String)) {
+    ///
+    /// A jobs notification carries `origin`, this process's own mark, so that its listener
+    /// can leave it out: this process's workers heard of its claims directly.
+    async fn run(self: Arc<Self>, pool: Pool, (done, jobs): (String, String), origin: String) {
         let mut window = tokio::time::Instant::now();
         loop {
             self.ready.notified().await;
@@ -155,7 +167,7 @@ impl Announcer {
                 .unzip();
             if new_jobs {
                 channels.push(jobs.as_str());
-                payloads.push(String::new());
+                payloads.push(origin.clone());
             }
             if payloads.is_empty() {
                 continue;
@@ -180,14 +192,100 @@ impl Announcer {
     }
 }
 
+/// What this process knows of the queue: idle workers wait on it, and a worker that found
+/// the queue empty does not ask the database again until a job may have come.
+///
+/// Every sign that a job may be ready bumps a count: a claim of this process, a `NOTIFY` on
+/// the jobs channel, the listener (re)connecting, a job handed back or retried at once. A take
+/// that finds fewer ready jobs than it asked for remembers the count it began with; until
+/// that count moves, or [`PgConfig::recheck`] passes on the store clock, the next take answers
+/// "nothing" without a query. (A retry coming due announces nothing; it waits at most that
+/// long.) On the hand-off path this spares a worker an empty take after every job. Without a
+/// working listener every take asks.
+///
+/// A lease running out announces nothing either: takes look for lapsed leases once per
+/// recheck, in a statement of their own, so the take of every job reads one index, not two.
+#[derive(Debug, Default)]
+struct JobSignal {
+    wake: Notify,
+    announced: std::sync::atomic::AtomicU64,
+    listening: std::sync::atomic::AtomicBool,
+    /// The count and the store time of the last take that emptied the queue.
+    drained: std::sync::Mutex<Option<(u64, Timestamp)>>,
+    /// When a take last looked for lapsed leases.
+    rescued: std::sync::Mutex<Option<Timestamp>>,
+}
+
+impl JobSignal {
+    /// Jobs may be ready: counts it and wakes the idle workers.
+    fn announce(&self) {
+        self.announced
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.wake.notify_waiters();
+    }
+
+    /// One job is ready: counts it and wakes one idle worker (or the next to wait).
+    fn announce_one(&self) {
+        self.announced
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+
+    /// The listener is up (`true`: anything may have happened while it was down) or down.
+    fn listening(&self, on: bool) {
+        self.listening
+            .store(on, std::sync::atomic::Ordering::Release);
+        self.announce();
+    }
+
+    /// The count to pass to [`drained`](Self::drained) after a take begun now.
+    fn seen(&self) -> u64 {
+        self.announced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether the queue is known to hold nothing ready for a take begun at `now`.
+    fn known_empty(&self, now: Timestamp, recheck: Duration) -> bool {
+        if !self.listening.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        let drained = *self.drained.lock().unwrap_or_else(|e| e.into_inner());
+        drained.is_some_and(|(count, at)| count == self.seen() && now < at.plus(recheck))
+    }
+
+    /// Whether a job was announced since a take last found the queue empty.
+    fn announced_since_drained(&self) -> bool {
+        let drained = *self.drained.lock().unwrap_or_else(|e| e.into_inner());
+        drained.is_some_and(|(count, _)| count != self.seen())
+    }
+
+    /// A take begun at the count and time given found the queue empty (or `None`: it found
+    /// as many jobs as it asked for, so more may wait).
+    fn drained(&self, seen: Option<(u64, Timestamp)>) {
+        *self.drained.lock().unwrap_or_else(|e| e.into_inner()) = seen;
+    }
+
+    /// Whether a take at `now` should look for lapsed leases (and, if so, notes that it does).
+    fn rescue_due(&self, now: Timestamp, recheck: Duration) -> bool {
+        let mut rescued = self.rescued.lock().unwrap_or_else(|e| e.into_inner());
+        if rescued.is_some_and(|at| now < at.plus(recheck)) {
+            return false;
+        }
+        *rescued = Some(now);
+        true
+    }
+}
+
 /// Jobs this process claimed while one of its workers was idle, leased to it in the claim's
 /// own statement (saving that worker a `take` and its commit) and waiting for its next
 /// [`take`](Store::take). The lease is in the table like any other: if this process dies
 /// first, the job is taken over when the lease runs out.
 #[derive(Default)]
 struct HandOff {
-    /// Callers inside [`Store::wait_for_jobs`] now.
+    /// Room for jobs of the callers inside [`Store::wait_for_jobs`] now: each counts as
+    /// many jobs as the take before its wait asked for (a worker with free slots).
     idle: std::sync::atomic::AtomicUsize,
+    /// How many jobs the last take that found none asked for.
+    room: std::sync::atomic::AtomicUsize,
     state: std::sync::Mutex<HandOffState>,
 }
 
@@ -206,12 +304,13 @@ struct Reservation<'a> {
     lease: Duration,
 }
 
-/// Counts an idle worker while it waits.
-struct Idle<'a>(&'a std::sync::atomic::AtomicUsize);
+/// Counts an idle worker's room while it waits.
+struct Idle<'a>(&'a std::sync::atomic::AtomicUsize, usize);
 
 impl Drop for Idle<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0
+            .fetch_sub(self.1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -220,12 +319,21 @@ impl HandOff {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn idle(&self) -> Idle<'_> {
-        self.idle.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Idle(&self.idle)
+    /// Counts a worker that waits idle with room for `room` jobs.
+    fn idle(&self, room: usize) -> Idle<'_> {
+        self.idle
+            .fetch_add(room, std::sync::atomic::Ordering::AcqRel);
+        Idle(&self.idle, room)
     }
 
-    /// A hand-off, if more workers wait idle than jobs are already on their way to them.
+    /// A take of up to `max` jobs found none: its caller is about to wait with that room.
+    fn found_none(&self, max: usize) {
+        self.room
+            .store(max.max(1), std::sync::atomic::Ordering::Release);
+    }
+
+    /// A hand-off, if idle workers have room for more jobs than are already on their way to
+    /// them.
     fn reserve(&self) -> Option<Reservation<'_>> {
         let idle = self.idle.load(std::sync::atomic::Ordering::Acquire);
         let mut state = self.state();
@@ -283,7 +391,7 @@ pub struct PgStore {
     config: PgConfig,
     sql: Sql,
     wakeups: Arc<Wakeups>,
-    work: Arc<Notify>,
+    work: Arc<JobSignal>,
     handoff: HandOff,
     listener: tokio::task::JoinHandle<()>,
     announcer: Arc<Announcer>,
@@ -396,7 +504,9 @@ impl PgStore {
             .map_err(unavailable)?;
         let sql = Sql::new(&config.schema);
         let store_wakeups = Arc::new(Wakeups::default());
-        let work = Arc::new(Notify::new());
+        let work = Arc::new(JobSignal::default());
+        // This process's mark on its jobs notifications, so its listener leaves them out.
+        let origin = format!("{:016x}", rand::random::<u64>());
         let listener = if config.listen {
             tokio::spawn(listen(
                 pg,
@@ -404,13 +514,14 @@ impl PgStore {
                 sql.channels(),
                 Arc::clone(&store_wakeups),
                 Arc::clone(&work),
+                origin.clone(),
             ))
         } else {
             tokio::spawn(async {})
         };
         let announcer = Arc::new(Announcer::default());
         let announcing = if config.listen {
-            tokio::spawn(Arc::clone(&announcer).run(pool.clone(), sql.channels()))
+            tokio::spawn(Arc::clone(&announcer).run(pool.clone(), sql.channels(), origin.clone()))
         } else {
             tokio::spawn(async {})
         };
@@ -519,7 +630,8 @@ async fn listen(
     url: String,
     (done, jobs): (String, String),
     wakeups: Arc<Wakeups>,
-    work: Arc<Notify>,
+    work: Arc<JobSignal>,
+    origin: String,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -550,10 +662,13 @@ async fn listen(
                     backoff = Duration::from_millis(100);
                     // Anything may have happened while no one listened.
                     wakeups.listening(true);
-                    work.notify_waiters();
+                    work.listening(true);
                     while let Some((channel, payload)) = rx.recv().await {
                         if channel == jobs {
-                            work.notify_waiters();
+                            // This process's own claims reached its workers directly.
+                            if payload != origin {
+                                work.announce();
+                            }
                         } else {
                             for key in payload.split(',').filter_map(Key::parse) {
                                 wakeups.wake(&key);
@@ -561,6 +676,7 @@ async fn listen(
                         }
                     }
                     wakeups.listening(false);
+                    work.listening(false);
                 }
                 driver.abort();
                 tracing::warn!(url = %redact(&url), "notification connection lost; reconnecting");
@@ -583,6 +699,7 @@ struct Sql {
     claim_leased: String,
     find: String,
     take: String,
+    take_lapsed: String,
     heartbeat: String,
     hand_back: String,
     complete_store: String,
@@ -601,6 +718,12 @@ const ENTRY_COLUMNS: &str = "key, uri, version, pending, job_id, priority, creat
      c_job_millis, tags, v_kind, v_until, v_status, v_headers, v_body, v_text, v_attempts, v_at, \
      CASE WHEN v_kind = 1 THEN request END AS request";
 
+/// What a claim returns: the row's new version and job id, whether the entry was `failed`
+/// before, and the copy it keeps (a stale copy the claim revalidates); the rest of the pending
+/// entry is what the claim wrote ([`claimed_entry`]).
+const CLAIM_COLUMNS: &str = "version, job_id, after_failure, c_status, c_headers, c_body, \
+     c_generated_at, c_fresh_until, c_stale_until, c_sie_until, c_job_millis, tags";
+
 /// The claim: `$1` key, `$2` uri, `$3` priority, `$4` now, `$5` request, `$6` expected
 /// version. `leased` (a hand-off to an idle worker of this process) also leases the new job
 /// in the same statement, its first attempt, until `$7`, and returns the lease token.
@@ -611,22 +734,44 @@ fn claim_sql(t: &str, ids: &str, leased: bool) -> String {
         ("NULL".to_owned(), "NULL", 0, "")
     };
     format!(
-        "WITH c AS (
-           INSERT INTO {t} AS e (key, uri, version, pending, job_id, priority, created_at, run_at,
-                                 attempts, lease_token, lease_until, request, after_failure,
-                                 expires_at)
-           VALUES ($1, $2, nextval('{ids}'), true, nextval('{ids}'), $3, $4, $4, {attempts},
-                   {token}, {until}::bigint, $5, false, NULL)
-           ON CONFLICT (key) DO UPDATE SET
-             uri = EXCLUDED.uri, version = EXCLUDED.version, pending = true,
-             job_id = EXCLUDED.job_id, priority = EXCLUDED.priority,
-             created_at = EXCLUDED.created_at, run_at = EXCLUDED.run_at,
-             attempts = EXCLUDED.attempts, lease_token = EXCLUDED.lease_token,
-             lease_until = EXCLUDED.lease_until, last_error = NULL,
-             request = EXCLUDED.request, after_failure = (e.v_kind = 1), expires_at = NULL
-           WHERE NOT e.pending AND (e.expires_at <= $4 OR e.version = $6)
-           RETURNING {ENTRY_COLUMNS}{returning})
-         SELECT * FROM c"
+        "INSERT INTO {t} AS e (key, uri, version, pending, job_id, priority, created_at, run_at,
+                               attempts, lease_token, lease_until, request, after_failure,
+                               expires_at)
+         VALUES ($1, $2, nextval('{ids}'), true, nextval('{ids}'), $3, $4, $4, {attempts},
+                 {token}, {until}::bigint, $5, false, NULL)
+         ON CONFLICT (key) DO UPDATE SET
+           uri = EXCLUDED.uri, version = EXCLUDED.version, pending = true,
+           job_id = EXCLUDED.job_id, priority = EXCLUDED.priority,
+           created_at = EXCLUDED.created_at, run_at = EXCLUDED.run_at,
+           attempts = EXCLUDED.attempts, lease_token = EXCLUDED.lease_token,
+           lease_until = EXCLUDED.lease_until, last_error = NULL,
+           request = EXCLUDED.request, after_failure = (e.v_kind = 1), expires_at = NULL
+         WHERE NOT e.pending AND (e.expires_at <= $4 OR e.version = $6)
+         RETURNING {CLAIM_COLUMNS}{returning}"
+    )
+}
+
+/// The take: `$1` now, `$2` max, `$3` lease until. `lapsed` picks jobs whose lease ran out,
+/// oldest lease first (redeliveries); otherwise ready jobs by priority then run time. Each is
+/// served by its own partial index.
+fn take_sql(t: &str, ids: &str, lapsed: bool) -> String {
+    let (filter, order) = if lapsed {
+        (
+            "lease_token IS NOT NULL AND lease_until <= $1",
+            "lease_until",
+        )
+    } else {
+        ("lease_token IS NULL AND run_at <= $1", "priority, run_at")
+    };
+    format!(
+        "WITH picked AS (
+           SELECT key FROM {t} WHERE pending AND {filter}
+           ORDER BY {order} LIMIT $2 FOR UPDATE SKIP LOCKED)
+         UPDATE {t} e SET lease_token = nextval('{ids}'), lease_until = $3,
+                          attempts = e.attempts + 1
+         FROM picked WHERE e.key = picked.key
+         RETURNING e.key, e.job_id, e.lease_token, e.lease_until, e.request, e.priority,
+                   e.attempts, e.created_at, e.run_at"
     )
 }
 
@@ -643,28 +788,8 @@ impl Sql {
             claim: claim_sql(&t, &ids, false),
             claim_leased: claim_sql(&t, &ids, true),
             find: format!("SELECT {ENTRY_COLUMNS} FROM {t} WHERE key = $1"),
-            // $1 now, $2 max, $3 lease until. Two branches, each served by its partial index
-            // (an OR of the two would scan the table, cached entries included): jobs whose
-            // lease ran out first (they were due earliest), then ready jobs by priority.
-            take: format!(
-                "WITH expired AS (
-                   SELECT key FROM {t}
-                   WHERE pending AND lease_token IS NOT NULL AND lease_until <= $1
-                   ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED),
-                 ready AS (
-                   SELECT key FROM {t}
-                   WHERE pending AND lease_token IS NULL AND run_at <= $1
-                   ORDER BY priority, run_at LIMIT $2 FOR UPDATE SKIP LOCKED),
-                 picked AS (
-                   SELECT key, rank FROM (SELECT key, 0 AS rank FROM expired
-                                          UNION ALL SELECT key, 1 AS rank FROM ready) both_kinds
-                   ORDER BY rank LIMIT $2)
-                 UPDATE {t} e SET lease_token = nextval('{ids}'), lease_until = $3,
-                                  attempts = e.attempts + 1
-                 FROM picked WHERE e.key = picked.key
-                 RETURNING e.key, e.job_id, e.lease_token, e.lease_until, e.request, e.priority,
-                           e.attempts, e.created_at, e.run_at, picked.rank = 0 AS redelivered"
-            ),
+            take: take_sql(&t, &ids, false),
+            take_lapsed: take_sql(&t, &ids, true),
             heartbeat: format!(
                 "UPDATE {t} SET lease_until = $4
                  WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
@@ -679,8 +804,7 @@ impl Sql {
             ),
             // $1 key, $2 job, $3 token, $4.. content
             complete_store: format!(
-                "WITH u AS (
-                   UPDATE {t} SET pending = false, job_id = NULL, priority = NULL,
+                "UPDATE {t} SET pending = false, job_id = NULL, priority = NULL,
                      lease_token = NULL, lease_until = NULL, request = NULL, last_error = NULL,
                      attempts = 0, after_failure = false, version = nextval('{ids}'),
                      c_status = $4, c_headers = $5, c_body = $6, c_generated_at = $7,
@@ -690,13 +814,11 @@ impl Sql {
                      v_text = NULL, v_attempts = NULL, v_at = NULL,
                      expires_at = GREATEST($8::bigint, $9::bigint, $10::bigint)
                    WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
-                   RETURNING uri, version)
-                 SELECT uri, version FROM u"
+                   RETURNING uri, version"
             ),
             // The request stays with the failure, so an operator can retry it.
             complete_fail: format!(
-                "WITH u AS (
-                   UPDATE {t} SET pending = false, job_id = NULL, priority = NULL,
+                "UPDATE {t} SET pending = false, job_id = NULL, priority = NULL,
                      lease_token = NULL, lease_until = NULL, last_error = NULL,
                      attempts = 0, after_failure = false, version = nextval('{ids}'),
                      v_kind = 1, v_until = $4, v_status = $5, v_headers = $6, v_body = $7,
@@ -704,12 +826,10 @@ impl Sql {
                      expires_at = GREATEST(COALESCE(c_fresh_until, 0), COALESCE(c_stale_until, 0),
                                            COALESCE(c_sie_until, 0), $4::bigint)
                    WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
-                   RETURNING key)
-                 SELECT key FROM u"
+                   RETURNING key"
             ),
             complete_pass: format!(
-                "WITH u AS (
-                   UPDATE {t} SET pending = false, job_id = NULL, priority = NULL,
+                "UPDATE {t} SET pending = false, job_id = NULL, priority = NULL,
                      lease_token = NULL, lease_until = NULL, request = NULL, last_error = NULL,
                      attempts = 0, after_failure = false, version = nextval('{ids}'),
                      c_status = NULL, c_headers = NULL, c_body = NULL, c_generated_at = NULL,
@@ -718,8 +838,7 @@ impl Sql {
                      v_kind = 2, v_until = $4, v_status = $5, v_headers = $6, v_body = $7,
                      v_text = $8, v_attempts = NULL, v_at = NULL, expires_at = $4
                    WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
-                   RETURNING key)
-                 SELECT key FROM u"
+                   RETURNING key"
             ),
             // Many stored results in one statement: the same fenced update as complete_store,
             // row by row from arrays. Tags travel joined by U+001F, which no header can hold.
@@ -729,9 +848,8 @@ impl Sql {
                                         $5::bytea[], $6::bytea[], $7::bigint[], $8::bigint[],
                                         $9::bigint[], $10::bigint[], $11::bigint[], $12::text[])
                      AS i(key, job_id, token, status, headers, body, generated_at, fresh_until,
-                          stale_until, sie_until, job_millis, tags)),
-                 u AS (
-                   UPDATE {t} e SET pending = false, job_id = NULL, priority = NULL,
+                          stale_until, sie_until, job_millis, tags))
+                 UPDATE {t} e SET pending = false, job_id = NULL, priority = NULL,
                      lease_token = NULL, lease_until = NULL, request = NULL, last_error = NULL,
                      attempts = 0, after_failure = false, version = nextval('{ids}'),
                      c_status = i.status, c_headers = i.headers, c_body = i.body,
@@ -746,8 +864,7 @@ impl Sql {
                    FROM input i
                    WHERE e.key = i.key AND e.pending AND e.job_id = i.job_id
                      AND e.lease_token = i.token
-                   RETURNING e.key, e.uri, e.version)
-                 SELECT key, uri, version FROM u"
+                 RETURNING e.key, e.uri, e.version"
             ),
             complete_retry: format!(
                 "UPDATE {t} SET lease_token = NULL, lease_until = NULL, run_at = $4,
@@ -898,42 +1015,112 @@ fn key_of(bytes: &[u8]) -> Result<Key, StoreError> {
     Key::parse(&hex).ok_or_else(|| corrupt("key"))
 }
 
+/// Jobs from the rows of a take, each with its run time (to order them by).
+fn jobs_of(rows: &[Row], redelivered: bool) -> Result<Vec<(i64, Job)>, StoreError> {
+    let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+    let mut jobs = Vec::with_capacity(rows.len());
+    for row in rows {
+        let request: String = row.try_get("request").map_err(get)?;
+        let request: RequestRecord =
+            serde_json::from_str(&request).map_err(|e| corrupt(&e.to_string()))?;
+        let run_at: i64 = row.try_get("run_at").map_err(get)?;
+        jobs.push((
+            run_at,
+            Job {
+                lease: LeaseToken {
+                    key: key_of(row.try_get::<_, &[u8]>("key").map_err(get)?)?,
+                    job: JobId(
+                        u64::try_from(row.try_get::<_, i64>("job_id").map_err(get)?).unwrap_or(0),
+                    ),
+                    token: u64::try_from(row.try_get::<_, i64>("lease_token").map_err(get)?)
+                        .unwrap_or(0),
+                },
+                lease_until: ts(row.try_get("lease_until").map_err(get)?),
+                request,
+                priority: priority(row.try_get("priority").map_err(get)?),
+                attempt: u32::try_from(row.try_get::<_, i32>("attempts").map_err(get)?)
+                    .unwrap_or(0),
+                created_at: ts(row.try_get("created_at").map_err(get)?),
+                redelivered,
+            },
+        ));
+    }
+    Ok(jobs)
+}
+
+/// The pending entry a claim made: what it wrote, with what it returned (the row's version,
+/// job id and kept copy). `leased_until`: handed over to a worker of this process.
+fn claimed_entry(
+    claim: &Claim,
+    now: Timestamp,
+    leased_until: Option<Timestamp>,
+    row: &Row,
+) -> Result<Entry, StoreError> {
+    let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+    let version: i64 = row.try_get("version").map_err(get)?;
+    let job: i64 = row.try_get("job_id").map_err(get)?;
+    Ok(Entry {
+        key: claim.key,
+        uri: claim.uri.as_str().into(),
+        version: u64::try_from(version).unwrap_or(0),
+        content: content_from_row(row)?,
+        status: Status::Pending(JobInfo {
+            id: JobId(u64::try_from(job).unwrap_or(0)),
+            priority: claim.priority,
+            created_at: now,
+            run_at: now,
+            attempts: u32::from(leased_until.is_some()),
+            lease_until: leased_until,
+            last_error: None,
+            after_failure: row.try_get("after_failure").map_err(get)?,
+        }),
+    })
+}
+
+/// The stored copy in a row (`c_*` columns and tags), if it has one.
+fn content_from_row(row: &Row) -> Result<Option<Content>, StoreError> {
+    let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+    Ok(
+        match response(
+            row.try_get("c_status").map_err(get)?,
+            row.try_get("c_headers").map_err(get)?,
+            row.try_get("c_body").map_err(get)?,
+        )? {
+            Some(response) => Some(Content {
+                response,
+                generated_at: ts(row
+                    .try_get::<_, Option<i64>>("c_generated_at")
+                    .map_err(get)?
+                    .unwrap_or(0)),
+                fresh_until: ts(row
+                    .try_get::<_, Option<i64>>("c_fresh_until")
+                    .map_err(get)?
+                    .unwrap_or(0)),
+                stale_until: ts(row
+                    .try_get::<_, Option<i64>>("c_stale_until")
+                    .map_err(get)?
+                    .unwrap_or(0)),
+                stale_if_error_until: ts(row
+                    .try_get::<_, Option<i64>>("c_sie_until")
+                    .map_err(get)?
+                    .unwrap_or(0)),
+                tags: row.try_get("tags").map_err(get)?,
+                job_millis: u64::try_from(
+                    row.try_get::<_, Option<i64>>("c_job_millis")
+                        .map_err(get)?
+                        .unwrap_or(0),
+                )
+                .unwrap_or(0),
+            }),
+            None => None,
+        },
+    )
+}
+
 fn entry_from_row(row: &Row) -> Result<Entry, StoreError> {
     let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
     let key = key_of(row.try_get::<_, &[u8]>("key").map_err(get)?)?;
-    let content = match response(
-        row.try_get("c_status").map_err(get)?,
-        row.try_get("c_headers").map_err(get)?,
-        row.try_get("c_body").map_err(get)?,
-    )? {
-        Some(response) => Some(Content {
-            response,
-            generated_at: ts(row
-                .try_get::<_, Option<i64>>("c_generated_at")
-                .map_err(get)?
-                .unwrap_or(0)),
-            fresh_until: ts(row
-                .try_get::<_, Option<i64>>("c_fresh_until")
-                .map_err(get)?
-                .unwrap_or(0)),
-            stale_until: ts(row
-                .try_get::<_, Option<i64>>("c_stale_until")
-                .map_err(get)?
-                .unwrap_or(0)),
-            stale_if_error_until: ts(row
-                .try_get::<_, Option<i64>>("c_sie_until")
-                .map_err(get)?
-                .unwrap_or(0)),
-            tags: row.try_get("tags").map_err(get)?,
-            job_millis: u64::try_from(
-                row.try_get::<_, Option<i64>>("c_job_millis")
-                    .map_err(get)?
-                    .unwrap_or(0),
-            )
-            .unwrap_or(0),
-        }),
-        None => None,
-    };
+    let content = content_from_row(row)?;
     let status = if row.try_get::<_, bool>("pending").map_err(get)? {
         Status::Pending(JobInfo {
             id: JobId(
@@ -1056,7 +1243,8 @@ impl Store for PgStore {
             };
             let rows = self.query(sql, &params).await?;
             if let Some(row) = rows.first() {
-                let entry = entry_from_row(row)?;
+                let leased_until = handoff.as_ref().map(|(until, _)| ts(*until));
+                let entry = claimed_entry(&claim, now, leased_until, row)?;
                 if let Some((until, reservation)) = handoff.take() {
                     let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
                     let id: i64 = row.try_get("job_id").map_err(get)?;
@@ -1074,11 +1262,12 @@ impl Store for PgStore {
                         created_at: now,
                         redelivered: false,
                     });
-                    // Only a worker of this process can run it: no one else to tell.
-                    self.work.notify_waiters();
+                    // Only a worker of this process can run it: no one else to tell, and
+                    // nothing new in the queue. One idle worker was counted for it.
+                    self.work.wake.notify_one();
                 } else {
-                    // Workers of this process at once; those elsewhere through NOTIFY.
-                    self.work.notify_waiters();
+                    // A worker of this process at once; those elsewhere through NOTIFY.
+                    self.work.announce_one();
                     self.announcer.job();
                 }
                 return Ok(ClaimOutcome::Enqueued(entry));
@@ -1094,7 +1283,7 @@ impl Store for PgStore {
                     .job()
                     .is_some_and(|job| job.lease_until.is_none_or(|until| until <= now))
                 {
-                    self.work.notify_waiters();
+                    self.work.announce();
                     self.announcer.job();
                 }
                 return Ok(ClaimOutcome::Exists(entry));
@@ -1112,38 +1301,28 @@ impl Store for PgStore {
         }
         let now = self.now();
         let until = ms(now.plus(lease));
-        let limit = i64::try_from(max).unwrap_or(i64::MAX);
-        let rows = self
-            .query(&self.sql.take, &[&ms(now), &limit, &until])
-            .await?;
-        let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
-        let mut jobs = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let request: String = row.try_get("request").map_err(get)?;
-            let request: RequestRecord =
-                serde_json::from_str(&request).map_err(|e| corrupt(&e.to_string()))?;
-            let run_at: i64 = row.try_get("run_at").map_err(get)?;
-            jobs.push((
-                run_at,
-                Job {
-                    lease: LeaseToken {
-                        key: key_of(row.try_get::<_, &[u8]>("key").map_err(get)?)?,
-                        job: JobId(
-                            u64::try_from(row.try_get::<_, i64>("job_id").map_err(get)?)
-                                .unwrap_or(0),
-                        ),
-                        token: u64::try_from(row.try_get::<_, i64>("lease_token").map_err(get)?)
-                            .unwrap_or(0),
-                    },
-                    lease_until: ts(row.try_get("lease_until").map_err(get)?),
-                    request,
-                    priority: priority(row.try_get("priority").map_err(get)?),
-                    attempt: u32::try_from(row.try_get::<_, i32>("attempts").map_err(get)?)
-                        .unwrap_or(0),
-                    created_at: ts(row.try_get("created_at").map_err(get)?),
-                    redelivered: row.try_get("redelivered").map_err(get)?,
-                },
-            ));
+        let mut jobs = Vec::new();
+        // A lease running out announces nothing: look for lapsed ones once per recheck.
+        if self.work.rescue_due(now, self.config.recheck) {
+            let limit = i64::try_from(max).unwrap_or(i64::MAX);
+            let rows = self
+                .query(&self.sql.take_lapsed, &[&ms(now), &limit, &until])
+                .await?;
+            jobs = jobs_of(&rows, true)?;
+        }
+        let wanted = max - jobs.len();
+        if wanted > 0 && !self.work.known_empty(now, self.config.recheck) {
+            let seen = self.work.seen();
+            let limit = i64::try_from(wanted).unwrap_or(i64::MAX);
+            let rows = self
+                .query(&self.sql.take, &[&ms(now), &limit, &until])
+                .await?;
+            self.work
+                .drained((rows.len() < wanted).then_some((seen, now)));
+            jobs.extend(jobs_of(&rows, false)?);
+        }
+        if jobs.is_empty() {
+            self.handoff.found_none(max);
         }
         // UPDATE … RETURNING has no order; hand them out as picked.
         jobs.sort_by_key(|(run_at, job)| (job.priority, *run_at));
@@ -1259,7 +1438,14 @@ impl Store for PgStore {
             return Err(StoreError::LeaseLost);
         };
         match &completion {
-            Completion::Retry { .. } => return Ok(()),
+            Completion::Retry { run_at, .. } => {
+                // Ready now: this process's workers look at once. A later retry is found
+                // when they look again (within the recheck).
+                if *run_at <= self.now() {
+                    self.work.announce();
+                }
+                return Ok(());
+            }
             // Waiters of this process at once, with the entry so they need no read.
             Completion::Store(content) => self.wake_stored(lease.key, row, content),
             _ => self.wakeups.wake(&lease.key),
@@ -1371,9 +1557,11 @@ impl Store for PgStore {
     }
 
     async fn wait_for_jobs(&self, timeout: Duration) -> Result<(), StoreError> {
-        let _idle = self.handoff.idle();
-        let notified = self.work.notified();
-        if self.handoff.has_jobs() {
+        let room = self.handoff.room.load(std::sync::atomic::Ordering::Acquire);
+        let _idle = self.handoff.idle(room.max(1));
+        let notified = self.work.wake.notified();
+        // A job handed over, or announced since the last take found nothing.
+        if self.handoff.has_jobs() || self.work.announced_since_drained() {
             return Ok(());
         }
         let _ = tokio::time::timeout(timeout.min(self.config.recheck), notified).await;
@@ -1400,7 +1588,7 @@ impl Store for PgStore {
             }
         }
         if handed_back > 0 {
-            self.work.notify_waiters();
+            self.work.announce();
             self.announcer.job();
         }
         match failed {
@@ -1594,5 +1782,86 @@ impl PgStore {
 impl super::Prune for PgStore {
     async fn prune_batch(&self, batch: u64) -> Result<u64, StoreError> {
         self.prune(i64::try_from(batch).unwrap_or(i64::MAX)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECHECK: Duration = Duration::from_secs(1);
+
+    fn listening() -> JobSignal {
+        let signal = JobSignal::default();
+        signal.listening(true);
+        signal
+    }
+
+    #[test]
+    fn a_drained_queue_is_known_empty_until_a_job_is_announced() {
+        let signal = listening();
+        let now = Timestamp(10_000);
+        assert!(!signal.known_empty(now, RECHECK), "never looked");
+        signal.drained(Some((signal.seen(), now)));
+        assert!(signal.known_empty(now, RECHECK));
+        assert!(!signal.announced_since_drained());
+        signal.announce_one();
+        assert!(!signal.known_empty(now, RECHECK), "a claim of this process");
+        assert!(signal.announced_since_drained());
+        signal.drained(Some((signal.seen(), now)));
+        signal.announce();
+        assert!(!signal.known_empty(now, RECHECK), "a notification");
+    }
+
+    #[test]
+    fn known_empty_lasts_one_recheck_and_needs_the_listener() {
+        let signal = listening();
+        let now = Timestamp(10_000);
+        signal.drained(Some((signal.seen(), now)));
+        assert!(signal.known_empty(now.plus(Duration::from_millis(999)), RECHECK));
+        assert!(
+            !signal.known_empty(now.plus(RECHECK), RECHECK),
+            "retries come due and leases run out unannounced"
+        );
+        signal.listening(false);
+        signal.drained(Some((signal.seen(), now)));
+        assert!(
+            !signal.known_empty(now, RECHECK),
+            "a notification may be lost"
+        );
+    }
+
+    #[test]
+    fn a_full_take_says_nothing_of_what_is_left() {
+        let signal = listening();
+        let now = Timestamp(10_000);
+        signal.drained(Some((signal.seen(), now)));
+        signal.drained(None);
+        assert!(!signal.known_empty(now, RECHECK));
+        assert!(!signal.announced_since_drained());
+    }
+
+    #[test]
+    fn lapsed_leases_are_looked_for_once_per_recheck() {
+        let signal = JobSignal::default();
+        let now = Timestamp(10_000);
+        assert!(signal.rescue_due(now, RECHECK));
+        assert!(!signal.rescue_due(now.plus(Duration::from_millis(999)), RECHECK));
+        assert!(signal.rescue_due(now.plus(RECHECK), RECHECK));
+    }
+
+    #[test]
+    fn idle_workers_count_the_room_their_last_take_asked_for() {
+        let handoff = HandOff::default();
+        handoff.state().lease = Some(Duration::from_secs(30));
+        assert!(handoff.reserve().is_none(), "no one idle");
+        handoff.found_none(2);
+        let _idle = handoff.idle(handoff.room.load(std::sync::atomic::Ordering::Acquire));
+        let first = handoff.reserve().expect("room for two");
+        let second = handoff.reserve().expect("room for two");
+        assert!(handoff.reserve().is_none(), "full");
+        drop(first);
+        assert!(handoff.reserve().is_some(), "a reservation given back");
+        drop(second);
     }
 }
