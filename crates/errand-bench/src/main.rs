@@ -608,7 +608,7 @@ async fn queue(
         } else {
             let mut config = PgConfig::new(backend);
             config.schema = "errand_bench".into();
-            config.pool_size = producers + consumers + 2;
+            config.pool_size = (producers + consumers + 2).min(64);
             let store = PgStore::connect(config.clone()).await?;
             store.drop_schema().await?;
             drop(store);
