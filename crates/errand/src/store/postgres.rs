@@ -30,9 +30,10 @@
 //!
 //! Wake-ups: after a claim or a completion commits, this process announces it with
 //! `NOTIFY`, coalesced: a lone event goes out at once, and during a burst one statement per
-//! 2 ms window carries every key completed in it and whether jobs were claimed (marked with
-//! the process's own id, which its listener leaves out: its workers were told directly)
-//! (`NOTIFY` serializes commits cluster-wide, so one per write would cap throughput). One
+//! 2 ms window carries every key completed in it and whether jobs were claimed (`NOTIFY`
+//! serializes commits cluster-wide, so one per write would cap throughput). A jobs
+//! notification carries the id of the process that sent it, and that process's own listener
+//! leaves it out: its workers were told directly. One
 //! `LISTEN` connection per process fans notifications out to the waiters of this process
 //! ([`Wakeups`]) and to its idle workers; waiters and idle workers also look again every
 //! [`PgConfig::recheck`], so a missed notification (a dropped listener connection, a pooler
@@ -281,8 +282,9 @@ impl JobSignal {
 /// first, the job is taken over when the lease runs out.
 #[derive(Default)]
 struct HandOff {
-    /// Room for jobs of the callers inside [`Store::wait_for_jobs`] now: each counts as
-    /// many jobs as the take before its wait asked for (a worker with free slots).
+    /// Room for jobs of the callers inside [`Store::wait_for_jobs`] now: each counts for as
+    /// many jobs as the last take that found none asked for (the worker runtime has one take
+    /// loop, which asks for as many jobs as it has free slots).
     idle: std::sync::atomic::AtomicUsize,
     /// How many jobs the last take that found none asked for.
     room: std::sync::atomic::AtomicUsize,
