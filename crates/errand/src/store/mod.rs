@@ -357,6 +357,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Takes up to `max` ready jobs, by priority then run time, each leased to the caller
     /// until `now + lease`. Jobs whose lease expired are ready again (at-least-once). Never
     /// removes a job: only [`complete`](Self::complete) does.
+    ///
+    /// A shared store may spare the database a take that cannot find anything: once a take
+    /// of this process has found the queue empty, it may answer with nothing until a job is
+    /// announced to this process, or for at most its recheck interval (PostgreSQL does; it also
+    /// looks for lapsed leases once per recheck). A caller that finds nothing waits in
+    /// [`wait_for_jobs`](Self::wait_for_jobs), which returns as soon as a job is announced,
+    /// and takes again, as the worker runtime does.
     async fn take(&self, max: usize, lease: Duration) -> Result<Vec<Job>, StoreError>;
 
     /// Extends a held lease to `now + lease`; [`StoreError::LeaseLost`] if it is no longer
