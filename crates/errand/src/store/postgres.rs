@@ -282,12 +282,8 @@ impl JobSignal {
 /// first, the job is taken over when the lease runs out.
 #[derive(Default)]
 struct HandOff {
-    /// Room for jobs of the callers inside [`Store::wait_for_jobs`] now: each counts for as
-    /// many jobs as the last take that found none asked for (the worker runtime has one take
-    /// loop, which asks for as many jobs as it has free slots).
+    /// Callers inside [`Store::wait_for_jobs`] now.
     idle: std::sync::atomic::AtomicUsize,
-    /// How many jobs the last take that found none asked for.
-    room: std::sync::atomic::AtomicUsize,
     state: std::sync::Mutex<HandOffState>,
 }
 
@@ -306,13 +302,12 @@ struct Reservation<'a> {
     lease: Duration,
 }
 
-/// Counts an idle worker's room while it waits.
-struct Idle<'a>(&'a std::sync::atomic::AtomicUsize, usize);
+/// Counts an idle worker while it waits.
+struct Idle<'a>(&'a std::sync::atomic::AtomicUsize);
 
 impl Drop for Idle<'_> {
     fn drop(&mut self) {
-        self.0
-            .fetch_sub(self.1, std::sync::atomic::Ordering::AcqRel);
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -321,21 +316,12 @@ impl HandOff {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a worker that waits idle with room for `room` jobs.
-    fn idle(&self, room: usize) -> Idle<'_> {
-        self.idle
-            .fetch_add(room, std::sync::atomic::Ordering::AcqRel);
-        Idle(&self.idle, room)
+    fn idle(&self) -> Idle<'_> {
+        self.idle.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Idle(&self.idle)
     }
 
-    /// A take of up to `max` jobs found none: its caller is about to wait with that room.
-    fn found_none(&self, max: usize) {
-        self.room
-            .store(max.max(1), std::sync::atomic::Ordering::Release);
-    }
-
-    /// A hand-off, if idle workers have room for more jobs than are already on their way to
-    /// them.
+    /// A hand-off, if more workers wait idle than jobs are already on their way to them.
     fn reserve(&self) -> Option<Reservation<'_>> {
         let idle = self.idle.load(std::sync::atomic::Ordering::Acquire);
         let mut state = self.state();
@@ -1323,9 +1309,6 @@ impl Store for PgStore {
                 .drained((rows.len() < wanted).then_some((seen, now)));
             jobs.extend(jobs_of(&rows, false)?);
         }
-        if jobs.is_empty() {
-            self.handoff.found_none(max);
-        }
         // UPDATE … RETURNING has no order; hand them out as picked.
         jobs.sort_by_key(|(run_at, job)| (job.priority, *run_at));
         Ok(jobs.into_iter().map(|(_, job)| job).collect())
@@ -1559,8 +1542,7 @@ impl Store for PgStore {
     }
 
     async fn wait_for_jobs(&self, timeout: Duration) -> Result<(), StoreError> {
-        let room = self.handoff.room.load(std::sync::atomic::Ordering::Acquire);
-        let _idle = self.handoff.idle(room.max(1));
+        let _idle = self.handoff.idle();
         let notified = self.work.wake.notified();
         // A job handed over, or announced since the last take found nothing.
         if self.handoff.has_jobs() || self.work.announced_since_drained() {
@@ -1850,20 +1832,5 @@ mod tests {
         assert!(signal.rescue_due(now, RECHECK));
         assert!(!signal.rescue_due(now.plus(Duration::from_millis(999)), RECHECK));
         assert!(signal.rescue_due(now.plus(RECHECK), RECHECK));
-    }
-
-    #[test]
-    fn idle_workers_count_the_room_their_last_take_asked_for() {
-        let handoff = HandOff::default();
-        handoff.state().lease = Some(Duration::from_secs(30));
-        assert!(handoff.reserve().is_none(), "no one idle");
-        handoff.found_none(2);
-        let _idle = handoff.idle(handoff.room.load(std::sync::atomic::Ordering::Acquire));
-        let first = handoff.reserve().expect("room for two");
-        let second = handoff.reserve().expect("room for two");
-        assert!(handoff.reserve().is_none(), "full");
-        drop(first);
-        assert!(handoff.reserve().is_some(), "a reservation given back");
-        drop(second);
     }
 }
