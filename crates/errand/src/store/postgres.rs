@@ -830,13 +830,25 @@ impl Sql {
             ),
             // Many stored results in one statement: the same fenced update as complete_store,
             // row by row from arrays. Tags travel joined by U+001F, which no header can hold.
+            // Each row is found by its own probe of the primary key (the LIMIT keeps the
+            // planner from merging the probes into one scan of the table, a plan it would
+            // keep for the connection's life if it first planned while the table was small),
+            // then updated by its row id. A row updated meanwhile (a last heartbeat) is left
+            // out, and the caller completes it again by key.
             complete_store_many: format!(
                 "WITH input AS (
                    SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::smallint[],
                                         $5::bytea[], $6::bytea[], $7::bigint[], $8::bigint[],
                                         $9::bigint[], $10::bigint[], $11::bigint[], $12::text[])
                      AS i(key, job_id, token, status, headers, body, generated_at, fresh_until,
-                          stale_until, sie_until, job_millis, tags))
+                          stale_until, sie_until, job_millis, tags)),
+                 target AS (
+                   SELECT i.*, found.row_id FROM input i
+                   CROSS JOIN LATERAL (
+                     SELECT ctid AS row_id FROM {t} x
+                     WHERE x.key = i.key AND x.pending AND x.job_id = i.job_id
+                       AND x.lease_token = i.token
+                     LIMIT 1) found)
                  UPDATE {t} e SET pending = false, job_id = NULL, priority = NULL,
                      lease_token = NULL, lease_until = NULL, request = NULL, last_error = NULL,
                      attempts = 0, after_failure = false, version = nextval('{ids}'),
@@ -849,9 +861,8 @@ impl Sql {
                      v_kind = 0, v_until = NULL, v_status = NULL, v_headers = NULL, v_body = NULL,
                      v_text = NULL, v_attempts = NULL, v_at = NULL,
                      expires_at = GREATEST(i.fresh_until, i.stale_until, i.sie_until)
-                   FROM input i
-                   WHERE e.key = i.key AND e.pending AND e.job_id = i.job_id
-                     AND e.lease_token = i.token
+                   FROM target i
+                   WHERE e.ctid = i.row_id
                  RETURNING e.key, e.uri, e.version"
             ),
             complete_retry: format!(
@@ -1442,8 +1453,14 @@ impl Store for PgStore {
 
     async fn complete_many(
         &self,
-        jobs: Vec<(LeaseToken, Completion)>,
+        mut jobs: Vec<(LeaseToken, Completion)>,
     ) -> Vec<Result<(), StoreError>> {
+        // One alone takes the single-row statement, which finds its row by key directly.
+        if jobs.len() == 1
+            && let Some((lease, completion)) = jobs.pop()
+        {
+            return vec![self.complete(&lease, completion).await];
+        }
         // Stored results go in one statement; anything else (rare) one by one.
         let (stored, other): (Vec<_>, Vec<_>) = jobs
             .into_iter()
@@ -1493,18 +1510,21 @@ impl Store for PgStore {
                         .iter()
                         .filter_map(|r| Some((r.try_get::<_, Vec<u8>>("key").ok()?, r)))
                         .collect();
+                    let mut again = Vec::new();
                     for (i, (lease, completion)) in &stored {
-                        let row = done.get(lease.key.as_bytes().as_slice());
-                        let ok = row.is_some();
-                        if let (Some(row), Completion::Store(content)) = (row, completion) {
-                            self.wake_stored(lease.key, row, content);
-                            self.announcer.done(lease.key);
+                        match (done.get(lease.key.as_bytes().as_slice()), completion) {
+                            (Some(row), Completion::Store(content)) => {
+                                self.wake_stored(lease.key, row, content);
+                                self.announcer.done(lease.key);
+                                results[*i] = Some(Ok(()));
+                            }
+                            _ => again.push((*i, lease, completion)),
                         }
-                        results[*i] = Some(if ok {
-                            Ok(())
-                        } else {
-                            Err(StoreError::LeaseLost)
-                        });
+                    }
+                    // Left out: its lease is lost, or its row changed after it was found (a
+                    // heartbeat that was on its way). The single statement tells which.
+                    for (i, lease, completion) in again {
+                        results[i] = Some(self.complete(lease, completion.clone()).await);
                     }
                 }
                 Err(e) => {
@@ -1772,6 +1792,50 @@ impl super::Prune for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch of completions finds each row through the primary key even when its plan is
+    /// made while the table is new and empty, as on a fresh deployment: a connection keeps
+    /// that plan, and a scan of the table would grow with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::print_stderr)]
+    async fn batched_completions_probe_the_key_on_a_new_table() {
+        let url = std::env::var("ERRAND_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let mut config = PgConfig::new(&url);
+        config.schema = format!("errand_unit_{}", std::process::id());
+        let store = match PgStore::connect(config).await {
+            Ok(store) => store,
+            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI needs PostgreSQL at {url}: {e}")
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: PostgreSQL is not reachable at {url} ({e})");
+                return;
+            }
+        };
+        let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "SET plan_cache_mode = force_generic_plan; PREPARE many AS {}",
+                store.sql.complete_store_many
+            ))
+            .await
+            .unwrap();
+        let empty = ["'{}'"; 12].join(", ");
+        let plan: Vec<String> = client
+            .query(&format!("EXPLAIN EXECUTE many({empty})"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        drop(client);
+        store.drop_schema().await.unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains("entries_pkey"), "{plan}");
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+    }
 
     const RECHECK: Duration = Duration::from_secs(1);
 
