@@ -100,6 +100,13 @@ async fn wakeups_reach_another_process() {
     assert!(waiter < soon, "waiter woken: {waiter:?}");
 }
 
+/// A second process on `this` store's schema and clock.
+async fn another_process(this: &PgStore, clock: &Arc<ManualClock>) -> PgStore {
+    PgStore::connect_with_clock(this.config().clone(), clock.clone())
+        .await
+        .unwrap()
+}
+
 /// Takes on `store` as a worker does: a take that finds nothing waits to be told of a job
 /// (a notification, or its recheck) and takes again; fails after five seconds.
 async fn take_when_told(store: &PgStore, lease: std::time::Duration) -> Vec<errand::store::Job> {
@@ -174,9 +181,7 @@ async fn a_claim_hands_its_job_to_an_idle_worker_of_its_process() {
         return;
     };
     let this = Arc::new(this);
-    let other = PgStore::connect_with_clock(this.config().clone(), clock.clone())
-        .await
-        .unwrap();
+    let other = another_process(&this, &clock).await;
     // A worker of this process: nothing to take, so it waits.
     let entry = claim_while_a_worker_idles(&this, "/handed").await;
     // Leased already: the other process finds nothing to take, and sees it running.
@@ -224,9 +229,7 @@ async fn jobs_handed_over_but_not_started_go_back_at_shutdown() {
         return;
     };
     let this = Arc::new(this);
-    let other = PgStore::connect_with_clock(this.config().clone(), clock.clone())
-        .await
-        .unwrap();
+    let other = another_process(&this, &clock).await;
     assert_eq!(this.hand_back_unstarted().await.unwrap(), 0, "nothing yet");
     // The worker is woken, but shuts down instead of taking it.
     let entry = claim_while_a_worker_idles(&this, "/unstarted").await;

@@ -1058,21 +1058,23 @@ fn claimed_entry(
     let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
     let version: i64 = row.try_get("version").map_err(get)?;
     let job: i64 = row.try_get("job_id").map_err(get)?;
+    let mut info = JobInfo::claimed(
+        JobId(u64::try_from(job).unwrap_or(0)),
+        claim.priority,
+        now,
+        row.try_get("after_failure").map_err(get)?,
+    );
+    if let Some(until) = leased_until {
+        // Handed over: its first attempt is leased already.
+        info.attempts = 1;
+        info.lease_until = Some(until);
+    }
     Ok(Entry {
         key: claim.key,
         uri: claim.uri.as_str().into(),
         version: u64::try_from(version).unwrap_or(0),
         content: content_from_row(row)?,
-        status: Status::Pending(JobInfo {
-            id: JobId(u64::try_from(job).unwrap_or(0)),
-            priority: claim.priority,
-            created_at: now,
-            run_at: now,
-            attempts: u32::from(leased_until.is_some()),
-            lease_until: leased_until,
-            last_error: None,
-            after_failure: row.try_get("after_failure").map_err(get)?,
-        }),
+        status: Status::Pending(info),
     })
 }
 
