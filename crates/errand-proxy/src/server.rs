@@ -224,6 +224,7 @@ async fn connect(backend: &Backend, file: &File) -> anyhow::Result<SharedStore> 
                 let mut config = PgConfig::new(url);
                 config.schema = b.schema.clone();
                 config.pool_size = b.pool_size;
+                config.idle_timeout = b.pool_idle;
                 config.call_timeout = b.call_timeout;
                 config.listen = b.listen;
                 config.recheck = recheck;

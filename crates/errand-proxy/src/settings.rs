@@ -41,6 +41,9 @@ pub struct BackendSection {
     /// PostgreSQL connections per process.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// A PostgreSQL connection unused this long is closed (at least 1 s).
+    #[serde(default = "default_pool_idle", with = "humantime_serde_compat")]
+    pub pool_idle: Duration,
     /// Upper bound of every backend call.
     #[serde(default = "default_call_timeout", with = "humantime_serde_compat")]
     pub call_timeout: Duration,
@@ -63,6 +66,7 @@ impl Default for BackendSection {
             schema: default_schema(),
             prefix: default_schema(),
             pool_size: default_pool_size(),
+            pool_idle: default_pool_idle(),
             call_timeout: default_call_timeout(),
             l1_ttl: default_l1_ttl(),
             listen: default_listen(),
@@ -76,6 +80,9 @@ fn default_schema() -> String {
 }
 fn default_pool_size() -> usize {
     16
+}
+fn default_pool_idle() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_listen() -> bool {
     true
@@ -221,8 +228,17 @@ impl File {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("--config: cannot read {}", path.display()))?;
-        toml::from_str(&text)
-            .with_context(|| format!("--config: {} is not a valid errand config", path.display()))
+        let file: Self = toml::from_str(&text).with_context(|| {
+            format!("--config: {} is not a valid errand config", path.display())
+        })?;
+        if file.backend.pool_idle < Duration::from_secs(1) {
+            bail!(
+                "--config: {}: [backend] pool_idle must be at least 1s, not {}",
+                path.display(),
+                humantime::format_duration(file.backend.pool_idle)
+            );
+        }
+        Ok(file)
     }
 }
 

@@ -639,6 +639,17 @@ fn config_file_rules_are_checked_and_applied() {
         !out.status.success() && stderr.contains("forever"),
         "{stderr}"
     );
+    std::fs::write(&bad, "[backend]\npool_idle = \"0s\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args(["serve", "--upstream", "http://127.0.0.1:9", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("pool_idle must be at least 1s"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

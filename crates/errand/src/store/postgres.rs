@@ -45,7 +45,8 @@
 //! connection, so a database that is down gives [`StoreError::Unavailable`] or
 //! [`StoreError::Timeout`] quickly, and the pool reconnects by itself when it is back.
 //! The pool hands out the connection given back last, so a steady load runs on as few
-//! server processes as it needs.
+//! server processes as it needs, and closes those left unused for
+//! [`PgConfig::idle_timeout`].
 //! Writes use the server's `synchronous_commit` (durable by default).
 //!
 //! The schema lives in its own PostgreSQL schema (`PgConfig::schema`), created and upgraded
@@ -83,8 +84,13 @@ pub struct PgConfig {
     pub url: String,
     /// The schema holding errand's table (created if missing): one per deployment or tenant.
     pub schema: String,
-    /// Connections in the pool.
+    /// Most connections in the pool. They are opened as calls need them, and the one given
+    /// back last serves the next call.
     pub pool_size: usize,
+    /// A pooled connection left unused this long is closed, so a pool sized for a burst
+    /// shrinks back to what the load needs, and no connection sits idle long enough for a
+    /// firewall, NAT or server idle timeout to drop it unseen.
+    pub idle_timeout: Duration,
     /// Upper bound of every call, pool wait included.
     pub call_timeout: Duration,
     /// How often waiters and idle workers look again without a notification; also how
@@ -98,12 +104,14 @@ pub struct PgConfig {
 }
 
 impl PgConfig {
-    /// Defaults for `url`: schema `errand`, 16 connections, 5 s per call, recheck every 1 s.
+    /// Defaults for `url`: schema `errand`, up to 16 connections closed after 60 s unused,
+    /// 5 s per call, recheck every 1 s.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             schema: "errand".into(),
             pool_size: 16,
+            idle_timeout: Duration::from_secs(60),
             call_timeout: Duration::from_secs(5),
             recheck: Duration::from_secs(1),
             listen: true,
@@ -386,6 +394,7 @@ pub struct PgStore {
     listener: tokio::task::JoinHandle<()>,
     announcer: Arc<Announcer>,
     announcing: tokio::task::JoinHandle<()>,
+    reaping: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -401,6 +410,7 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
         self.announcing.abort();
+        self.reaping.abort();
     }
 }
 
@@ -521,6 +531,7 @@ impl PgStore {
         } else {
             tokio::spawn(async {})
         };
+        let reaping = tokio::spawn(close_idle(pool.clone(), config.idle_timeout));
         let store = Self {
             pool,
             clock,
@@ -532,6 +543,7 @@ impl PgStore {
             listener,
             announcer,
             announcing,
+            reaping,
         };
         store.migrate().await?;
         Ok(store)
@@ -608,6 +620,18 @@ impl PgStore {
 
     fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+}
+
+/// Closes the pool's connections left unused for `idle`, looking every half of it.
+async fn close_idle(pool: Pool, idle: Duration) {
+    let every = (idle / 2).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(every).await;
+        let closed = pool.retain(|_, use_| use_.last_used() < idle).removed.len();
+        if closed > 0 {
+            tracing::debug!(closed, "closed idle PostgreSQL connections");
+        }
     }
 }
 
@@ -1893,6 +1917,60 @@ mod tests {
         assert_eq!(opened.len(), 4);
         assert!(used.iter().all(|p| *p == used[0]), "{used:?} of {opened:?}");
         assert!(opened.contains(&used[0]), "{used:?} of {opened:?}");
+    }
+
+    /// Connections left unused for the idle timeout are closed; the pool opens new ones
+    /// when calls need them again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::print_stderr)]
+    async fn idle_connections_are_closed() {
+        let url = std::env::var("ERRAND_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let mut config = PgConfig::new(&url);
+        config.schema = format!("errand_unit_idle_{}", std::process::id());
+        config.listen = false;
+        config.idle_timeout = Duration::from_millis(300);
+        let store = match PgStore::connect(config).await {
+            Ok(store) => store,
+            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI needs PostgreSQL at {url}: {e}")
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: PostgreSQL is not reachable at {url} ({e})");
+                return;
+            }
+        };
+        let mut burst = Vec::new();
+        for _ in 0..3 {
+            burst.push(store.pool.get().await.unwrap());
+        }
+        drop(burst);
+        assert_eq!(store.pool.status().size, 3);
+        // One connection stays in use, every 100 ms; the other two idle out.
+        let key = Key::parse(&"7".repeat(32)).unwrap();
+        for _ in 0..10 {
+            assert!(store.lookup(&key).await.unwrap().is_none());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let left = store.pool.status().size;
+        // Then nothing for a while: the last one goes too, and a call opens a new one.
+        let mut idle = store.pool.status().size;
+        for _ in 0..60 {
+            if idle == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            idle = store.pool.status().size;
+        }
+        assert!(store.lookup(&key).await.unwrap().is_none());
+        let after = store.pool.status().size;
+        store.drop_schema().await.unwrap();
+        assert_eq!(
+            left, 1,
+            "the connection in use stays, the idle ones are closed"
+        );
+        assert_eq!(idle, 0);
+        assert_eq!(after, 1);
     }
 
     const RECHECK: Duration = Duration::from_secs(1);
