@@ -497,7 +497,7 @@ impl PgStore {
         // Last in, first out: the connection just given back serves the next call, so a
         // steady load keeps few server processes busy and the rest idle (PgBouncer's default
         // for the same reason). Round-robin over a pool larger than the load spread each
-        // job's statements over all its processes, and measured 15-40% slower on the miss
+        // job's statements over all its processes, and measured 5-28% slower on the miss
         // path of a front that also works (BENCHMARKS.md).
         let pool = Pool::builder(manager)
             .max_size(config.pool_size.max(1))
@@ -1827,26 +1827,38 @@ impl super::Prune for PgStore {
 mod tests {
     use super::*;
 
-    /// A batch of completions finds each row through the primary key even when its plan is
-    /// made while the table is new and empty, as on a fresh deployment: a connection keeps
-    /// that plan, and a scan of the table would grow with it.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// A store on the test database in a schema of its own (`errand_unit_{tag}_{pid}`),
+    /// without the listener; `None` (and a loud line) when PostgreSQL is not there, except
+    /// under `CI=true`, where that fails the test.
     #[allow(clippy::print_stderr)]
-    async fn batched_completions_probe_the_key_on_a_new_table() {
+    async fn unit_store(tag: &str, tweak: impl FnOnce(&mut PgConfig)) -> Option<PgStore> {
         let url = std::env::var("ERRAND_TEST_POSTGRES")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let mut config = PgConfig::new(&url);
-        config.schema = format!("errand_unit_{}", std::process::id());
-        let store = match PgStore::connect(config).await {
-            Ok(store) => store,
+        config.schema = format!("errand_unit_{tag}_{}", std::process::id());
+        config.listen = false;
+        tweak(&mut config);
+        match PgStore::connect(config).await {
+            Ok(store) => Some(store),
             Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
                 panic!("CI needs PostgreSQL at {url}: {e}")
             }
             Err(e) => {
                 eprintln!("SKIPPED: PostgreSQL is not reachable at {url} ({e})");
-                return;
+                None
             }
+        }
+    }
+
+    /// A batch of completions finds each row through the primary key even when its plan is
+    /// made while the table is new and empty, as on a fresh deployment: a connection keeps
+    /// that plan, and a scan of the table would grow with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batched_completions_probe_the_key_on_a_new_table() {
+        let Some(store) = unit_store("plan", |_| {}).await else {
+            return;
         };
+        let url = store.config.url.clone();
         let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
         tokio::spawn(connection);
         client
@@ -1874,22 +1886,9 @@ mod tests {
     /// The pool hands out the connection given back last: after a burst opened several,
     /// calls one after another all run on one server process.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[allow(clippy::print_stderr)]
     async fn the_pool_reuses_the_connection_given_back_last() {
-        let url = std::env::var("ERRAND_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let mut config = PgConfig::new(&url);
-        config.schema = format!("errand_unit_lifo_{}", std::process::id());
-        config.listen = false;
-        let store = match PgStore::connect(config).await {
-            Ok(store) => store,
-            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("CI needs PostgreSQL at {url}: {e}")
-            }
-            Err(e) => {
-                eprintln!("SKIPPED: PostgreSQL is not reachable at {url} ({e})");
-                return;
-            }
+        let Some(store) = unit_store("lifo", |_| {}).await else {
+            return;
         };
         async fn pid(client: &deadpool_postgres::Object) -> i32 {
             client
@@ -1922,30 +1921,17 @@ mod tests {
     /// Connections left unused for the idle timeout are closed; the pool opens new ones
     /// when calls need them again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[allow(clippy::print_stderr)]
     async fn idle_connections_are_closed() {
-        let url = std::env::var("ERRAND_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let mut config = PgConfig::new(&url);
-        config.schema = format!("errand_unit_idle_{}", std::process::id());
-        config.listen = false;
-        config.idle_timeout = Duration::from_millis(300);
-        let store = match PgStore::connect(config).await {
-            Ok(store) => store,
-            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("CI needs PostgreSQL at {url}: {e}")
-            }
-            Err(e) => {
-                eprintln!("SKIPPED: PostgreSQL is not reachable at {url} ({e})");
-                return;
-            }
+        let Some(store) = unit_store("idle", |c| c.idle_timeout = Duration::from_millis(300)).await
+        else {
+            return;
         };
         let mut burst = Vec::new();
         for _ in 0..3 {
             burst.push(store.pool.get().await.unwrap());
         }
         drop(burst);
-        assert_eq!(store.pool.status().size, 3);
+        let opened = store.pool.status().size;
         // One connection stays in use, every 100 ms; the other two idle out.
         let key = Key::parse(&"7".repeat(32)).unwrap();
         for _ in 0..10 {
@@ -1965,6 +1951,7 @@ mod tests {
         assert!(store.lookup(&key).await.unwrap().is_none());
         let after = store.pool.status().size;
         store.drop_schema().await.unwrap();
+        assert_eq!(opened, 3);
         assert_eq!(
             left, 1,
             "the connection in use stays, the idle ones are closed"
