@@ -616,40 +616,27 @@ fn config_file_rules_are_checked_and_applied() {
     let dir = std::env::temp_dir().join(format!("errand-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
-    std::fs::write(&bad, "[[route]]\npath = \"/a\"\nmode = \"sometimes\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_errand"))
-        .args(["serve", "--upstream", "http://127.0.0.1:9", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Serves with `text` as the config file; start-up must fail. Returns what it printed.
+    let refused = |text: &str| {
+        std::fs::write(&bad, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_errand"))
+            .args(["serve", "--upstream", "http://127.0.0.1:9", "--config"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{text}: {stderr}");
+        stderr
+    };
+    let stderr = refused("[[route]]\npath = \"/a\"\nmode = \"sometimes\"\n");
     assert!(
         stderr.contains("route #1") && stderr.contains("sometimes"),
         "{stderr}"
     );
-    std::fs::write(&bad, "[[route]]\npath = \"/a\"\nttl = \"forever\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_errand"))
-        .args(["serve", "--upstream", "http://127.0.0.1:9", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("forever"),
-        "{stderr}"
-    );
-    std::fs::write(&bad, "[backend]\npool_idle = \"0s\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_errand"))
-        .args(["serve", "--upstream", "http://127.0.0.1:9", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("pool_idle must be at least 1s"),
-        "{stderr}"
-    );
+    let stderr = refused("[[route]]\npath = \"/a\"\nttl = \"forever\"\n");
+    assert!(stderr.contains("forever"), "{stderr}");
+    let stderr = refused("[backend]\npool_idle = \"0s\"\n");
+    assert!(stderr.contains("pool_idle must be at least 1s"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

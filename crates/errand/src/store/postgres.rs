@@ -58,6 +58,7 @@
 //! machines' clocks in sync (NTP), as any lease-based queue requires.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -127,7 +128,7 @@ impl PgConfig {
 #[derive(Debug, Default)]
 struct Announcer {
     keys: std::sync::Mutex<Vec<Key>>,
-    jobs: std::sync::atomic::AtomicBool,
+    jobs: AtomicBool,
     ready: Notify,
 }
 
@@ -144,7 +145,7 @@ const ANNOUNCE: &str = "SELECT pg_notify(n.channel, n.payload)
 
 impl Announcer {
     fn job(&self) {
-        self.jobs.store(true, std::sync::atomic::Ordering::Release);
+        self.jobs.store(true, Ordering::Release);
         self.ready.notify_one();
     }
 
@@ -168,7 +169,7 @@ impl Announcer {
             tokio::time::sleep_until(window).await;
             window = tokio::time::Instant::now() + ANNOUNCE_WINDOW;
             let keys = std::mem::take(&mut *self.keys.lock().unwrap_or_else(|e| e.into_inner()));
-            let new_jobs = self.jobs.swap(false, std::sync::atomic::Ordering::AcqRel);
+            let new_jobs = self.jobs.swap(false, Ordering::AcqRel);
             let (mut channels, mut payloads): (Vec<&str>, Vec<String>) = keys
                 .chunks(KEYS_PER_NOTIFY)
                 .map(|chunk| {
@@ -219,8 +220,8 @@ impl Announcer {
 #[derive(Debug, Default)]
 struct JobSignal {
     wake: Notify,
-    announced: std::sync::atomic::AtomicU64,
-    listening: std::sync::atomic::AtomicBool,
+    announced: AtomicU64,
+    listening: AtomicBool,
     /// The count and the store time of the last take that emptied the queue.
     drained: std::sync::Mutex<Option<(u64, Timestamp)>>,
     /// When a take last looked for lapsed leases.
@@ -230,33 +231,30 @@ struct JobSignal {
 impl JobSignal {
     /// Jobs may be ready: counts it and wakes the idle workers.
     fn announce(&self) {
-        self.announced
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.announced.fetch_add(1, Ordering::AcqRel);
         self.wake.notify_waiters();
     }
 
     /// One job is ready: counts it and wakes one idle worker (or the next to wait).
     fn announce_one(&self) {
-        self.announced
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.announced.fetch_add(1, Ordering::AcqRel);
         self.wake.notify_one();
     }
 
     /// The listener is up (`true`: anything may have happened while it was down) or down.
     fn listening(&self, on: bool) {
-        self.listening
-            .store(on, std::sync::atomic::Ordering::Release);
+        self.listening.store(on, Ordering::Release);
         self.announce();
     }
 
     /// The count to pass to [`drained`](Self::drained) after a take begun now.
     fn seen(&self) -> u64 {
-        self.announced.load(std::sync::atomic::Ordering::Acquire)
+        self.announced.load(Ordering::Acquire)
     }
 
     /// Whether the queue is known to hold nothing ready for a take begun at `now`.
     fn known_empty(&self, now: Timestamp, recheck: Duration) -> bool {
-        if !self.listening.load(std::sync::atomic::Ordering::Acquire) {
+        if !self.listening.load(Ordering::Acquire) {
             return false;
         }
         let drained = *self.drained.lock().unwrap_or_else(|e| e.into_inner());
@@ -293,7 +291,7 @@ impl JobSignal {
 #[derive(Default)]
 struct HandOff {
     /// Callers inside [`Store::wait_for_jobs`] now.
-    idle: std::sync::atomic::AtomicUsize,
+    idle: AtomicUsize,
     state: std::sync::Mutex<HandOffState>,
 }
 
@@ -313,11 +311,11 @@ struct Reservation<'a> {
 }
 
 /// Counts an idle worker while it waits.
-struct Idle<'a>(&'a std::sync::atomic::AtomicUsize);
+struct Idle<'a>(&'a AtomicUsize);
 
 impl Drop for Idle<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -327,13 +325,13 @@ impl HandOff {
     }
 
     fn idle(&self) -> Idle<'_> {
-        self.idle.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.idle.fetch_add(1, Ordering::AcqRel);
         Idle(&self.idle)
     }
 
     /// A hand-off, if more workers wait idle than jobs are already on their way to them.
     fn reserve(&self) -> Option<Reservation<'_>> {
-        let idle = self.idle.load(std::sync::atomic::Ordering::Acquire);
+        let idle = self.idle.load(Ordering::Acquire);
         let mut state = self.state();
         let lease = state.lease?;
         if idle <= state.jobs.len() + state.reserved {
