@@ -107,6 +107,10 @@ enum Command {
         /// workers do), so a claim made while one waits hands its job over.
         #[arg(long, conflicts_with = "lockstep")]
         wait: bool,
+        /// PostgreSQL: every claim is a statement of its own (by default, claims made while
+        /// others are on their way go together).
+        #[arg(long)]
+        one_claim_per_statement: bool,
         #[arg(long, default_value = "queue")]
         label: String,
     },
@@ -162,6 +166,7 @@ async fn main() -> anyhow::Result<()> {
             batch,
             lockstep,
             wait,
+            one_claim_per_statement,
             label,
         } => {
             if wait && consumers == 0 {
@@ -175,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
                 batch,
                 lockstep,
                 wait,
+                group_claims: !one_claim_per_statement,
             };
             queue(&backend, duration, shape, &label).await
         }
@@ -540,6 +546,8 @@ struct QueueShape {
     batch: usize,
     lockstep: bool,
     wait: bool,
+    /// PostgreSQL: claims made while others are on their way go together.
+    group_claims: bool,
 }
 
 /// Takes up to `batch` jobs and completes them (one by one, or in one `complete_many`);
@@ -601,6 +609,7 @@ async fn queue(
         batch,
         lockstep,
         wait,
+        group_claims,
     } = shape;
     // A namespace of the benchmark's own, emptied before and after.
     let (store, pg, redis): (SharedStore, Option<Arc<PgStore>>, Option<Arc<RedisStore>>) =
@@ -614,6 +623,7 @@ async fn queue(
             let mut config = PgConfig::new(backend);
             config.schema = "errand_bench".into();
             config.pool_size = (producers + consumers + 2).min(64);
+            config.group_claims = group_claims;
             let store = PgStore::connect(config.clone()).await?;
             store.drop_schema().await?;
             drop(store);

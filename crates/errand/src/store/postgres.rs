@@ -10,6 +10,11 @@
 //!   still waiting for a worker announces it again.)
 //!   It returns only what the caller does not know already (the version, the job id, and a
 //!   copy the row keeps); the rest of the pending entry is what the claim wrote.
+//!   Claims made while two claim statements are on their way wait for one of them, then go
+//!   together: one statement and one commit for many claims, each row the same insert or
+//!   update as alone, keys in order so that two statements never wait on each other. Under
+//!   light load every claim goes at once, alone ([`PgConfig::group_claims`] turns grouping
+//!   off).
 //! - `take` picks ready rows by priority then run time with `FOR UPDATE SKIP LOCKED` and
 //!   leases them in the same statement, so two workers never take one job and a worker that
 //!   dies holds nothing but a lease that runs out (at-least-once). Lapsed leases announce
@@ -102,6 +107,10 @@ pub struct PgConfig {
     /// transaction mode, which breaks `LISTEN`: waiters and workers then rely on
     /// [`recheck`](Self::recheck) alone, so set it short (e.g. 50 ms).
     pub listen: bool,
+    /// Send claims made while others are on their way together, in one statement (and one
+    /// commit). Off: every claim is a statement of its own (one job a transaction, for
+    /// measuring that).
+    pub group_claims: bool,
 }
 
 impl PgConfig {
@@ -116,6 +125,7 @@ impl PgConfig {
             call_timeout: Duration::from_secs(5),
             recheck: Duration::from_secs(1),
             listen: true,
+            group_claims: true,
         }
     }
 }
@@ -380,6 +390,286 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// Claims made while [`CLAIM_SENDERS`] claim statements are in flight wait for one of them to
+/// end, then go together in one statement.
+///
+/// A claim is a statement and a durable commit, and on a busy front the cost of a statement
+/// (round trip, commit, the server's work per statement) outweighs that of a row: pgbench ran
+/// these statements at 53-57k claims/s with eight claims a statement, against 10-11k with
+/// one (`scripts/bench-postgres-sql 6 3 8 claim claim8`, BENCHMARKS.md). A claim made while
+/// fewer statements are in flight and none waits goes at once, alone, from its caller's own
+/// task: under light load a claim costs what it did before. A statement carries up to [`CLAIMS_PER_STATEMENT`] distinct keys in key order, so
+/// two statements never wait on each other's rows (a deadlock); a second claim of a key
+/// already in it waits for the next. Groups are sent by a task of their own, so a caller
+/// that gives up (its client went away) never takes the others' claims with it.
+struct ClaimQueue {
+    state: std::sync::Mutex<ClaimQueueState>,
+    pool: Pool,
+    url: String,
+    /// The single-row claim and the grouped one.
+    single: String,
+    grouped: String,
+    limit: Duration,
+    /// [`CLAIM_SENDERS`], or no limit when claims are not grouped.
+    max_senders: usize,
+    /// Claim statements sent, and grouped ones the server refused.
+    statements: AtomicU64,
+    refused: AtomicU64,
+}
+
+#[derive(Default)]
+struct ClaimQueueState {
+    waiting: Vec<QueuedClaim>,
+    /// Claim statements in flight.
+    senders: usize,
+}
+
+/// A claim's parameters, as the claim statements take them.
+struct ClaimParams {
+    key: Key,
+    uri: String,
+    priority: i16,
+    now: i64,
+    request: String,
+    expect: Option<i64>,
+}
+
+/// A claim waiting for a statement, and where its row goes (`None`: the entry was there).
+struct QueuedClaim {
+    params: ClaimParams,
+    reply: tokio::sync::oneshot::Sender<Result<Option<Row>, StoreError>>,
+}
+
+/// Claim statements in flight at once; claims made meanwhile wait and go together.
+const CLAIM_SENDERS: usize = 2;
+
+/// Most claims in one statement.
+const CLAIMS_PER_STATEMENT: usize = 64;
+
+/// Why a claim statement failed: the server refused it (a group is then claimed row by row,
+/// so one claim cannot fail the others), or the database was not reached in time.
+enum SendError {
+    Refused(StoreError),
+    Down(StoreError),
+}
+
+impl SendError {
+    fn into_inner(self) -> StoreError {
+        match self {
+            Self::Refused(e) | Self::Down(e) => e,
+        }
+    }
+}
+
+/// A copy of an unreachable database's error, for each claim of a group.
+fn same_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Timeout(limit) => StoreError::Timeout(*limit),
+        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+impl ClaimQueueState {
+    /// The next statement's claims: up to [`CLAIMS_PER_STATEMENT`] distinct keys, in key
+    /// order. Claims whose caller gave up are left out.
+    fn next_group(&mut self) -> Vec<QueuedClaim> {
+        let mut group: Vec<QueuedClaim> = Vec::new();
+        let mut rest = Vec::new();
+        for claim in self.waiting.drain(..) {
+            if claim.reply.is_closed() {
+                continue;
+            }
+            if group.len() < CLAIMS_PER_STATEMENT
+                && group.iter().all(|c| c.params.key != claim.params.key)
+            {
+                group.push(claim);
+            } else {
+                rest.push(claim);
+            }
+        }
+        self.waiting = rest;
+        group.sort_by_key(|c| c.params.key);
+        group
+    }
+}
+
+/// A caller's own claim statement in flight; when it ends (or the caller gives up), the
+/// claims that waited meanwhile go on in a task of their own.
+struct Slot<'a>(&'a Arc<ClaimQueue>);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        let runtime = tokio::runtime::Handle::try_current();
+        match runtime {
+            Ok(runtime) if !state.waiting.is_empty() => {
+                let group = state.next_group();
+                runtime.spawn(Arc::clone(self.0).send(group));
+            }
+            _ => state.senders -= 1,
+        }
+    }
+}
+
+impl ClaimQueue {
+    fn state(&self) -> std::sync::MutexGuard<'_, ClaimQueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the claim, alone or with others; the row it won, or `None` when the entry was
+    /// there.
+    async fn claim(self: &Arc<Self>, params: ClaimParams) -> Result<Option<Row>, StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        enum Route {
+            Alone(ClaimParams),
+            Wait,
+            Send(Vec<QueuedClaim>),
+        }
+        let route = {
+            let mut state = self.state();
+            if state.senders >= self.max_senders {
+                state.waiting.push(QueuedClaim { params, reply });
+                Route::Wait
+            } else if state.waiting.is_empty() {
+                state.senders += 1;
+                Route::Alone(params)
+            } else {
+                state.waiting.push(QueuedClaim { params, reply });
+                state.senders += 1;
+                Route::Send(state.next_group())
+            }
+        };
+        match route {
+            // Sent from here, at once.
+            Route::Alone(params) => {
+                let _slot = Slot(self);
+                let rows = self
+                    .send_one(&params)
+                    .await
+                    .map_err(SendError::into_inner)?;
+                return Ok(rows.into_iter().next());
+            }
+            Route::Send(group) => {
+                tokio::spawn(Arc::clone(self).send(group));
+            }
+            Route::Wait => {}
+        }
+        // The wait for a statement in flight, then this claim's own.
+        let limit = self.limit * 2;
+        match tokio::time::timeout(limit, answer).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(StoreError::Unavailable(
+                "the claim was dropped before it was sent".into(),
+            )),
+            Err(_) => Err(StoreError::Timeout(limit)),
+        }
+    }
+
+    /// Sends `group`, then whatever waited meanwhile, until nothing waits.
+    async fn send(self: Arc<Self>, mut group: Vec<QueuedClaim>) {
+        loop {
+            self.send_group(group).await;
+            let mut state = self.state();
+            if state.waiting.is_empty() {
+                state.senders -= 1;
+                return;
+            }
+            group = state.next_group();
+        }
+    }
+
+    async fn send_group(&self, group: Vec<QueuedClaim>) {
+        if group.len() > 1 {
+            match self.send_grouped(&group).await {
+                Ok(rows) => {
+                    let mut rows: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
+                    for claim in group {
+                        let key = claim.params.key;
+                        let won = rows.iter_mut().find(|row| {
+                            row.as_ref().is_some_and(|row| {
+                                row.try_get::<_, &[u8]>("key")
+                                    .is_ok_and(|k| k == key.as_bytes().as_slice())
+                            })
+                        });
+                        let _ = claim.reply.send(Ok(won.and_then(Option::take)));
+                    }
+                    return;
+                }
+                Err(SendError::Down(e)) => {
+                    for claim in group {
+                        let _ = claim.reply.send(Err(same_error(&e)));
+                    }
+                    return;
+                }
+                Err(SendError::Refused(e)) => {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, claims = group.len(), "a grouped claim was refused; claiming one by one");
+                }
+            }
+        }
+        for claim in group {
+            let outcome = self
+                .send_one(&claim.params)
+                .await
+                .map(|rows| rows.into_iter().next())
+                .map_err(SendError::into_inner);
+            let _ = claim.reply.send(outcome);
+        }
+    }
+
+    async fn send_one(&self, c: &ClaimParams) -> Result<Vec<Row>, SendError> {
+        let key = c.key.as_bytes().as_slice();
+        self.query(
+            &self.single,
+            &[&key, &c.uri, &c.priority, &c.now, &c.request, &c.expect],
+        )
+        .await
+    }
+
+    async fn send_grouped(&self, group: &[QueuedClaim]) -> Result<Vec<Row>, SendError> {
+        let claims = || group.iter().map(|c| &c.params);
+        let keys: Vec<&[u8]> = claims().map(|c| c.key.as_bytes().as_slice()).collect();
+        let uris: Vec<&str> = claims().map(|c| c.uri.as_str()).collect();
+        let priorities: Vec<i16> = claims().map(|c| c.priority).collect();
+        let nows: Vec<i64> = claims().map(|c| c.now).collect();
+        let requests: Vec<&str> = claims().map(|c| c.request.as_str()).collect();
+        let expects: Vec<Option<i64>> = claims().map(|c| c.expect).collect();
+        self.query(
+            &self.grouped,
+            &[&keys, &uris, &priorities, &nows, &requests, &expects],
+        )
+        .await
+    }
+
+    /// One statement under the call timeout, pool wait included.
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, SendError> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        let call = async {
+            let client =
+                self.pool.get().await.map_err(|e| {
+                    SendError::Down(unavailable(format!("{}: {e}", redact(&self.url))))
+                })?;
+            let failed = |e: tokio_postgres::Error| {
+                if e.as_db_error().is_some() {
+                    SendError::Refused(db(e))
+                } else {
+                    SendError::Down(db(e))
+                }
+            };
+            let statement = client.prepare_cached(sql).await.map_err(failed)?;
+            client.query(&statement, params).await.map_err(failed)
+        };
+        tokio::time::timeout(self.limit, call)
+            .await
+            .unwrap_or(Err(SendError::Down(StoreError::Timeout(self.limit))))
+    }
+}
+
 /// The PostgreSQL store. See the [module docs](self).
 pub struct PgStore {
     pool: Pool,
@@ -389,6 +679,7 @@ pub struct PgStore {
     wakeups: Arc<Wakeups>,
     work: Arc<JobSignal>,
     handoff: HandOff,
+    claims: Arc<ClaimQueue>,
     listener: tokio::task::JoinHandle<()>,
     announcer: Arc<Announcer>,
     announcing: tokio::task::JoinHandle<()>,
@@ -530,6 +821,21 @@ impl PgStore {
             tokio::spawn(async {})
         };
         let reaping = tokio::spawn(close_idle(pool.clone(), config.idle_timeout));
+        let claims = Arc::new(ClaimQueue {
+            state: std::sync::Mutex::default(),
+            pool: pool.clone(),
+            url: config.url.clone(),
+            single: sql.claim.clone(),
+            grouped: sql.claim_group.clone(),
+            limit: config.call_timeout,
+            max_senders: if config.group_claims {
+                CLAIM_SENDERS
+            } else {
+                usize::MAX
+            },
+            statements: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        });
         let store = Self {
             pool,
             clock,
@@ -538,6 +844,7 @@ impl PgStore {
             wakeups: store_wakeups,
             work,
             handoff: HandOff::default(),
+            claims,
             listener,
             announcer,
             announcing,
@@ -715,6 +1022,7 @@ struct Sql {
     lookup: String,
     claim: String,
     claim_leased: String,
+    claim_group: String,
     find: String,
     take: String,
     take_lapsed: String,
@@ -742,6 +1050,15 @@ const ENTRY_COLUMNS: &str = "key, uri, version, pending, job_id, priority, creat
 const CLAIM_COLUMNS: &str = "version, job_id, after_failure, c_status, c_headers, c_body, \
      c_generated_at, c_fresh_until, c_stale_until, c_sie_until, c_job_millis, tags";
 
+/// What a claim that meets a row it may take over sets: the row becomes the pending entry the
+/// insert would have made (its copy kept).
+const CLAIM_UPDATE: &str = "uri = EXCLUDED.uri, version = EXCLUDED.version, pending = true,
+     job_id = EXCLUDED.job_id, priority = EXCLUDED.priority,
+     created_at = EXCLUDED.created_at, run_at = EXCLUDED.run_at,
+     attempts = EXCLUDED.attempts, lease_token = EXCLUDED.lease_token,
+     lease_until = EXCLUDED.lease_until, last_error = NULL,
+     request = EXCLUDED.request, after_failure = (e.v_kind = 1), expires_at = NULL";
+
 /// The claim: `$1` key, `$2` uri, `$3` priority, `$4` now, `$5` request, `$6` expected
 /// version. `leased` (a hand-off to an idle worker of this process) also leases the new job
 /// in the same statement, its first attempt, until `$7`, and returns the lease token.
@@ -757,15 +1074,33 @@ fn claim_sql(t: &str, ids: &str, leased: bool) -> String {
                                expires_at)
          VALUES ($1, $2, nextval('{ids}'), true, nextval('{ids}'), $3, $4, $4, {attempts},
                  {token}, {until}::bigint, $5, false, NULL)
-         ON CONFLICT (key) DO UPDATE SET
-           uri = EXCLUDED.uri, version = EXCLUDED.version, pending = true,
-           job_id = EXCLUDED.job_id, priority = EXCLUDED.priority,
-           created_at = EXCLUDED.created_at, run_at = EXCLUDED.run_at,
-           attempts = EXCLUDED.attempts, lease_token = EXCLUDED.lease_token,
-           lease_until = EXCLUDED.lease_until, last_error = NULL,
-           request = EXCLUDED.request, after_failure = (e.v_kind = 1), expires_at = NULL
+         ON CONFLICT (key) DO UPDATE SET {CLAIM_UPDATE}
          WHERE NOT e.pending AND (e.expires_at <= $4 OR e.version = $6)
          RETURNING {CLAIM_COLUMNS}{returning}"
+    )
+}
+
+/// Claims of distinct keys in one statement, from arrays: `$1` keys, `$2` uris, `$3`
+/// priorities, `$4` nows, `$5` requests, `$6` expected versions. The same insert or update,
+/// row by row, as [`claim_sql`]'s unleased claim; each returned row carries its key. Rows
+/// are inserted in key order (see [`ClaimQueue`]).
+fn claim_group_sql(t: &str, ids: &str) -> String {
+    format!(
+        "WITH input AS (
+           SELECT * FROM unnest($1::bytea[], $2::text[], $3::smallint[], $4::bigint[],
+                                $5::text[], $6::bigint[])
+             AS i(key, uri, priority, now, request, expect))
+         INSERT INTO {t} AS e (key, uri, version, pending, job_id, priority, created_at, run_at,
+                               attempts, lease_token, lease_until, request, after_failure,
+                               expires_at)
+         SELECT i.key, i.uri, nextval('{ids}'), true, nextval('{ids}'), i.priority, i.now, i.now,
+                0, NULL, NULL, i.request, false, NULL
+           FROM input i ORDER BY i.key
+         ON CONFLICT (key) DO UPDATE SET {CLAIM_UPDATE}
+         WHERE NOT e.pending
+           AND (e.expires_at <= EXCLUDED.created_at
+                OR e.version = (SELECT x.expect FROM input x WHERE x.key = e.key))
+         RETURNING key, {CLAIM_COLUMNS}"
     )
 }
 
@@ -805,6 +1140,7 @@ impl Sql {
             ),
             claim: claim_sql(&t, &ids, false),
             claim_leased: claim_sql(&t, &ids, true),
+            claim_group: claim_group_sql(&t, &ids),
             find: format!("SELECT {ENTRY_COLUMNS} FROM {t} WHERE key = $1"),
             take: take_sql(&t, &ids, false),
             take_lapsed: take_sql(&t, &ids, true),
@@ -1263,17 +1599,32 @@ impl Store for PgStore {
         // Twice at most: if the row the conflict found is pruned before we read it, the
         // second claim meets no conflict.
         for _ in 0..2 {
-            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                vec![&key, &claim.uri, &priority, &now_ms, &request, &expect];
-            let sql = match &handoff {
-                Some((until, _)) => {
-                    params.push(until);
-                    &self.sql.claim_leased
+            let won = match &handoff {
+                Some((until, _)) => self
+                    .query(
+                        &self.sql.claim_leased,
+                        &[
+                            &key, &claim.uri, &priority, &now_ms, &request, &expect, until,
+                        ],
+                    )
+                    .await?
+                    .into_iter()
+                    .next(),
+                // Alone, or with the claims made while others were on their way.
+                None => {
+                    self.claims
+                        .claim(ClaimParams {
+                            key: claim.key,
+                            uri: claim.uri.clone(),
+                            priority,
+                            now: now_ms,
+                            request: request.clone(),
+                            expect,
+                        })
+                        .await?
                 }
-                None => &self.sql.claim,
             };
-            let rows = self.query(sql, &params).await?;
-            if let Some(row) = rows.first() {
+            if let Some(row) = &won {
                 let leased_until = handoff.as_ref().map(|(until, _)| ts(*until));
                 let entry = claimed_entry(&claim, now, leased_until, row)?;
                 if let Some((until, reservation)) = handoff.take() {
@@ -1504,6 +1855,10 @@ impl Store for PgStore {
             results[i] = Some(self.complete(&lease, completion).await);
         }
         if !stored.is_empty() {
+            // In key order, as grouped claims lock rows: two statements never wait on each
+            // other's rows.
+            let mut stored = stored;
+            stored.sort_by_key(|(_, (lease, _))| lease.key);
             let mut keys = Vec::new();
             let (mut job_ids, mut tokens, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
             let (mut headers, mut bodies) = (Vec::new(), Vec::new());
@@ -1956,6 +2311,203 @@ mod tests {
         );
         assert_eq!(idle, 0);
         assert_eq!(after, 1);
+    }
+
+    /// A claim of `GET http://unit.test{path}`.
+    fn unit_claim(path: &str, expect: Option<u64>) -> Claim {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::HOST, "unit.test".parse().unwrap());
+        let sig = crate::pattern::Signature::of(
+            &http::Method::GET,
+            &path.parse().unwrap(),
+            &headers,
+            "http",
+            &[],
+        )
+        .unwrap();
+        Claim {
+            uri: sig.request.uri.clone(),
+            key: sig.key,
+            request: sig.request,
+            priority: Priority::Miss,
+            expect,
+        }
+    }
+
+    /// A claim as the claim statements take it.
+    fn params(store: &PgStore, claim: &Claim, uri: Option<&str>) -> ClaimParams {
+        ClaimParams {
+            key: claim.key,
+            uri: uri.unwrap_or(&claim.uri).to_owned(),
+            priority: claim.priority as i16,
+            now: ms(store.now()),
+            request: serde_json::to_string(&claim.request).unwrap(),
+            expect: claim.expect.map(i64_of),
+        }
+    }
+
+    /// Sends `claims` as one group; what each caller is told.
+    async fn send_as_group(
+        store: &PgStore,
+        claims: Vec<ClaimParams>,
+    ) -> Vec<Result<Option<Row>, StoreError>> {
+        let (group, answers): (Vec<_>, Vec<_>) = claims
+            .into_iter()
+            .map(|params| {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                (QueuedClaim { params, reply }, answer)
+            })
+            .unzip();
+        store.claims.send_group(group).await;
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await.unwrap());
+        }
+        outcomes
+    }
+
+    /// Claims sent together each get what a claim of their own would: a new key and an
+    /// expired entry are claimed, a pending one is not, and a conditional claim wins only at
+    /// the version it expects.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn claims_sent_together_each_get_their_own_row() {
+        let Some(store) = unit_store("group", |_| {}).await else {
+            return;
+        };
+        let [fresh, pending, expired, current, outdated] =
+            ["/fresh", "/pending", "/expired", "/current", "/outdated"]
+                .map(|path| unit_claim(path, None));
+        let ClaimOutcome::Enqueued(_) = store.claim(unit_claim("/pending", None)).await.unwrap()
+        else {
+            panic!("the first claim of /pending enqueues");
+        };
+        // Settled entries: one expired, two live at version 42.
+        let now = ms(store.now());
+        for (claim, expires) in [
+            (&expired, now - 1),
+            (&current, now + 60_000),
+            (&outdated, now + 60_000),
+        ] {
+            let sql = format!(
+                "INSERT INTO {}.entries (key, uri, version, pending, expires_at)
+                 VALUES ($1, $2, 42, false, $3)",
+                store.config.schema
+            );
+            let key = claim.key.as_bytes().as_slice();
+            store
+                .query(&sql, &[&key, &claim.uri, &expires])
+                .await
+                .unwrap();
+        }
+        let current = Claim {
+            expect: Some(42),
+            ..current
+        };
+        let outdated = Claim {
+            expect: Some(41),
+            ..outdated
+        };
+        let claims = [&fresh, &pending, &expired, &current, &outdated];
+        let sent = store.claims.statements.load(Ordering::Relaxed);
+        let outcomes = send_as_group(
+            &store,
+            claims.iter().map(|c| params(&store, c, None)).collect(),
+        )
+        .await;
+        let statements = store.claims.statements.load(Ordering::Relaxed) - sent;
+        let mut won = Vec::new();
+        for (claim, outcome) in claims.iter().zip(outcomes) {
+            let row = outcome.unwrap();
+            if let Some(row) = row {
+                // The row is this claim's: the entry a lookup reads is the one it made.
+                let entry = claimed_entry(claim, store.now(), None, &row).unwrap();
+                let stored = store.lookup(&claim.key).await.unwrap().unwrap();
+                assert_eq!(stored.version, entry.version, "{}", claim.uri);
+                assert_eq!(stored.job().map(|j| j.id), entry.job().map(|j| j.id));
+                won.push(claim.uri.rsplit('/').next().unwrap().to_owned());
+            }
+        }
+        store.drop_schema().await.unwrap();
+        assert_eq!(statements, 1, "one statement for the group");
+        assert_eq!(won, ["fresh", "expired", "current"]);
+    }
+
+    /// A group the server refuses is claimed one by one, so a claim it cannot store fails
+    /// alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_group_is_claimed_one_by_one() {
+        let Some(store) = unit_store("refused", |_| {}).await else {
+            return;
+        };
+        let good = [unit_claim("/a", None), unit_claim("/b", None)];
+        let bad = unit_claim("/c", None);
+        let mut claims: Vec<ClaimParams> = good.iter().map(|c| params(&store, c, None)).collect();
+        // PostgreSQL's text holds no NUL character.
+        claims.push(params(&store, &bad, Some("http://unit.test/c\0")));
+        let outcomes = send_as_group(&store, claims).await;
+        let refused = store.claims.refused.load(Ordering::Relaxed);
+        let found = [
+            store.lookup(&good[0].key).await.unwrap(),
+            store.lookup(&good[1].key).await.unwrap(),
+            store.lookup(&bad.key).await.unwrap(),
+        ];
+        store.drop_schema().await.unwrap();
+        assert_eq!(refused, 1);
+        assert!(
+            matches!(outcomes[0], Ok(Some(_))),
+            "{:?}",
+            outcomes[0].as_ref().err()
+        );
+        assert!(
+            matches!(outcomes[1], Ok(Some(_))),
+            "{:?}",
+            outcomes[1].as_ref().err()
+        );
+        assert!(outcomes[2].is_err());
+        assert!(found[0].is_some() && found[1].is_some() && found[2].is_none());
+    }
+
+    /// A burst of claims goes in fewer statements than claims, each claimed exactly once,
+    /// and two processes claiming the same keys in different orders never deadlock (a
+    /// refused group would show one).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_claims_shares_statements() {
+        let Some(store) = unit_store("burst", |_| {}).await else {
+            return;
+        };
+        let other = PgStore::connect(store.config.clone()).await.unwrap();
+        let (store, other) = (Arc::new(store), Arc::new(other));
+        let mut calls = tokio::task::JoinSet::new();
+        for round in 0..2 {
+            for i in 0..100 {
+                // The second process claims the keys in the reverse order.
+                let (s, n) = if round == 0 {
+                    (&store, i)
+                } else {
+                    (&other, 99 - i)
+                };
+                let (s, claim) = (Arc::clone(s), unit_claim(&format!("/burst/{n}"), None));
+                calls.spawn(async move { (claim.key, s.claim(claim).await) });
+            }
+        }
+        let mut enqueued = std::collections::HashMap::new();
+        while let Some(call) = calls.join_next().await {
+            let (key, outcome) = call.unwrap();
+            if let ClaimOutcome::Enqueued(entry) = outcome.unwrap() {
+                *enqueued.entry(key).or_insert(0) += 1;
+                let stored = store.lookup(&key).await.unwrap().unwrap();
+                assert_eq!(stored.version, entry.version);
+            }
+        }
+        let statements = store.claims.statements.load(Ordering::Relaxed)
+            + other.claims.statements.load(Ordering::Relaxed);
+        let refused = store.claims.refused.load(Ordering::Relaxed)
+            + other.claims.refused.load(Ordering::Relaxed);
+        store.drop_schema().await.unwrap();
+        assert_eq!(enqueued.len(), 100, "every key claimed");
+        assert!(enqueued.values().all(|n| *n == 1), "once each");
+        assert!(statements < 200, "{statements} statements for 200 claims");
+        assert_eq!(refused, 0);
     }
 
     const RECHECK: Duration = Duration::from_secs(1);
