@@ -398,10 +398,11 @@ impl Drop for Reservation<'_> {
 /// these statements at 53-57k claims/s with eight claims a statement, against 10-11k with
 /// one (`scripts/bench-postgres-sql 6 3 8 claim claim8`, BENCHMARKS.md). A claim made while
 /// fewer statements are in flight and none waits goes at once, alone, from its caller's own
-/// task: under light load a claim costs what it did before. A statement carries up to [`CLAIMS_PER_STATEMENT`] distinct keys in key order, so
-/// two statements never wait on each other's rows (a deadlock); a second claim of a key
-/// already in it waits for the next. Groups are sent by a task of their own, so a caller
-/// that gives up (its client went away) never takes the others' claims with it.
+/// task: under light load a claim costs what it did before. A statement carries up to
+/// [`CLAIMS_PER_STATEMENT`] distinct keys in key order, so two statements never wait on each
+/// other's rows (a deadlock); a second claim of a key already in it waits for the next.
+/// Groups are sent by a task of their own, so a caller that gives up (its client went away)
+/// never takes the others' claims with it.
 struct ClaimQueue {
     state: std::sync::Mutex<ClaimQueueState>,
     pool: Pool,
@@ -604,7 +605,11 @@ impl ClaimQueue {
                 }
                 Err(SendError::Refused(e)) => {
                     self.refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(error = %e, claims = group.len(), "a grouped claim was refused; claiming one by one");
+                    tracing::debug!(
+                        error = %e,
+                        claims = group.len(),
+                        "a grouped claim was refused; claiming one by one"
+                    );
                 }
             }
         }
