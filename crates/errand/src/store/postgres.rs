@@ -2515,6 +2515,54 @@ mod tests {
         assert_eq!(refused, 0);
     }
 
+    /// A caller that gives up while its own claim statement waits hands the claims queued
+    /// behind it to a task of their own: they are still made, and it is not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_claim_given_up_hands_on_the_claims_waiting_behind_it() {
+        let Some(store) = unit_store("giveup", |c| c.pool_size = 1).await else {
+            return;
+        };
+        let store = Arc::new(store);
+        // The only connection is busy: the next two claims take both sending slots and wait
+        // for it; the third waits in the queue behind them.
+        let busy = store.pool.get().await.unwrap();
+        let claims = ["/gives-up", "/alone", "/queued"].map(|path| unit_claim(path, None));
+        let mut calls = Vec::new();
+        for claim in &claims {
+            let (store, claim) = (Arc::clone(&store), claim.clone());
+            calls.push(tokio::spawn(async move { store.claim(claim).await }));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let queued = store.claims.state().waiting.len();
+        calls[0].abort();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(busy);
+        let alone = calls.remove(1).await.unwrap();
+        let behind = calls.remove(1).await.unwrap();
+        let made = [
+            store.lookup(&claims[0].key).await.unwrap().is_some(),
+            store.lookup(&claims[2].key).await.unwrap().is_some(),
+        ];
+        // The last sender gives its slot back right after it answers.
+        let mut senders = store.claims.state().senders;
+        for _ in 0..100 {
+            if senders == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            senders = store.claims.state().senders;
+        }
+        store.drop_schema().await.unwrap();
+        assert_eq!(queued, 1, "the third claim waited");
+        assert!(matches!(alone, Ok(ClaimOutcome::Enqueued(_))), "{alone:?}");
+        assert!(
+            matches!(behind, Ok(ClaimOutcome::Enqueued(_))),
+            "{behind:?}"
+        );
+        assert_eq!(made, [false, true]);
+        assert_eq!(senders, 0, "every sending slot given back");
+    }
+
     const RECHECK: Duration = Duration::from_secs(1);
 
     fn listening() -> JobSignal {
