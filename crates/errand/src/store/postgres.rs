@@ -556,8 +556,9 @@ impl ClaimQueue {
             }
             Route::Wait => {}
         }
-        // The wait for a statement in flight, then this claim's own.
-        let limit = self.limit * 2;
+        // The wait for a statement in flight and this claim's own, bounded as any call is: a
+        // database that hangs costs a waiting claim no more than one that goes alone.
+        let limit = self.limit;
         match tokio::time::timeout(limit, answer).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(StoreError::Unavailable(
@@ -2561,6 +2562,44 @@ mod tests {
         );
         assert_eq!(made, [false, true]);
         assert_eq!(senders, 0, "every sending slot given back");
+    }
+
+    /// While the database hangs (here: its only connection never comes back), a claim that
+    /// waits behind others fails within the call timeout, as one that goes alone does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn claims_waiting_on_a_hung_database_fail_within_the_call_timeout() {
+        let limit = Duration::from_secs(1);
+        let Some(store) = unit_store("hung", |c| {
+            c.pool_size = 1;
+            c.call_timeout = limit;
+        })
+        .await
+        else {
+            return;
+        };
+        let store = Arc::new(store);
+        let busy = store.pool.get().await.unwrap();
+        let started = std::time::Instant::now();
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..6 {
+            let (store, claim) = (Arc::clone(&store), unit_claim(&format!("/hung/{i}"), None));
+            calls.spawn(async move { (store.claim(claim).await, started.elapsed()) });
+        }
+        let mut slowest = Duration::ZERO;
+        let mut failed = 0;
+        while let Some(call) = calls.join_next().await {
+            let (outcome, took) = call.unwrap();
+            failed += usize::from(outcome.is_err());
+            slowest = slowest.max(took);
+        }
+        drop(busy);
+        store.drop_schema().await.unwrap();
+        assert_eq!(failed, 6);
+        // Twice the limit would mean a waiting claim paid for the statement ahead of it too.
+        assert!(
+            slowest < limit * 8 / 5,
+            "the slowest claim took {slowest:?}"
+        );
     }
 
     const RECHECK: Duration = Duration::from_secs(1);
