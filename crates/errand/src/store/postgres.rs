@@ -2320,7 +2320,7 @@ mod tests {
     }
 
     /// A claim of `GET http://unit.test{path}`.
-    fn unit_claim(path: &str, expect: Option<u64>) -> Claim {
+    fn unit_claim(path: &str) -> Claim {
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::HOST, "unit.test".parse().unwrap());
         let sig = crate::pattern::Signature::of(
@@ -2336,7 +2336,7 @@ mod tests {
             key: sig.key,
             request: sig.request,
             priority: Priority::Miss,
-            expect,
+            expect: None,
         }
     }
 
@@ -2381,10 +2381,8 @@ mod tests {
             return;
         };
         let [fresh, pending, expired, current, outdated] =
-            ["/fresh", "/pending", "/expired", "/current", "/outdated"]
-                .map(|path| unit_claim(path, None));
-        let ClaimOutcome::Enqueued(_) = store.claim(unit_claim("/pending", None)).await.unwrap()
-        else {
+            ["/fresh", "/pending", "/expired", "/current", "/outdated"].map(unit_claim);
+        let ClaimOutcome::Enqueued(_) = store.claim(unit_claim("/pending")).await.unwrap() else {
             panic!("the first claim of /pending enqueues");
         };
         // Settled entries: one expired, two live at version 42.
@@ -2445,8 +2443,8 @@ mod tests {
         let Some(store) = unit_store("refused", |_| {}).await else {
             return;
         };
-        let good = [unit_claim("/a", None), unit_claim("/b", None)];
-        let bad = unit_claim("/c", None);
+        let good = [unit_claim("/a"), unit_claim("/b")];
+        let bad = unit_claim("/c");
         let mut claims: Vec<ClaimParams> = good.iter().map(|c| params(&store, c, None)).collect();
         // PostgreSQL's text holds no NUL character.
         claims.push(params(&store, &bad, Some("http://unit.test/c\0")));
@@ -2492,7 +2490,7 @@ mod tests {
                 } else {
                     (&other, 99 - i)
                 };
-                let (s, claim) = (Arc::clone(s), unit_claim(&format!("/burst/{n}"), None));
+                let (s, claim) = (Arc::clone(s), unit_claim(&format!("/burst/{n}")));
                 calls.spawn(async move { (claim.key, s.claim(claim).await) });
             }
         }
@@ -2527,7 +2525,7 @@ mod tests {
         // The only connection is busy: the next two claims take both sending slots and wait
         // for it; the third waits in the queue behind them.
         let busy = store.pool.get().await.unwrap();
-        let claims = ["/gives-up", "/alone", "/queued"].map(|path| unit_claim(path, None));
+        let claims = ["/gives-up", "/alone", "/queued"].map(unit_claim);
         let mut calls = Vec::new();
         for claim in &claims {
             let (store, claim) = (Arc::clone(&store), claim.clone());
@@ -2582,7 +2580,7 @@ mod tests {
         let started = std::time::Instant::now();
         let mut calls = tokio::task::JoinSet::new();
         for i in 0..6 {
-            let (store, claim) = (Arc::clone(&store), unit_claim(&format!("/hung/{i}"), None));
+            let (store, claim) = (Arc::clone(&store), unit_claim(&format!("/hung/{i}")));
             calls.spawn(async move { (store.claim(claim).await, started.elapsed()) });
         }
         let mut slowest = Duration::ZERO;
