@@ -648,32 +648,43 @@ impl ClaimQueue {
         .await
     }
 
-    /// One statement under the call timeout, pool wait included.
     async fn query(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Row>, SendError> {
         self.statements.fetch_add(1, Ordering::Relaxed);
-        let call = async {
-            let client =
-                self.pool.get().await.map_err(|e| {
-                    SendError::Down(unavailable(format!("{}: {e}", redact(&self.url))))
-                })?;
-            let failed = |e: tokio_postgres::Error| {
-                if e.as_db_error().is_some() {
-                    SendError::Refused(db(e))
-                } else {
-                    SendError::Down(db(e))
-                }
-            };
-            let statement = client.prepare_cached(sql).await.map_err(failed)?;
-            client.query(&statement, params).await.map_err(failed)
-        };
-        tokio::time::timeout(self.limit, call)
-            .await
-            .unwrap_or(Err(SendError::Down(StoreError::Timeout(self.limit))))
+        pooled_query(&self.pool, &self.url, self.limit, sql, params).await
     }
+}
+
+/// One prepared (and cached) statement on a pooled connection, under `limit`, pool wait
+/// included. A server's refusal and an unreachable database are told apart.
+async fn pooled_query(
+    pool: &Pool,
+    url: &str,
+    limit: Duration,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<Row>, SendError> {
+    let call = async {
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| SendError::Down(unavailable(format!("{}: {e}", redact(url)))))?;
+        let failed = |e: tokio_postgres::Error| {
+            if e.as_db_error().is_some() {
+                SendError::Refused(db(e))
+            } else {
+                SendError::Down(db(e))
+            }
+        };
+        let statement = client.prepare_cached(sql).await.map_err(failed)?;
+        client.query(&statement, params).await.map_err(failed)
+    };
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(SendError::Down(StoreError::Timeout(limit))))
 }
 
 /// The PostgreSQL store. See the [module docs](self).
@@ -922,11 +933,10 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        self.run(|client| async move {
-            let statement = client.prepare_cached(sql).await.map_err(db)?;
-            client.query(&statement, params).await.map_err(db)
-        })
-        .await
+        let limit = self.config.call_timeout;
+        pooled_query(&self.pool, &self.config.url, limit, sql, params)
+            .await
+            .map_err(SendError::into_inner)
     }
 
     fn now(&self) -> Timestamp {
@@ -2209,6 +2219,17 @@ mod tests {
         }
     }
 
+    /// `count()` once it reaches 0, or as it is after `within` (looking every 10 ms).
+    async fn settled(count: impl Fn() -> usize, within: Duration) -> usize {
+        let deadline = std::time::Instant::now() + within;
+        let mut n = count();
+        while n != 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            n = count();
+        }
+        n
+    }
+
     /// A batch of completions finds each row through the primary key even when its plan is
     /// made while the table is new and empty, as on a fresh deployment: a connection keeps
     /// that plan, and a scan of the table would grow with it.
@@ -2299,14 +2320,7 @@ mod tests {
         }
         let left = store.pool.status().size;
         // Then nothing for a while: the last one goes too, and a call opens a new one.
-        let mut idle = store.pool.status().size;
-        for _ in 0..60 {
-            if idle == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            idle = store.pool.status().size;
-        }
+        let idle = settled(|| store.pool.status().size, Duration::from_secs(3)).await;
         assert!(store.lookup(&key).await.unwrap().is_none());
         let after = store.pool.status().size;
         store.drop_schema().await.unwrap();
@@ -2543,14 +2557,7 @@ mod tests {
             store.lookup(&claims[2].key).await.unwrap().is_some(),
         ];
         // The last sender gives its slot back right after it answers.
-        let mut senders = store.claims.state().senders;
-        for _ in 0..100 {
-            if senders == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            senders = store.claims.state().senders;
-        }
+        let senders = settled(|| store.claims.state().senders, Duration::from_secs(1)).await;
         store.drop_schema().await.unwrap();
         assert_eq!(queued, 1, "the third claim waited");
         assert!(matches!(alone, Ok(ClaimOutcome::Enqueued(_))), "{alone:?}");
