@@ -309,7 +309,7 @@ pub struct Stats {
 
 /// Why a store call failed. The front maps every variant to an answer (`503` +
 /// `Retry-After` for an unreachable store); none of them is a panic.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The backend could not be reached or answered with an error.

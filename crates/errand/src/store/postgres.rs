@@ -462,15 +462,6 @@ impl SendError {
     }
 }
 
-/// A copy of an unreachable database's error, for each claim of a group.
-fn same_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Timeout(limit) => StoreError::Timeout(*limit),
-        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
-        other => StoreError::Unavailable(other.to_string()),
-    }
-}
-
 impl ClaimQueueState {
     /// The next statement's claims: up to [`CLAIMS_PER_STATEMENT`] distinct keys, in key
     /// order. Claims whose caller gave up are left out.
@@ -600,7 +591,7 @@ impl ClaimQueue {
                 }
                 Err(SendError::Down(e)) => {
                     for claim in group {
-                        let _ = claim.reply.send(Err(same_error(&e)));
+                        let _ = claim.reply.send(Err(e.clone()));
                     }
                     return;
                 }
@@ -658,6 +649,24 @@ impl ClaimQueue {
     }
 }
 
+/// Runs `f` with a connection from `pool`, under `limit`, pool wait included.
+async fn pooled<T, F, Fut>(pool: &Pool, url: &str, limit: Duration, f: F) -> Result<T, SendError>
+where
+    F: FnOnce(deadpool_postgres::Object) -> Fut,
+    Fut: std::future::Future<Output = Result<T, SendError>>,
+{
+    let call = async {
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| SendError::Down(unavailable(format!("{}: {e}", redact(url)))))?;
+        f(client).await
+    };
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(SendError::Down(StoreError::Timeout(limit))))
+}
+
 /// One prepared (and cached) statement on a pooled connection, under `limit`, pool wait
 /// included. A server's refusal and an unreachable database are told apart.
 async fn pooled_query(
@@ -667,11 +676,7 @@ async fn pooled_query(
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<Row>, SendError> {
-    let call = async {
-        let client = pool
-            .get()
-            .await
-            .map_err(|e| SendError::Down(unavailable(format!("{}: {e}", redact(url)))))?;
+    pooled(pool, url, limit, |client| async move {
         let failed = |e: tokio_postgres::Error| {
             if e.as_db_error().is_some() {
                 SendError::Refused(db(e))
@@ -681,10 +686,8 @@ async fn pooled_query(
         };
         let statement = client.prepare_cached(sql).await.map_err(failed)?;
         client.query(&statement, params).await.map_err(failed)
-    };
-    tokio::time::timeout(limit, call)
-        .await
-        .unwrap_or(Err(SendError::Down(StoreError::Timeout(limit))))
+    })
+    .await
 }
 
 /// The PostgreSQL store. See the [module docs](self).
@@ -914,17 +917,11 @@ impl PgStore {
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
         let limit = self.config.call_timeout;
-        let call = async {
-            let client = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| unavailable(format!("{}: {e}", redact(&self.config.url))))?;
-            f(client).await
-        };
-        tokio::time::timeout(limit, call)
-            .await
-            .unwrap_or(Err(StoreError::Timeout(limit)))
+        pooled(&self.pool, &self.config.url, limit, |client| async move {
+            f(client).await.map_err(SendError::Down)
+        })
+        .await
+        .map_err(SendError::into_inner)
     }
 
     /// One prepared (and cached) statement returning rows.
