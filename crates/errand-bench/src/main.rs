@@ -7,6 +7,9 @@
 //! - `origin`: a bare hyper server answering N bytes after an optional delay, counting
 //!   requests (`/__stats`); it is both the upstream and the "bare hyper" baseline.
 //! - `load`: N keep-alive connections for a duration, one URL or a new URL per request.
+//! - `queue`: no-op jobs straight through a store (claim → take → complete): in lockstep as a
+//!   pgbench client runs its script, handed to idle workers, batched, or with the claimers
+//!   apart from errand's own worker runtime, as fronts and `errand work` processes run.
 //! - `stampede`: N clients send the same first request at once with `Prefer: wait`, and the
 //!   tool reports upstream calls and how long after the origin's answer each client got its own.
 
@@ -107,6 +110,12 @@ enum Command {
         /// workers do), so a claim made while one waits hands its job over.
         #[arg(long, conflicts_with = "lockstep")]
         wait: bool,
+        /// Claimers and workers apart, as `errand serve --workers 0` fronts and `errand work`
+        /// processes are: two stores, each with its own pool and listener, so no claim hands
+        /// its job over; the workers are errand's worker runtime (`--consumers` jobs at once)
+        /// running a no-op job, woken across stores by the backend's notifications.
+        #[arg(long, conflicts_with_all = ["lockstep", "wait"])]
+        apart: bool,
         /// PostgreSQL: every claim is a statement of its own (by default, claims made while
         /// others are on their way go together).
         #[arg(long)]
@@ -166,9 +175,15 @@ async fn main() -> anyhow::Result<()> {
             batch,
             lockstep,
             wait,
+            apart,
             one_claim_per_statement,
             label,
         } => {
+            if apart && consumers == 0 {
+                anyhow::bail!(
+                    "--apart needs --consumers above 0: the worker runtime's jobs at once"
+                );
+            }
             if wait && consumers == 0 {
                 anyhow::bail!(
                     "--wait needs --consumers above 0: nobody would complete the jobs waited for"
@@ -180,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
                 batch,
                 lockstep,
                 wait,
+                apart,
                 group_claims: !one_claim_per_statement,
             };
             queue(&backend, duration, shape, &label).await
@@ -546,6 +562,8 @@ struct QueueShape {
     batch: usize,
     lockstep: bool,
     wait: bool,
+    /// Claimers on one store, errand's worker runtime on another.
+    apart: bool,
     /// PostgreSQL: claims made while others are on their way go together.
     group_claims: bool,
 }
@@ -609,27 +627,46 @@ async fn queue(
         batch,
         lockstep,
         wait,
+        apart,
         group_claims,
     } = shape;
-    // A namespace of the benchmark's own, emptied before and after.
-    let (store, pg, redis): (SharedStore, Option<Arc<PgStore>>, Option<Arc<RedisStore>>) =
-        if backend.starts_with("redis") {
-            let mut config = RedisConfig::new(backend);
-            config.prefix = "errand_bench".into();
-            let store = Arc::new(RedisStore::connect(config).await?);
-            store.delete_all().await?;
-            (store.clone(), None, Some(store))
+    /// The claimers' store, the workers' own (`--apart`), and the store to clean up.
+    type Opened = (
+        SharedStore,
+        Option<SharedStore>,
+        Option<Arc<PgStore>>,
+        Option<Arc<RedisStore>>,
+    );
+    // A namespace of the benchmark's own, emptied before and after. With `--apart`, a second
+    // store on it serves the workers, as another process's would.
+    let (store, workers_store, pg, redis): Opened = if backend.starts_with("redis") {
+        let mut config = RedisConfig::new(backend);
+        config.prefix = "errand_bench".into();
+        let store = Arc::new(RedisStore::connect(config.clone()).await?);
+        store.delete_all().await?;
+        let workers: Option<SharedStore> = if apart {
+            Some(Arc::new(RedisStore::connect(config).await?))
         } else {
-            let mut config = PgConfig::new(backend);
-            config.schema = "errand_bench".into();
-            config.pool_size = (producers + consumers + 2).min(64);
-            config.group_claims = group_claims;
-            let store = PgStore::connect(config.clone()).await?;
-            store.drop_schema().await?;
-            drop(store);
-            let store = Arc::new(PgStore::connect(config).await?);
-            (store.clone(), Some(store), None)
+            None
         };
+        (store.clone(), workers, None, Some(store))
+    } else {
+        let mut config = PgConfig::new(backend);
+        config.schema = "errand_bench".into();
+        config.pool_size = (producers + consumers + 2).min(64);
+        config.group_claims = group_claims;
+        let store = PgStore::connect(config.clone()).await?;
+        store.drop_schema().await?;
+        drop(store);
+        let store = Arc::new(PgStore::connect(config.clone()).await?);
+        let workers: Option<SharedStore> = if apart {
+            config.pool_size = (consumers + 2).min(64);
+            Some(Arc::new(PgStore::connect(config).await?))
+        } else {
+            None
+        };
+        (store.clone(), workers, Some(store), None)
+    };
     let deadline = Instant::now() + duration;
     let claimed = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
@@ -638,10 +675,19 @@ async fn queue(
         headers: http::HeaderMap::new(),
         body: Bytes::from_static(b"ok"),
     });
+    // Apart, claimers keep at most this many jobs waiting, as a pgbench client's insert waits
+    // for its take and delete: the run measures the fleet's pace, not a backlog growing.
+    let backlog = 4 * consumers as u64;
+    let room = Arc::new(tokio::sync::Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
     for p in 0..producers {
-        let (store, claimed, done, body) =
-            (store.clone(), claimed.clone(), done.clone(), body.clone());
+        let (store, claimed, done, body, room) = (
+            store.clone(),
+            claimed.clone(),
+            done.clone(),
+            body.clone(),
+            room.clone(),
+        );
         tasks.spawn(async move {
             let mut headers = http::HeaderMap::new();
             headers.insert(
@@ -650,6 +696,12 @@ async fn queue(
             );
             let mut n = 0u64;
             while Instant::now() < deadline {
+                while apart
+                    && claimed.load(Ordering::Relaxed) >= done.load(Ordering::Relaxed) + backlog
+                    && Instant::now() < deadline
+                {
+                    let _ = tokio::time::timeout(Duration::from_millis(5), room.notified()).await;
+                }
                 n += 1;
                 let uri: Uri = format!("/job/{p}/{n}").parse().expect("uri");
                 let sig = Signature::of(&http::Method::GET, &uri, &headers, "http", &[])
@@ -678,7 +730,28 @@ async fn queue(
             }
         });
     }
-    for _ in 0..consumers {
+    let shutdown = errand::Shutdown::new();
+    let runtime = workers_store.map(|workers| {
+        // errand's own worker runtime, running a no-op job: its takes, its batching of the
+        // completions that pile up, its idle waits for a notification.
+        let errand = errand::Errand::new(workers, errand::config::Config::default());
+        let (ran, room) = (done.clone(), room.clone());
+        let job = tower::service_fn(move |_: Request<errand::JobBody>| {
+            ran.fetch_add(1, Ordering::Relaxed);
+            room.notify_one();
+            async {
+                Response::builder()
+                    .header(http::header::CACHE_CONTROL, "max-age=60")
+                    .body(Full::new(Bytes::from_static(b"ok")))
+            }
+        });
+        errand
+            .worker(job)
+            .concurrency(consumers)
+            .spawn(shutdown.clone())
+    });
+    let consumers_here = if runtime.is_some() { 0 } else { consumers };
+    for _ in 0..consumers_here {
         let (store, done, body) = (store.clone(), done.clone(), body.clone());
         tasks.spawn(async move {
             while Instant::now() < deadline {
@@ -696,6 +769,13 @@ async fn queue(
         });
     }
     while tasks.join_next().await.is_some() {}
+    // Jobs run by the worker runtime until the deadline count; it then stops and drains.
+    let ran = done.load(Ordering::Relaxed);
+    shutdown.cancel();
+    if let Some(runtime) = runtime {
+        runtime.await?;
+        done.store(ran, Ordering::Relaxed);
+    }
     let secs = duration.as_secs_f64();
     if consumers == 0 && !lockstep {
         // Nobody works: the run measures claims alone, the bound of the batched runs
@@ -713,6 +793,8 @@ async fn queue(
             done.load(Ordering::Relaxed),
             if lockstep {
                 " that also work"
+            } else if apart {
+                " apart from the workers (errand's worker runtime, on a store of its own)"
             } else if wait {
                 " that wait for their results"
             } else {
