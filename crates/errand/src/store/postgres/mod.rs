@@ -1,0 +1,1023 @@
+//! The PostgreSQL store: many fronts and many workers on many machines share one durable
+//! table, in which **the pending entry is the job**.
+//!
+//! Every operation is one statement (one round trip, one implicit transaction):
+//!
+//! - `claim` is `INSERT … ON CONFLICT (key) DO UPDATE … WHERE <not pending, and expired or at
+//!   the expected version>`: the primary key makes it atomic however many fronts race; the
+//!   loser's statement changes nothing and it reads the winner's row. (It does lock that row
+//!   for a moment, and a worker's `take` skips locked rows, so a loser that finds the job
+//!   still waiting for a worker announces it again.)
+//!   It returns only what the caller does not know already (the version, the job id, and a
+//!   copy the row keeps); the rest of the pending entry is what the claim wrote.
+//!   Claims made while two claim statements are on their way wait for one of them, then go
+//!   together: one statement and one commit for many claims, each row the same insert or
+//!   update as alone, keys in order so that two statements never wait on each other. Under
+//!   light load every claim goes at once, alone ([`PgConfig::group_claims`] turns grouping
+//!   off).
+//! - `take` picks ready rows by priority then run time with `FOR UPDATE SKIP LOCKED` and
+//!   leases them in the same statement, so two workers never take one job and a worker that
+//!   dies holds nothing but a lease that runs out (at-least-once). Lapsed leases announce
+//!   nothing, so takes look for them in a statement of their own once per
+//!   [`PgConfig::recheck`]. A take that has found the queue empty does not ask again until a
+//!   job is announced (or the recheck passes).
+//! - `complete` updates the row only `WHERE job_id = … AND lease_token = …` (fencing).
+//!
+//! Hand-off: a claim made while a worker of the same process waits idle leases the new job
+//! to that worker in the claim's own statement, and the worker's next `take` gets it without
+//! asking the database. On the miss path of a front that also works, that saves a statement
+//! and a durable commit: the job costs two (claim and lease; acknowledge and store), not
+//! three. The lease is in the table like any other, so no other process takes
+//! the job meanwhile, and if this process dies first the job is taken over when the lease
+//! runs out. When its workers stop (shutdown), jobs handed over but not yet started are given
+//! back to the queue at once ([`Store::hand_back_unstarted`]). Fronts without workers never
+//! hand off.
+//!
+//! Wake-ups: after a claim or a completion commits, this process announces it with
+//! `NOTIFY`, coalesced: a lone event goes out at once, and during a burst one statement per
+//! 2 ms window carries every key completed in it and whether jobs were claimed (`NOTIFY`
+//! serializes commits cluster-wide, so one per write would cap throughput). A jobs
+//! notification carries the id of the process that sent it, and that process's own listener
+//! leaves it out: its workers were told directly. One
+//! `LISTEN` connection per process fans notifications out to the waiters of this process
+//! ([`Wakeups`]) and to its idle workers; waiters and idle workers also look again every
+//! [`PgConfig::recheck`], so a missed notification (a dropped listener connection, a pooler
+//! that breaks `LISTEN`) costs at most that much delay, never a lost answer. A result stored
+//! by this process reaches its own waiters with the settled entry, so they answer without
+//! reading it back.
+//!
+//! Every call runs under [`PgConfig::call_timeout`]; the pool waits at most that long for a
+//! connection, so a database that is down gives [`StoreError::Unavailable`] or
+//! [`StoreError::Timeout`] quickly, and the pool reconnects by itself when it is back.
+//! The pool hands out the connection given back last, so a steady load runs on as few
+//! server processes as it needs, and closes those left unused for
+//! [`PgConfig::idle_timeout`].
+//! Writes use the server's `synchronous_commit` (durable by default).
+//!
+//! The schema lives in its own PostgreSQL schema (`PgConfig::schema`), created and upgraded
+//! by idempotent migrations on start or by `errand migrate`. Its indexes are partial, so each
+//! write touches only those it needs: ready jobs by priority and run time, held jobs by lease
+//! end, settled rows by expiry, and by URI only the rows a purge can act on.
+//!
+//! Times are the store clock's milliseconds (the fronts' and workers' own clocks): keep the
+//! machines' clocks in sync (NTP), as any lease-based queue requires.
+//!
+//! # Layout
+//!
+//! - `mod.rs`: [`PgConfig`], [`PgStore`] (connect, migrate, the pool's settings) and its
+//!   [`Store`] implementation: each operation's statement and what it returns.
+//! - `sql.rs`: every statement, with the schema spliced in, and the migrations.
+//! - `rows.rs`: rows read back into entries and jobs.
+//! - `claims.rs`: claims that go together when two claim statements are on their way.
+//! - `handoff.rs`: jobs a claim leased to an idle worker of this process.
+//! - `signal.rs`: what this process knows of the queue (idle workers, empty takes spared).
+//! - `announce.rs` and `listen.rs`: the coalesced `NOTIFY` a process sends, and its one
+//!   `LISTEN` connection.
+//! - `pool.rs`: one statement on a pooled connection under the call timeout; idle
+//!   connections closed.
+//! - `tests.rs`: this store's own tests, beyond the contract suite.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
+use tokio_postgres::{NoTls, Row};
+
+use super::codec::encode_headers;
+use super::{
+    Claim, ClaimOutcome, Clock, Completion, Job, LeaseToken, ListPage, ListQuery, Purge,
+    PurgeTarget, Stats, Store, StoreError, SystemClock, Wakeups,
+};
+use crate::pattern::{Content, Entry, JobId, Key, State, Status, StoredResponse, Timestamp};
+
+mod announce;
+mod claims;
+mod handoff;
+mod listen;
+mod pool;
+mod rows;
+mod signal;
+mod sql;
+#[cfg(test)]
+mod tests;
+
+use announce::Announcer;
+use claims::{CLAIM_SENDERS, ClaimParams, ClaimQueue};
+use handoff::HandOff;
+use listen::listen;
+use pool::{SendError, close_idle, pooled, pooled_query};
+use rows::{claimed_entry, corrupt, entry_from_row, i64_of, jobs_of, ms, response, ts};
+use signal::JobSignal;
+use sql::{ENTRY_COLUMNS, Sql};
+
+/// Settings of a [`PgStore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgConfig {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// The schema holding errand's table (created if missing): one per deployment or tenant.
+    pub schema: String,
+    /// Most connections in the pool. They are opened as calls need them, and the one given
+    /// back last serves the next call.
+    pub pool_size: usize,
+    /// A pooled connection left unused this long is closed, so a pool sized for a burst
+    /// shrinks back to what the load needs, and no connection sits idle long enough for a
+    /// firewall, NAT or server idle timeout to drop it unseen.
+    pub idle_timeout: Duration,
+    /// Upper bound of every call, pool wait included.
+    pub call_timeout: Duration,
+    /// How often waiters and idle workers look again without a notification; also how
+    /// often takes look for lapsed leases, and the longest a retry that came due waits for a
+    /// worker that keeps finding the queue empty.
+    pub recheck: Duration,
+    /// Use `LISTEN/NOTIFY` for wake-ups. Off ("poll-only mode") for a connection pooler in
+    /// transaction mode, which breaks `LISTEN`: waiters and workers then rely on
+    /// [`recheck`](Self::recheck) alone, so set it short (e.g. 50 ms).
+    pub listen: bool,
+    /// Send claims made while others are on their way together, in one statement (and one
+    /// commit). Off: every claim is a statement of its own (one job a transaction, for
+    /// measuring that).
+    pub group_claims: bool,
+}
+
+impl PgConfig {
+    /// Defaults for `url`: schema `errand`, up to 16 connections closed after 60 s unused,
+    /// 5 s per call, recheck every 1 s.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: "errand".into(),
+            pool_size: 16,
+            idle_timeout: Duration::from_secs(60),
+            call_timeout: Duration::from_secs(5),
+            recheck: Duration::from_secs(1),
+            listen: true,
+            group_claims: true,
+        }
+    }
+}
+
+/// The PostgreSQL store. See the [module docs](self).
+pub struct PgStore {
+    pool: Pool,
+    clock: Arc<dyn Clock>,
+    config: PgConfig,
+    sql: Sql,
+    wakeups: Arc<Wakeups>,
+    work: Arc<JobSignal>,
+    handoff: HandOff,
+    claims: Arc<ClaimQueue>,
+    listener: tokio::task::JoinHandle<()>,
+    announcer: Arc<Announcer>,
+    announcing: tokio::task::JoinHandle<()>,
+    reaping: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &redact(&self.config.url))
+            .field("schema", &self.config.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+        self.announcing.abort();
+        self.reaping.abort();
+    }
+}
+
+pub use super::redact;
+
+/// Checks that `url` is a PostgreSQL connection URL, without connecting; the error says why
+/// not (and never shows the password).
+pub fn check_url(url: &str) -> Result<(), String> {
+    url.parse::<tokio_postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| format!("{} is not a valid PostgreSQL URL: {e}", redact(url)))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// A database error with the server's own message (`db error` alone says nothing).
+fn db(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(server) => StoreError::Unavailable(format!("postgres: {}", server.message())),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            StoreError::Unavailable(text)
+        }
+    }
+}
+
+impl PgStore {
+    /// Wakes this process's waiters of a stored result, handing them the entry exactly as a
+    /// lookup would read it right after (`row` holds the `uri` and `version` the completion
+    /// wrote), unless it has already expired: then they look, as a lookup returns nothing.
+    fn wake_stored(&self, key: Key, row: &Row, content: &Content) {
+        let uri = row.try_get::<_, String>("uri").ok();
+        let version = row.try_get::<_, i64>("version").ok();
+        match (uri, version.and_then(|v| u64::try_from(v).ok())) {
+            (Some(uri), Some(version)) if content.expires_at() > self.now() => {
+                self.wakeups.wake_settled(Entry {
+                    key,
+                    uri: uri.into(),
+                    version,
+                    content: Some(content.clone()),
+                    status: Status::Idle,
+                });
+            }
+            _ => self.wakeups.wake(&key),
+        }
+    }
+
+    /// Connects, applies the schema migrations (safe when several processes start at once)
+    /// and starts the notification listener.
+    pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
+        Self::connect_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`connect`](Self::connect) with a clock of the caller's (tests).
+    pub async fn connect_with_clock(
+        config: PgConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        if !valid_schema(&config.schema) {
+            return Err(unavailable(format!(
+                "schema name {:?} must be lower-case letters, digits and '_'",
+                config.schema
+            )));
+        }
+        let pg: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|e| unavailable(format!("{}: {e}", redact(&config.url))))?;
+        let manager = Manager::from_config(
+            pg.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        // Last in, first out: the connection just given back serves the next call, so a
+        // steady load keeps few server processes busy and the rest idle (PgBouncer's default
+        // for the same reason). Round-robin over a pool larger than the load spread each
+        // job's statements over all its processes, and measured 5-28% slower on the miss
+        // path of a front that also works (BENCHMARKS.md).
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .queue_mode(QueueMode::Lifo)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.call_timeout))
+            .create_timeout(Some(config.call_timeout))
+            .recycle_timeout(Some(config.call_timeout))
+            .build()
+            .map_err(unavailable)?;
+        let sql = Sql::new(&config.schema);
+        let store_wakeups = Arc::new(Wakeups::default());
+        let work = Arc::new(JobSignal::default());
+        // This process's mark on its jobs notifications, so its listener leaves them out.
+        let origin = format!("{:016x}", rand::random::<u64>());
+        let listener = if config.listen {
+            tokio::spawn(listen(
+                pg,
+                config.url.clone(),
+                sql.channels(),
+                Arc::clone(&store_wakeups),
+                Arc::clone(&work),
+                origin.clone(),
+            ))
+        } else {
+            tokio::spawn(async {})
+        };
+        let announcer = Arc::new(Announcer::default());
+        let announcing = if config.listen {
+            tokio::spawn(Arc::clone(&announcer).run(pool.clone(), sql.channels(), origin.clone()))
+        } else {
+            tokio::spawn(async {})
+        };
+        let reaping = tokio::spawn(close_idle(pool.clone(), config.idle_timeout));
+        let claims = Arc::new(ClaimQueue {
+            state: std::sync::Mutex::default(),
+            pool: pool.clone(),
+            url: config.url.clone(),
+            single: sql.claim.clone(),
+            grouped: sql.claim_group.clone(),
+            limit: config.call_timeout,
+            max_senders: if config.group_claims {
+                CLAIM_SENDERS
+            } else {
+                usize::MAX
+            },
+            statements: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        });
+        let store = Self {
+            pool,
+            clock,
+            config,
+            sql,
+            wakeups: store_wakeups,
+            work,
+            handoff: HandOff::default(),
+            claims,
+            listener,
+            announcer,
+            announcing,
+            reaping,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The settings this store was made with.
+    pub fn config(&self) -> &PgConfig {
+        &self.config
+    }
+
+    /// Creates or upgrades the schema. Serialized across processes by a transaction-scoped
+    /// advisory lock (only here: claims rely on the primary key, never on advisory locks).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let sql = self.sql.migration();
+        let schema = self.config.schema.clone();
+        self.run(|mut client| async move {
+            let tx = client.transaction().await.map_err(db)?;
+            // Every start re-runs the idempotent migrations: their "already exists, skipping"
+            // notices are not news for the operator's log.
+            tx.batch_execute("SET LOCAL client_min_messages = warning")
+                .await
+                .map_err(db)?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                &[&format!("errand:{schema}")],
+            )
+            .await
+            .map_err(db)?;
+            tx.batch_execute(&sql).await.map_err(db)?;
+            tx.commit().await.map_err(db)
+        })
+        .await
+    }
+
+    /// Drops this store's schema and everything in it (tests, retired tenants).
+    pub async fn drop_schema(&self) -> Result<(), StoreError> {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.config.schema);
+        self.run(|client| async move { client.batch_execute(&sql).await.map_err(db) })
+            .await
+    }
+
+    /// Runs `f` with a pooled connection under the call timeout.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(deadpool_postgres::Object) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let limit = self.config.call_timeout;
+        pooled(&self.pool, &self.config.url, limit, |client| async move {
+            f(client).await.map_err(SendError::Down)
+        })
+        .await
+        .map_err(SendError::into_inner)
+    }
+
+    /// One prepared (and cached) statement returning rows.
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let limit = self.config.call_timeout;
+        pooled_query(&self.pool, &self.config.url, limit, sql, params)
+            .await
+            .map_err(SendError::into_inner)
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+fn valid_schema(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 48
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    async fn lookup(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
+        let now = ms(self.now());
+        let rows = self
+            .query(&self.sql.lookup, &[&key.as_bytes().as_slice(), &now])
+            .await?;
+        rows.first().map(entry_from_row).transpose()
+    }
+
+    async fn claim(&self, claim: Claim) -> Result<ClaimOutcome, StoreError> {
+        let now = self.now();
+        let now_ms = ms(now);
+        let request = serde_json::to_string(&claim.request).map_err(|e| corrupt(&e.to_string()))?;
+        let expect = claim.expect.map(i64_of);
+        let key = claim.key.as_bytes().as_slice();
+        let priority = claim.priority as i16;
+        // A worker of this process is idle: lease it the job in this very statement.
+        let mut handoff = self.handoff.reserve().map(|r| (ms(now.plus(r.lease)), r));
+        // Twice at most: if the row the conflict found is pruned before we read it, the
+        // second claim meets no conflict.
+        for _ in 0..2 {
+            let won = match &handoff {
+                Some((until, _)) => self
+                    .query(
+                        &self.sql.claim_leased,
+                        &[
+                            &key, &claim.uri, &priority, &now_ms, &request, &expect, until,
+                        ],
+                    )
+                    .await?
+                    .into_iter()
+                    .next(),
+                // Alone, or with the claims made while others were on their way.
+                None => {
+                    self.claims
+                        .claim(ClaimParams {
+                            key: claim.key,
+                            uri: claim.uri.clone(),
+                            priority,
+                            now: now_ms,
+                            request: request.clone(),
+                            expect,
+                        })
+                        .await?
+                }
+            };
+            if let Some(row) = &won {
+                let leased_until = handoff.as_ref().map(|(until, _)| ts(*until));
+                let entry = claimed_entry(&claim, now, leased_until, row)?;
+                if let Some((until, reservation)) = handoff.take() {
+                    let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+                    let id: i64 = row.try_get("job_id").map_err(get)?;
+                    let token: i64 = row.try_get("lease_token").map_err(get)?;
+                    reservation.fill(Job {
+                        lease: LeaseToken {
+                            key: claim.key,
+                            job: JobId(u64::try_from(id).unwrap_or(0)),
+                            token: u64::try_from(token).unwrap_or(0),
+                        },
+                        lease_until: ts(until),
+                        request: claim.request,
+                        priority: claim.priority,
+                        attempt: 1,
+                        created_at: now,
+                        redelivered: false,
+                    });
+                    // Only a worker of this process can run it: no one else to tell, and
+                    // nothing new in the queue. One idle worker was counted for it.
+                    self.work.wake.notify_one();
+                } else {
+                    // A worker of this process at once; those elsewhere through NOTIFY.
+                    self.work.announce_one();
+                    self.announcer.job();
+                }
+                return Ok(ClaimOutcome::Enqueued(entry));
+            }
+            let rows = self.query(&self.sql.find, &[&key]).await?;
+            if let Some(row) = rows.first() {
+                let entry = entry_from_row(row)?;
+                // A lost claim's statement locked the row for a moment (ON CONFLICT DO
+                // UPDATE locks the row it finds even when its WHERE changes nothing), and a
+                // worker woken by the winning claim skips locked rows. Now that the lock is
+                // gone, tell the workers again while the job waits for one.
+                if entry
+                    .job()
+                    .is_some_and(|job| job.lease_until.is_none_or(|until| until <= now))
+                {
+                    self.work.announce();
+                    self.announcer.job();
+                }
+                return Ok(ClaimOutcome::Exists(entry));
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the entry kept changing during claim".into(),
+        ))
+    }
+
+    async fn take(&self, max: usize, lease: Duration) -> Result<Vec<Job>, StoreError> {
+        let handed = self.handoff.take(max, lease);
+        if !handed.is_empty() {
+            return Ok(handed);
+        }
+        let now = self.now();
+        let until = ms(now.plus(lease));
+        let mut jobs = Vec::new();
+        // A lease running out announces nothing: look for lapsed ones once per recheck.
+        if self.work.rescue_due(now, self.config.recheck) {
+            let limit = i64::try_from(max).unwrap_or(i64::MAX);
+            let rows = self
+                .query(&self.sql.take_lapsed, &[&ms(now), &limit, &until])
+                .await?;
+            jobs = jobs_of(&rows, true)?;
+        }
+        let wanted = max - jobs.len();
+        if wanted > 0 && !self.work.known_empty(now, self.config.recheck) {
+            let seen = self.work.seen();
+            let limit = i64::try_from(wanted).unwrap_or(i64::MAX);
+            let rows = self
+                .query(&self.sql.take, &[&ms(now), &limit, &until])
+                .await?;
+            self.work
+                .drained((rows.len() < wanted).then_some((seen, now)));
+            jobs.extend(jobs_of(&rows, false)?);
+        }
+        // UPDATE … RETURNING has no order; hand them out as picked.
+        jobs.sort_by_key(|(run_at, job)| (job.priority, *run_at));
+        Ok(jobs.into_iter().map(|(_, job)| job).collect())
+    }
+
+    async fn heartbeat(
+        &self,
+        lease: &LeaseToken,
+        extend: Duration,
+    ) -> Result<Timestamp, StoreError> {
+        let until = ms(self.now().plus(extend));
+        let rows = self
+            .query(
+                &self.sql.heartbeat,
+                &[
+                    &lease.key.as_bytes().as_slice(),
+                    &i64_of(lease.job.0),
+                    &i64_of(lease.token),
+                    &until,
+                ],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Err(StoreError::LeaseLost);
+        }
+        Ok(ts(until))
+    }
+
+    async fn complete(&self, lease: &LeaseToken, completion: Completion) -> Result<(), StoreError> {
+        let key = lease.key.as_bytes().as_slice();
+        let (job, token) = (i64_of(lease.job.0), i64_of(lease.token));
+        let rows = match &completion {
+            Completion::Store(c) => {
+                let r = &c.response;
+                let status = i16::try_from(r.status.as_u16()).unwrap_or(0);
+                let headers = encode_headers(&r.headers);
+                let body: &[u8] = &r.body;
+                let job_millis = i64_of(c.job_millis);
+                self.query(
+                    &self.sql.complete_store,
+                    &[
+                        &key,
+                        &job,
+                        &token,
+                        &status,
+                        &headers,
+                        &body,
+                        &ms(c.generated_at),
+                        &ms(c.fresh_until),
+                        &ms(c.stale_until),
+                        &ms(c.stale_if_error_until),
+                        &job_millis,
+                        &c.tags,
+                    ],
+                )
+                .await?
+            }
+            Completion::Fail(f) => {
+                let r = &f.response;
+                let status = i16::try_from(r.status.as_u16()).unwrap_or(0);
+                let headers = encode_headers(&r.headers);
+                let body: &[u8] = &r.body;
+                let attempts = i32::try_from(f.attempts).unwrap_or(i32::MAX);
+                self.query(
+                    &self.sql.complete_fail,
+                    &[
+                        &key,
+                        &job,
+                        &token,
+                        &ms(f.until),
+                        &status,
+                        &headers,
+                        &body,
+                        &f.error,
+                        &attempts,
+                        &ms(f.at),
+                    ],
+                )
+                .await?
+            }
+            Completion::Pass(p) => {
+                let status = p
+                    .once
+                    .as_ref()
+                    .map(|r| i16::try_from(r.status.as_u16()).unwrap_or(0));
+                let headers = p.once.as_ref().map(|r| encode_headers(&r.headers));
+                let body = p.once.as_ref().map(|r| r.body.to_vec());
+                self.query(
+                    &self.sql.complete_pass,
+                    &[
+                        &key,
+                        &job,
+                        &token,
+                        &ms(p.until),
+                        &status,
+                        &headers,
+                        &body,
+                        &p.reason,
+                    ],
+                )
+                .await?
+            }
+            Completion::Retry { run_at, error } => {
+                self.query(
+                    &self.sql.complete_retry,
+                    &[&key, &job, &token, &ms(*run_at), error],
+                )
+                .await?
+            }
+        };
+        let Some(row) = rows.first() else {
+            return Err(StoreError::LeaseLost);
+        };
+        match &completion {
+            Completion::Retry { run_at, .. } => {
+                // Ready now: this process's workers look at once. A later retry is found
+                // when they look again (within the recheck).
+                if *run_at <= self.now() {
+                    self.work.announce();
+                }
+                return Ok(());
+            }
+            // Waiters of this process at once, with the entry so they need no read.
+            Completion::Store(content) => self.wake_stored(lease.key, row, content),
+            _ => self.wakeups.wake(&lease.key),
+        }
+        // Those elsewhere through NOTIFY.
+        self.announcer.done(lease.key);
+        Ok(())
+    }
+
+    async fn complete_many(
+        &self,
+        mut jobs: Vec<(LeaseToken, Completion)>,
+    ) -> Vec<Result<(), StoreError>> {
+        // One alone takes the single-row statement, which finds its row by key directly.
+        if jobs.len() == 1
+            && let Some((lease, completion)) = jobs.pop()
+        {
+            return vec![self.complete(&lease, completion).await];
+        }
+        // Stored results go in one statement; anything else (rare) one by one.
+        let (stored, other): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .enumerate()
+            .partition(|(_, (_, c))| matches!(c, Completion::Store(_)));
+        let mut results: Vec<Option<Result<(), StoreError>>> =
+            (0..stored.len() + other.len()).map(|_| None).collect();
+        for (i, (lease, completion)) in other {
+            results[i] = Some(self.complete(&lease, completion).await);
+        }
+        if !stored.is_empty() {
+            // In key order, as grouped claims lock rows: two statements never wait on each
+            // other's rows.
+            let mut stored = stored;
+            stored.sort_by_key(|(_, (lease, _))| lease.key);
+            let mut keys = Vec::new();
+            let (mut job_ids, mut tokens, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut headers, mut bodies) = (Vec::new(), Vec::new());
+            let (mut generated, mut fresh, mut stale, mut sie) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut millis, mut tags) = (Vec::new(), Vec::new());
+            for (_, (lease, completion)) in &stored {
+                let Completion::Store(c) = completion else {
+                    continue;
+                };
+                keys.push(lease.key.as_bytes().to_vec());
+                job_ids.push(i64_of(lease.job.0));
+                tokens.push(i64_of(lease.token));
+                statuses.push(i16::try_from(c.response.status.as_u16()).unwrap_or(0));
+                headers.push(encode_headers(&c.response.headers));
+                bodies.push(c.response.body.to_vec());
+                generated.push(ms(c.generated_at));
+                fresh.push(ms(c.fresh_until));
+                stale.push(ms(c.stale_until));
+                sie.push(ms(c.stale_if_error_until));
+                millis.push(i64_of(c.job_millis));
+                tags.push(c.tags.join("\u{1f}"));
+            }
+            let outcome = self
+                .query(
+                    &self.sql.complete_store_many,
+                    &[
+                        &keys, &job_ids, &tokens, &statuses, &headers, &bodies, &generated, &fresh,
+                        &stale, &sie, &millis, &tags,
+                    ],
+                )
+                .await;
+            match outcome {
+                Ok(rows) => {
+                    let done: std::collections::HashMap<Vec<u8>, &Row> = rows
+                        .iter()
+                        .filter_map(|r| Some((r.try_get::<_, Vec<u8>>("key").ok()?, r)))
+                        .collect();
+                    let mut again = Vec::new();
+                    for (i, (lease, completion)) in &stored {
+                        match (done.get(lease.key.as_bytes().as_slice()), completion) {
+                            (Some(row), Completion::Store(content)) => {
+                                self.wake_stored(lease.key, row, content);
+                                self.announcer.done(lease.key);
+                                results[*i] = Some(Ok(()));
+                            }
+                            _ => again.push((*i, lease, completion)),
+                        }
+                    }
+                    // Left out: its lease is lost, or its row changed after it was found (a
+                    // heartbeat that was on its way). The single statement tells which.
+                    for (i, lease, completion) in again {
+                        results[i] = Some(self.complete(lease, completion.clone()).await);
+                    }
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    for (i, _) in &stored {
+                        results[*i] = Some(Err(StoreError::Unavailable(text.clone())));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(StoreError::Unavailable("not completed".into()))))
+            .collect()
+    }
+
+    async fn wait(&self, key: &Key, timeout: Duration) -> Result<Option<Entry>, StoreError> {
+        self.wakeups
+            .wait_settled(key, timeout, Some(self.config.recheck), || self.lookup(key))
+            .await
+    }
+
+    async fn wait_pending(
+        &self,
+        key: &Key,
+        seen: std::time::Instant,
+        timeout: Duration,
+    ) -> Result<Option<Entry>, StoreError> {
+        // Without LISTEN the wake-ups never say they hear everything, so waiters look first.
+        self.wakeups
+            .wait_settled_since(key, Some(seen), timeout, Some(self.config.recheck), || {
+                self.lookup(key)
+            })
+            .await
+    }
+
+    async fn wait_for_jobs(&self, timeout: Duration) -> Result<(), StoreError> {
+        let _idle = self.handoff.idle();
+        let notified = self.work.wake.notified();
+        // A job handed over, or announced since the last take found nothing.
+        if self.handoff.has_jobs() || self.work.announced_since_drained() {
+            return Ok(());
+        }
+        let _ = tokio::time::timeout(timeout.min(self.config.recheck), notified).await;
+        Ok(())
+    }
+
+    async fn hand_back_unstarted(&self) -> Result<usize, StoreError> {
+        // With no worker idle no claim reserves a hand-off, so only those on their way
+        // remain, each within one call.
+        let jobs = self.handoff.drain(self.config.call_timeout).await;
+        let mut handed_back = 0;
+        let mut failed = None;
+        for job in jobs {
+            let lease = &job.lease;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [
+                &lease.key.as_bytes().as_slice(),
+                &i64_of(lease.job.0),
+                &i64_of(lease.token),
+            ];
+            match self.query(&self.sql.hand_back, &params).await {
+                Ok(rows) => handed_back += rows.len(),
+                // Its lease runs out in time and another worker takes it then.
+                Err(e) => failed = Some(e),
+            }
+        }
+        if handed_back > 0 {
+            self.work.announce();
+            self.announcer.job();
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(handed_back),
+        }
+    }
+
+    async fn take_once(&self, key: &Key) -> Result<Option<Arc<StoredResponse>>, StoreError> {
+        let now = ms(self.now());
+        let rows = self
+            .query(&self.sql.take_once, &[&key.as_bytes().as_slice(), &now])
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+        response(
+            row.try_get("v_status").map_err(get)?,
+            row.try_get("v_headers").map_err(get)?,
+            row.try_get("v_body").map_err(get)?,
+        )
+    }
+
+    async fn purge(&self, purge: Purge) -> Result<u64, StoreError> {
+        let t = format!("{}.entries", self.config.schema);
+        let ids = format!("{}.ids", self.config.schema);
+        let now = ms(self.now());
+        // The target's value is the last parameter: $2 in the soft purge, $1 in the hard one.
+        let (slot, mut params): (usize, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>) =
+            if purge.soft {
+                (2, vec![&now])
+            } else {
+                (1, Vec::new())
+            };
+        let key_bytes;
+        let condition = match &purge.target {
+            PurgeTarget::Key(key) => {
+                key_bytes = key.as_bytes().to_vec();
+                params.push(&key_bytes);
+                format!("key = ${slot}")
+            }
+            PurgeTarget::Uri(uri) => {
+                params.push(uri);
+                format!("uri = ${slot}")
+            }
+            PurgeTarget::Prefix(prefix) => {
+                params.push(prefix);
+                format!("starts_with(uri, ${slot})")
+            }
+            PurgeTarget::Tag(tag) => {
+                params.push(tag);
+                format!("${slot} = ANY(tags)")
+            }
+            PurgeTarget::All => "true".to_owned(),
+        };
+        if purge.soft {
+            // Stale from now on, keeping the lengths of its stale windows.
+            let sql = format!(
+                "UPDATE {t} SET
+                   c_stale_until = $1 + (c_stale_until - c_fresh_until),
+                   c_sie_until = $1 + (c_sie_until - c_fresh_until),
+                   c_fresh_until = $1,
+                   version = nextval('{ids}'),
+                   expires_at = CASE WHEN pending THEN NULL ELSE GREATEST(
+                     $1 + (c_stale_until - c_fresh_until), $1 + (c_sie_until - c_fresh_until),
+                     COALESCE(v_until, 0)) END
+                 WHERE ({condition}) AND c_status IS NOT NULL AND c_fresh_until > $1
+                 RETURNING 1"
+            );
+            let rows = self.query(&sql, &params).await?;
+            return Ok(u64::try_from(rows.len()).unwrap_or(0));
+        }
+        // Settled rows go; a live job stays (its result will land), losing its stale copy.
+        let sql = format!(
+            "WITH gone AS (DELETE FROM {t} WHERE ({condition}) AND NOT pending RETURNING 1),
+                  kept AS (UPDATE {t} SET c_status = NULL, c_headers = NULL, c_body = NULL,
+                             version = nextval('{ids}')
+                           WHERE ({condition}) AND pending AND c_status IS NOT NULL
+                           RETURNING 1)
+             SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM kept)"
+        );
+        let rows = self.query(&sql, &params).await?;
+        let count: i64 = rows
+            .first()
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            .unwrap_or(0);
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        let now = ms(self.now());
+        let rows = self.query(&self.sql.stats, &[&now]).await?;
+        let row = rows.first().ok_or_else(|| corrupt("stats"))?;
+        let n = |name: &str| -> Result<u64, StoreError> {
+            let v: i64 = row
+                .try_get(name)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(u64::try_from(v).unwrap_or(0))
+        };
+        Ok(Stats {
+            fresh: n("fresh")?,
+            stale: n("stale")?,
+            pending: n("pending")?,
+            failed: n("failed")?,
+            pass: n("pass")?,
+            bytes: n("bytes")?,
+            ready: n("ready")?,
+            scheduled: n("scheduled")?,
+            running: n("running")?,
+            oldest_ready_ms: n("oldest")?,
+        })
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let after: Vec<u8> = match &query.after {
+            Some(cursor) => Key::parse(cursor)
+                .ok_or_else(|| {
+                    StoreError::Invalid(format!("{cursor:?} is not a cursor of this store"))
+                })?
+                .as_bytes()
+                .to_vec(),
+            None => Vec::new(),
+        };
+        // The same state rules as `stats`; $1 is now. Keyset paging on the primary key.
+        let verdict = "(v_kind IN (1, 2) AND v_until > $1)";
+        let state = match query.state {
+            None => "true".to_owned(),
+            Some(State::Pending) => "pending".to_owned(),
+            Some(State::Failed) => "NOT pending AND v_kind = 1 AND v_until > $1".to_owned(),
+            Some(State::Pass) => "NOT pending AND v_kind = 2 AND v_until > $1".to_owned(),
+            Some(State::Fresh) => {
+                format!("NOT pending AND NOT {verdict} AND c_fresh_until > $1")
+            }
+            Some(State::Stale) => {
+                format!("NOT pending AND NOT {verdict} AND NOT COALESCE(c_fresh_until > $1, false)")
+            }
+        };
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM {}.entries
+             WHERE (pending OR expires_at > $1) AND key > $2 AND {state}
+             ORDER BY key LIMIT $3",
+            self.config.schema
+        );
+        let now = ms(self.now());
+        let limit = i64::try_from(query.limit.max(1)).unwrap_or(i64::MAX);
+        let rows = self.query(&sql, &[&now, &after.as_slice(), &limit]).await?;
+        let entries = rows
+            .iter()
+            .map(entry_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if rows.len() as i64 == limit {
+            entries.last().map(|e| e.key.to_hex())
+        } else {
+            None
+        };
+        Ok(ListPage { entries, next })
+    }
+}
+
+impl PgStore {
+    /// Deletes up to `batch` rows whose every window has ended; returns how many. Bounded, so
+    /// it never holds long locks; call it periodically ([`PgStore::spawn_pruner`] does).
+    pub async fn prune(&self, batch: i64) -> Result<u64, StoreError> {
+        let t = format!("{}.entries", self.config.schema);
+        let sql = format!(
+            "WITH doomed AS (SELECT key FROM {t} WHERE NOT pending AND expires_at <= $1
+                             ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+             DELETE FROM {t} e USING doomed WHERE e.key = doomed.key"
+        );
+        let now = ms(self.now());
+        self.run(|client| async move {
+            let statement = client.prepare_cached(&sql).await.map_err(db)?;
+            client
+                .execute(&statement, &[&now, &batch])
+                .await
+                .map_err(db)
+        })
+        .await
+    }
+
+    /// Prunes expired rows in batches of 1,000 every `every`, until the store is dropped.
+    pub fn spawn_pruner(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        super::spawn_pruner(self, every)
+    }
+}
+
+#[async_trait]
+impl super::Prune for PgStore {
+    async fn prune_batch(&self, batch: u64) -> Result<u64, StoreError> {
+        self.prune(i64::try_from(batch).unwrap_or(i64::MAX)).await
+    }
+}
