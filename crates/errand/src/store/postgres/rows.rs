@@ -122,6 +122,18 @@ pub(super) fn claimed_entry(
     })
 }
 
+/// A nullable `bigint` column of a row, 0 when NULL.
+fn millis(row: &Row, column: &str) -> Result<i64, StoreError> {
+    row.try_get::<_, Option<i64>>(column)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A nullable time column of a row (store-clock milliseconds), the epoch when NULL.
+fn instant(row: &Row, column: &str) -> Result<Timestamp, StoreError> {
+    millis(row, column).map(ts)
+}
+
 /// The stored copy in a row (`c_*` columns and tags), if it has one.
 fn content_from_row(row: &Row) -> Result<Option<Content>, StoreError> {
     let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
@@ -133,29 +145,12 @@ fn content_from_row(row: &Row) -> Result<Option<Content>, StoreError> {
         )? {
             Some(response) => Some(Content {
                 response,
-                generated_at: ts(row
-                    .try_get::<_, Option<i64>>("c_generated_at")
-                    .map_err(get)?
-                    .unwrap_or(0)),
-                fresh_until: ts(row
-                    .try_get::<_, Option<i64>>("c_fresh_until")
-                    .map_err(get)?
-                    .unwrap_or(0)),
-                stale_until: ts(row
-                    .try_get::<_, Option<i64>>("c_stale_until")
-                    .map_err(get)?
-                    .unwrap_or(0)),
-                stale_if_error_until: ts(row
-                    .try_get::<_, Option<i64>>("c_sie_until")
-                    .map_err(get)?
-                    .unwrap_or(0)),
+                generated_at: instant(row, "c_generated_at")?,
+                fresh_until: instant(row, "c_fresh_until")?,
+                stale_until: instant(row, "c_stale_until")?,
+                stale_if_error_until: instant(row, "c_sie_until")?,
                 tags: row.try_get("tags").map_err(get)?,
-                job_millis: u64::try_from(
-                    row.try_get::<_, Option<i64>>("c_job_millis")
-                        .map_err(get)?
-                        .unwrap_or(0),
-                )
-                .unwrap_or(0),
+                job_millis: u64::try_from(millis(row, "c_job_millis")?).unwrap_or(0),
             }),
             None => None,
         },
@@ -168,27 +163,14 @@ pub(super) fn entry_from_row(row: &Row) -> Result<Entry, StoreError> {
     let content = content_from_row(row)?;
     let status = if row.try_get::<_, bool>("pending").map_err(get)? {
         Status::Pending(JobInfo {
-            id: JobId(
-                u64::try_from(
-                    row.try_get::<_, Option<i64>>("job_id")
-                        .map_err(get)?
-                        .unwrap_or(0),
-                )
-                .unwrap_or(0),
-            ),
+            id: JobId(u64::try_from(millis(row, "job_id")?).unwrap_or(0)),
             priority: priority(
                 row.try_get::<_, Option<i16>>("priority")
                     .map_err(get)?
                     .unwrap_or(0),
             ),
-            created_at: ts(row
-                .try_get::<_, Option<i64>>("created_at")
-                .map_err(get)?
-                .unwrap_or(0)),
-            run_at: ts(row
-                .try_get::<_, Option<i64>>("run_at")
-                .map_err(get)?
-                .unwrap_or(0)),
+            created_at: instant(row, "created_at")?,
+            run_at: instant(row, "run_at")?,
             attempts: u32::try_from(row.try_get::<_, i32>("attempts").map_err(get)?).unwrap_or(0),
             lease_until: row
                 .try_get::<_, Option<i64>>("lease_until")
@@ -198,10 +180,7 @@ pub(super) fn entry_from_row(row: &Row) -> Result<Entry, StoreError> {
             after_failure: row.try_get("after_failure").map_err(get)?,
         })
     } else {
-        let until = ts(row
-            .try_get::<_, Option<i64>>("v_until")
-            .map_err(get)?
-            .unwrap_or(0));
+        let until = instant(row, "v_until")?;
         let verdict = response(
             row.try_get("v_status").map_err(get)?,
             row.try_get("v_headers").map_err(get)?,
@@ -219,10 +198,7 @@ pub(super) fn entry_from_row(row: &Row) -> Result<Entry, StoreError> {
                         .unwrap_or(0),
                 )
                 .unwrap_or(0),
-                at: ts(row
-                    .try_get::<_, Option<i64>>("v_at")
-                    .map_err(get)?
-                    .unwrap_or(0)),
+                at: instant(row, "v_at")?,
                 request: row
                     .try_get::<_, Option<String>>("request")
                     .map_err(get)?
