@@ -175,6 +175,95 @@ mod redis_specific {
         assert_eq!(last, vec![format!("{{{prefix}}}:ids")], "nothing else left");
     }
 
+    /// A `redis-server` of this test's own, speaking only TLS with a self-signed
+    /// certificate; ended when dropped.
+    struct TlsRedis {
+        child: std::process::Child,
+        port: u16,
+    }
+
+    impl Drop for TlsRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Starts one, or `None` (loudly; a failure under `CI=true`) when `redis-server` is not
+    /// on `PATH`.
+    fn tls_redis() -> Option<TlsRedis> {
+        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let spawned = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+            .args(["--tls-cert-file", &format!("{data}/unrelated-ca.pem")])
+            .args(["--tls-key-file", &format!("{data}/unrelated-ca.key")])
+            .args(["--dir", &std::env::temp_dir().display().to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI needs redis-server on PATH: {e}")
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot start redis-server ({e})");
+                return None;
+            }
+        };
+        let server = TlsRedis { child, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server never opened its TLS port {port}");
+    }
+
+    /// `rediss://` connects over TLS and the store works through it; a certificate no
+    /// trusted root signed is refused with the reason (not a panic), unless the URL says
+    /// `#insecure`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_connects_and_checks_the_certificate() {
+        let Some(server) = tls_redis() else {
+            return;
+        };
+        let url = format!("rediss://127.0.0.1:{}", server.port);
+        let mut config = RedisConfig::new(&url);
+        config.call_timeout = Duration::from_secs(2);
+        let err = RedisStore::connect(config.clone())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&url), "{err}");
+        assert!(err.contains("certificate"), "{err}");
+
+        config.url = format!("{url}/#insecure");
+        let store = RedisStore::connect(config).await.unwrap();
+        fill(&store, "/over-tls", 60, 0, 0, &[]).await;
+        let entry = store.lookup(&signature("/over-tls").key).await.unwrap();
+        assert!(
+            entry.and_then(|e| e.content).is_some(),
+            "the result was stored"
+        );
+        drop(server);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_bad_prefix_is_refused_by_name() {
         let mut config = RedisConfig::new("redis://127.0.0.1:6379");

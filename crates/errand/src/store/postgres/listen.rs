@@ -3,15 +3,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use super::signal::JobSignal;
+use super::tls::Target;
+use super::with_causes;
 use crate::pattern::Key;
 use crate::store::{Wakeups, redact};
 
 /// Keeps one `LISTEN` connection, reconnecting with backoff; fans notifications out.
 pub(super) async fn listen(
-    pg: tokio_postgres::Config,
+    target: Target,
     url: String,
     (done, jobs): (String, String),
     wakeups: Arc<Wakeups>,
@@ -20,7 +22,7 @@ pub(super) async fn listen(
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match pg.connect(NoTls).await {
+        match target.config.connect(target.tls.clone()).await {
             Ok((client, mut connection)) => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                 let driver = tokio::spawn(async move {
@@ -67,7 +69,11 @@ pub(super) async fn listen(
                 tracing::warn!(url = %redact(&url), "notification connection lost; reconnecting");
             }
             Err(e) => {
-                tracing::warn!(url = %redact(&url), error = %e, "cannot open the notification connection");
+                tracing::warn!(
+                    url = %redact(&url),
+                    error = %with_causes(&e),
+                    "cannot open the notification connection"
+                );
             }
         }
         tokio::time::sleep(backoff).await;

@@ -54,6 +54,10 @@
 //! [`PgConfig::idle_timeout`].
 //! Writes use the server's `synchronous_commit` (durable by default).
 //!
+//! TLS follows libpq: the URL's `sslmode` (`prefer` by default: encrypted when the server
+//! offers it), `sslrootcert`, `sslcert` and `sslkey`, read when the store is made; a file
+//! that cannot be read or a mode that does not exist is an error naming it. See `tls.rs`.
+//!
 //! The schema lives in its own PostgreSQL schema (`PgConfig::schema`), created and upgraded
 //! by idempotent migrations on start or by `errand migrate`. Its indexes are partial, so each
 //! write touches only those it needs: ready jobs by priority and run time, held jobs by lease
@@ -75,6 +79,8 @@
 //!   `LISTEN` connection.
 //! - `pool.rs`: one statement on a pooled connection under the call timeout; idle
 //!   connections closed.
+//! - `tls.rs`: TLS to the database, as the URL's `sslmode`, `sslrootcert`, `sslcert` and
+//!   `sslkey` ask (libpq's meanings).
 //! - `tests.rs`: this store's own tests, beyond the contract suite.
 
 use std::sync::Arc;
@@ -83,7 +89,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 use super::codec::encode_headers;
 use super::{
@@ -102,6 +108,7 @@ mod signal;
 mod sql;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use announce::Announcer;
 use claims::{CLAIM_SENDERS, ClaimParams, ClaimQueue};
@@ -115,7 +122,9 @@ use sql::{ENTRY_COLUMNS, Sql};
 /// Settings of a [`PgStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PgConfig {
-    /// `postgres://user:password@host:port/database`.
+    /// `postgres://user:password@host:port/database`, with libpq's TLS parameters if
+    /// wanted: `sslmode` (`disable`, `prefer` by default, `require`, `verify-ca`,
+    /// `verify-full`), `sslrootcert` (a PEM file, or `system`), `sslcert` and `sslkey`.
     pub url: String,
     /// The schema holding errand's table (created if missing): one per deployment or tenant.
     pub schema: String,
@@ -197,9 +206,7 @@ pub use super::redact;
 /// Checks that `url` is a PostgreSQL connection URL, without connecting; the error says why
 /// not (and never shows the password).
 pub fn check_url(url: &str) -> Result<(), String> {
-    url.parse::<tokio_postgres::Config>()
-        .map(|_| ())
-        .map_err(|e| format!("{} is not a valid PostgreSQL URL: {e}", redact(url)))
+    tls::target(url).map(|_| ())
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -210,17 +217,24 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 fn db(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(server) => StoreError::Unavailable(format!("postgres: {}", server.message())),
-        None => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            StoreError::Unavailable(text)
-        }
+        None => StoreError::Unavailable(with_causes(&e)),
     }
+}
+
+/// An error's text followed by its causes' (a failed handshake says why only in its cause),
+/// each cause once even when the text before already quotes it.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl PgStore {
@@ -261,13 +275,10 @@ impl PgStore {
                 config.schema
             )));
         }
-        let pg: tokio_postgres::Config = config
-            .url
-            .parse()
-            .map_err(|e| unavailable(format!("{}: {e}", redact(&config.url))))?;
+        let target = tls::target(&config.url).map_err(unavailable)?;
         let manager = Manager::from_config(
-            pg.clone(),
-            NoTls,
+            target.config.clone(),
+            target.tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -293,7 +304,7 @@ impl PgStore {
         let origin = format!("{:016x}", rand::random::<u64>());
         let listener = if config.listen {
             tokio::spawn(listen(
-                pg,
+                target,
                 config.url.clone(),
                 sql.channels(),
                 Arc::clone(&store_wakeups),

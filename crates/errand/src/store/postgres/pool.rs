@@ -5,7 +5,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 
-use super::{db, unavailable};
+use super::{db, unavailable, with_causes};
 use crate::store::{StoreError, redact};
 
 /// Why a claim statement failed: the server refused it (a group is then claimed row by row,
@@ -35,10 +35,9 @@ where
     Fut: std::future::Future<Output = Result<T, SendError>>,
 {
     let call = async {
-        let client = pool
-            .get()
-            .await
-            .map_err(|e| SendError::Down(unavailable(format!("{}: {e}", redact(url)))))?;
+        let client = pool.get().await.map_err(|e| {
+            SendError::Down(unavailable(format!("{}: {}", redact(url), with_causes(&e))))
+        })?;
         f(client).await
     };
     tokio::time::timeout(limit, call)

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::Ordering;
 
+use tokio_postgres::NoTls;
+
 use super::claims::QueuedClaim;
 use super::*;
 use crate::pattern::Priority;
@@ -27,6 +29,172 @@ async fn unit_store(tag: &str, tweak: impl FnOnce(&mut PgConfig)) -> Option<PgSt
             None
         }
     }
+}
+
+/// `url` with `params` added to its query string.
+fn with_params(url: &str, params: &str) -> String {
+    let joint = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{joint}{params}")
+}
+
+/// The test database's certificate file when it has TLS on; `None` (and a loud line) when
+/// it has not, except under `CI=true`, where that fails the test.
+#[allow(clippy::print_stderr)]
+async fn server_certificate() -> Option<String> {
+    let url = std::env::var("ERRAND_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let (client, connection) = match tokio_postgres::connect(&url, NoTls).await {
+        Ok(pair) => pair,
+        Err(e) if ci => panic!("CI needs PostgreSQL at {url}: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED: PostgreSQL is not reachable at {url} ({e})");
+            return None;
+        }
+    };
+    tokio::spawn(connection);
+    let setting = |name: &'static str| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(&format!("SHOW {name}"), &[])
+                .await
+                .unwrap();
+            row.get::<_, String>(0)
+        }
+    };
+    if setting("ssl").await != "on" {
+        assert!(!ci, "CI needs PostgreSQL with ssl = on at {url}");
+        eprintln!("SKIPPED: PostgreSQL at {url} has ssl = off");
+        return None;
+    }
+    let file = setting("ssl_cert_file").await;
+    let path = if file.starts_with('/') {
+        file
+    } else {
+        format!("{}/{file}", setting("data_directory").await)
+    };
+    Some(path)
+}
+
+/// Whether the server sees the pooled connection as encrypted.
+async fn encrypted(store: &PgStore) -> bool {
+    let client = store.pool.get().await.unwrap();
+    client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// `sslmode` decides whether the connection is encrypted, as libpq's does; the default
+/// (`prefer`) encrypts when the server offers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_decides_whether_the_connection_is_encrypted() {
+    if server_certificate().await.is_none() {
+        return;
+    }
+    for (mode, want) in [
+        ("", true),
+        ("sslmode=disable", false),
+        ("sslmode=prefer", true),
+        ("sslmode=require", true),
+    ] {
+        let Some(store) = unit_store("tlsmode", |c| {
+            if !mode.is_empty() {
+                c.url = with_params(&c.url, mode);
+            }
+        })
+        .await
+        else {
+            return;
+        };
+        let got = encrypted(&store).await;
+        store.drop_schema().await.unwrap();
+        assert_eq!(got, want, "{mode:?}");
+    }
+}
+
+/// `verify-ca` accepts a certificate signed by the given root whatever name it holds;
+/// `verify-full` also needs the host's name on it. A root that did not sign the server's
+/// certificate is refused at once, with an error naming the database and the reason. The
+/// test database's certificate is self-signed (Debian's default), so it is its own root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_modes_check_the_server_certificate() {
+    let Some(cert) = server_certificate().await else {
+        return;
+    };
+    let root = format!("sslrootcert={cert}");
+    let url = std::env::var("ERRAND_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    assert!(
+        url.contains("@127.0.0.1:"),
+        "this test names the host two ways, and needs the test database at 127.0.0.1 ({url})"
+    );
+    let by_name = url.replace("@127.0.0.1:", "@localhost:");
+    let connect = |url: String| async move {
+        let mut config = PgConfig::new(url);
+        config.schema = format!("errand_unit_tlsverify_{}", std::process::id());
+        config.listen = false;
+        config.call_timeout = Duration::from_secs(3);
+        PgStore::connect(config).await
+    };
+
+    let store = connect(with_params(&url, &format!("sslmode=verify-ca&{root}")))
+        .await
+        .expect("verify-ca with the server's own certificate as root");
+    assert!(encrypted(&store).await);
+    drop(store);
+    let store = connect(with_params(
+        &by_name,
+        &format!("sslmode=verify-full&{root}"),
+    ))
+    .await
+    .expect("verify-full by the name on the certificate");
+    assert!(encrypted(&store).await);
+    store.drop_schema().await.unwrap();
+
+    let started = std::time::Instant::now();
+    let e = connect(with_params(&url, &format!("sslmode=verify-full&{root}")))
+        .await
+        .expect_err("verify-full by an address the certificate does not name");
+    let text = e.to_string();
+    assert!(text.contains("127.0.0.1:5432"), "{text}");
+    assert!(text.contains("certificate"), "{text}");
+    let unrelated = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/unrelated-ca.pem");
+    let e = connect(with_params(
+        &url,
+        &format!("sslmode=verify-ca&sslrootcert={unrelated}"),
+    ))
+    .await
+    .expect_err("a root that did not sign the server's certificate");
+    let text = e.to_string();
+    assert!(text.contains("certificate"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refusals are prompt, not timeouts: {:?}",
+        started.elapsed()
+    );
+}
+
+/// A client certificate and its key are read and paired when the URL is read.
+#[test]
+fn a_client_certificate_is_read_with_its_key() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+    let url = format!(
+        "postgres://db.example/app?sslmode=require&sslcert={data}/unrelated-ca.pem\
+         &sslkey={data}/unrelated-ca.key"
+    );
+    tls::target(&url).expect("a matching certificate and key");
+    let e = tls::target(&format!(
+        "postgres://db.example/app?sslmode=require&sslcert={data}/unrelated-ca.pem\
+         &sslkey={data}/unrelated-ca.pem"
+    ))
+    .unwrap_err();
+    assert!(e.contains("sslkey: cannot read a PEM private key"), "{e}");
 }
 
 /// `count()` once it reaches 0, or as it is after `within` (looking every 10 ms).

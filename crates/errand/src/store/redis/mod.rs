@@ -79,7 +79,9 @@ use crate::pattern::{
 /// Settings of a [`RedisStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS, which checks the
+    /// server's certificate against the Mozilla root store (`rediss://host:port/#insecure`
+    /// encrypts without checking it, for a self-signed certificate).
     pub url: String,
     /// Every key starts with `{prefix}:` (one prefix per deployment or tenant).
     pub prefix: String,
@@ -206,6 +208,12 @@ impl RedisStore {
             )));
         }
         let named = |e: ::redis::RedisError| unavailable(format!("{}: {e}", redact(&config.url)));
+        // The redis crate's TLS (rediss://) uses rustls's process-wide provider: this build's
+        // own (ring) unless the application installed one first.
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            // Another thread may install one meanwhile; either way one is there after.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = Client::open(config.url.as_str()).map_err(named)?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.call_timeout))
