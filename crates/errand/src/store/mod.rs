@@ -462,6 +462,7 @@ pub type SharedStore = Arc<dyn Store>;
 
 /// A store with entries to remove once their windows end (a remote store, where nothing
 /// else frees them).
+#[cfg(any(feature = "postgres", feature = "redis"))]
 #[async_trait]
 pub(crate) trait Prune: Send + Sync + 'static {
     /// Removes up to `batch` expired entries; returns how many it looked at.
@@ -469,6 +470,7 @@ pub(crate) trait Prune: Send + Sync + 'static {
 }
 
 /// Prunes `store` in batches of 1,000 every `every`, until the store is dropped.
+#[cfg(any(feature = "postgres", feature = "redis"))]
 pub(crate) fn spawn_pruner<S: Prune>(
     store: &Arc<S>,
     every: Duration,
