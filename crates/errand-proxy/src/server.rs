@@ -215,6 +215,19 @@ const CONNECT_FOR: Duration = Duration::from_secs(20);
 async fn connect(backend: &Backend, file: &File) -> anyhow::Result<SharedStore> {
     let b = &file.backend;
     let recheck = b.recheck.max(Duration::from_millis(10));
+    let client_cert = match (&b.redis_cert_file, &b.redis_key_file) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        (Some(_), None) => bail!("[backend] redis_cert_file is set without redis_key_file"),
+        (None, Some(_)) => bail!("[backend] redis_key_file is set without redis_cert_file"),
+    };
+    if !matches!(backend, Backend::Redis(_)) && (b.redis_ca_file.is_some() || client_cert.is_some())
+    {
+        bail!(
+            "[backend] redis_ca_file, redis_cert_file and redis_key_file are for a rediss:// \
+             backend (PostgreSQL takes sslrootcert, sslcert and sslkey in its URL)"
+        );
+    }
     let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(250);
     loop {
@@ -239,6 +252,8 @@ async fn connect(backend: &Backend, file: &File) -> anyhow::Result<SharedStore> 
                 config.prefix = b.prefix.clone();
                 config.call_timeout = b.call_timeout;
                 config.recheck = recheck;
+                config.ca_file.clone_from(&b.redis_ca_file);
+                config.client_cert.clone_from(&client_cert);
                 RedisStore::connect(config).await.map(|store| {
                     let store = Arc::new(store);
                     store.spawn_pruner(Duration::from_secs(10));

@@ -2,7 +2,7 @@
 //! that name the flag or the file key at fault.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -58,6 +58,16 @@ pub struct BackendSection {
     /// How often waiters and idle workers look again without a notification.
     #[serde(default = "default_recheck", with = "humantime_serde_compat")]
     pub recheck: Duration,
+    /// With a `rediss://` backend: the roots (PEM) the server's certificate is checked
+    /// against, instead of the Mozilla root store. (PostgreSQL takes `sslrootcert` in its URL.)
+    #[serde(default)]
+    pub redis_ca_file: Option<PathBuf>,
+    /// With a `rediss://` backend: a client certificate (PEM), with `redis_key_file`.
+    #[serde(default)]
+    pub redis_cert_file: Option<PathBuf>,
+    /// The key (PEM) of `redis_cert_file`.
+    #[serde(default)]
+    pub redis_key_file: Option<PathBuf>,
 }
 
 impl Default for BackendSection {
@@ -71,6 +81,9 @@ impl Default for BackendSection {
             l1_ttl: default_l1_ttl(),
             listen: default_listen(),
             recheck: default_recheck(),
+            redis_ca_file: None,
+            redis_cert_file: None,
+            redis_key_file: None,
         }
     }
 }

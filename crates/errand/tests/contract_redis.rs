@@ -45,7 +45,7 @@ mod redis_specific {
 
     use errand::pattern::Priority;
     use errand::store::contract::{claim, claims_from_two_stores, fill, signature};
-    use errand::store::{ClaimOutcome, Completion, Store};
+    use errand::store::{ClaimOutcome, Completion, Store, StoreError};
 
     use super::*;
 
@@ -175,8 +175,7 @@ mod redis_specific {
         assert_eq!(last, vec![format!("{{{prefix}}}:ids")], "nothing else left");
     }
 
-    /// A `redis-server` of this test's own, speaking only TLS with a self-signed
-    /// certificate; ended when dropped.
+    /// A `redis-server` of this test's own, speaking only TLS; ended when dropped.
     struct TlsRedis {
         child: std::process::Child,
         port: u16,
@@ -189,16 +188,35 @@ mod redis_specific {
         }
     }
 
-    /// Starts one, or `None` (loudly; a failure under `CI=true`) when `redis-server` is not
-    /// on `PATH`.
-    fn tls_redis() -> Option<TlsRedis> {
-        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+    /// This crate's test certificates and keys (`tests/data`).
+    fn data(file: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(file)
+    }
+
+    /// Starts one with the certificate `name` (`name.pem`, `name.key`), asking clients for a
+    /// certificate signed by the test CA when `client_auth`; `None` (loudly; a failure under
+    /// `CI=true`) when `redis-server` is not on `PATH`.
+    fn tls_redis(name: &str, client_auth: bool) -> Option<TlsRedis> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let spawned = std::process::Command::new("redis-server")
+        let key = data(&format!("{name}.key"));
+        let key = if key.exists() {
+            key
+        } else {
+            data(&format!("{name}-ca.key"))
+        };
+        let cert = if data(&format!("{name}.pem")).exists() {
+            data(&format!("{name}.pem"))
+        } else {
+            data(&format!("{name}-ca.pem"))
+        };
+        let mut command = std::process::Command::new("redis-server");
+        command
             .args([
                 "--port",
                 "0",
@@ -209,13 +227,22 @@ mod redis_specific {
                 "--appendonly",
                 "no",
             ])
-            .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
-            .args(["--tls-cert-file", &format!("{data}/unrelated-ca.pem")])
-            .args(["--tls-key-file", &format!("{data}/unrelated-ca.key")])
-            .args(["--dir", &std::env::temp_dir().display().to_string()])
-            .stdout(std::process::Stdio::null())
-            .spawn();
-        let child = match spawned {
+            .args(["--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .stdout(std::process::Stdio::null());
+        if client_auth {
+            command
+                .args(["--tls-auth-clients", "yes", "--tls-ca-cert-file"])
+                .arg(data("test-ca.pem"));
+        } else {
+            command.args(["--tls-auth-clients", "no"]);
+        }
+        let child = match command.spawn() {
             Ok(child) => child,
             Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
                 panic!("CI needs redis-server on PATH: {e}")
@@ -235,12 +262,23 @@ mod redis_specific {
         panic!("redis-server never opened its TLS port {port}");
     }
 
-    /// `rediss://` connects over TLS and the store works through it; a certificate no
-    /// trusted root signed is refused with the reason (not a panic), unless the URL says
-    /// `#insecure`.
+    /// A store on `config` works: a result stored through it is read back.
+    async fn works(config: RedisConfig) {
+        let store = RedisStore::connect(config).await.unwrap();
+        fill(&store, "/over-tls", 60, 0, 0, &[]).await;
+        let entry = store.lookup(&signature("/over-tls").key).await.unwrap();
+        assert!(
+            entry.and_then(|e| e.content).is_some(),
+            "the result was stored"
+        );
+        store.delete_all().await.unwrap();
+    }
+
+    /// `rediss://` checks the certificate against the Mozilla roots: a self-signed one is
+    /// refused with the reason (not a panic), unless the URL says `#insecure`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn tls_connects_and_checks_the_certificate() {
-        let Some(server) = tls_redis() else {
+    async fn tls_checks_the_certificate_unless_told_not_to() {
+        let Some(server) = tls_redis("unrelated", false) else {
             return;
         };
         let url = format!("rediss://127.0.0.1:{}", server.port);
@@ -252,16 +290,69 @@ mod redis_specific {
             .to_string();
         assert!(err.contains(&url), "{err}");
         assert!(err.contains("certificate"), "{err}");
-
         config.url = format!("{url}/#insecure");
-        let store = RedisStore::connect(config).await.unwrap();
-        fill(&store, "/over-tls", 60, 0, 0, &[]).await;
-        let entry = store.lookup(&signature("/over-tls").key).await.unwrap();
+        works(config).await;
+    }
+
+    /// A certificate signed by a private CA is accepted once `ca_file` names that CA.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_private_ca_is_trusted_through_the_ca_file() {
+        let Some(server) = tls_redis("server", false) else {
+            return;
+        };
+        let mut config = RedisConfig::new(format!("rediss://127.0.0.1:{}", server.port));
+        config.call_timeout = Duration::from_secs(2);
+        let err = RedisStore::connect(config.clone())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("certificate"), "{err}");
+        config.ca_file = Some(data("test-ca.pem"));
+        works(config).await;
+    }
+
+    /// A server that asks for a client certificate refuses a client without one, and
+    /// serves one that presents a certificate its CA signed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_certificate_is_presented_when_given() {
+        let Some(server) = tls_redis("server", true) else {
+            return;
+        };
+        let mut config = RedisConfig::new(format!("rediss://127.0.0.1:{}", server.port));
+        config.call_timeout = Duration::from_secs(2);
+        config.ca_file = Some(data("test-ca.pem"));
+        assert!(RedisStore::connect(config.clone()).await.is_err());
+        config.client_cert = Some((data("client.pem"), data("client.key")));
+        works(config).await;
+    }
+
+    /// TLS files with a URL without TLS, a file that is not there, a CA file without a
+    /// certificate and a key file without a key are refused by name, as settings errors (not
+    /// retried).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_tls_settings_are_refused_by_name() {
+        let mut config = RedisConfig::new("redis://127.0.0.1:6379");
+        config.ca_file = Some(data("test-ca.pem"));
+        let err = RedisStore::connect(config.clone()).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unsuitable(_)), "{err}");
+        assert!(err.to_string().contains("use a rediss:// URL"), "{err}");
+        config.url = "rediss://127.0.0.1:6379".into();
+        config.ca_file = Some(data("missing.pem"));
+        let err = RedisStore::connect(config.clone()).await.unwrap_err();
+        assert!(err.to_string().contains("Redis CA file"), "{err}");
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+        config.ca_file = Some(data("README.md"));
+        let err = RedisStore::connect(config.clone()).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unsuitable(_)), "{err}");
         assert!(
-            entry.and_then(|e| e.content).is_some(),
-            "the result was stored"
+            err.to_string().contains("holds no PEM certificate"),
+            "{err}"
         );
-        drop(server);
+        config.ca_file = None;
+        config.client_cert = Some((data("client.pem"), data("client.pem")));
+        let err = RedisStore::connect(config).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unsuitable(_)), "{err}");
+        assert!(err.to_string().contains("Redis client key"), "{err}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

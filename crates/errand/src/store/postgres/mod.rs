@@ -203,8 +203,9 @@ impl Drop for PgStore {
 
 pub use super::redact;
 
-/// Checks that `url` is a PostgreSQL connection URL, without connecting; the error says why
-/// not (and never shows the password).
+/// Checks that `url` is a PostgreSQL connection URL whose TLS settings hold (a known
+/// `sslmode`, readable certificate files), without connecting; the error says why not (and
+/// never shows the password).
 pub fn check_url(url: &str) -> Result<(), String> {
     tls::target(url).map(|_| ())
 }

@@ -55,15 +55,18 @@
 //! back by itself. Times are the store clock's milliseconds: keep the machines' clocks in sync
 //! (NTP), as any lease-based queue requires.
 
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Script, Value};
+use ::redis::{Client, ClientTlsConfig, Script, TlsCertificates, Value};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::Notify;
 
 use super::codec::{decode_headers, encode_headers};
@@ -89,6 +92,12 @@ pub struct RedisConfig {
     pub call_timeout: Duration,
     /// How often waiters and idle workers look again without a message.
     pub recheck: Duration,
+    /// With `rediss://`: the roots (a PEM file) the server's certificate is checked against
+    /// instead of the Mozilla root store, for a server whose certificate a private CA signed.
+    pub ca_file: Option<PathBuf>,
+    /// With `rediss://`: a client certificate and its key (PEM files), for a server that asks
+    /// for one (`tls-auth-clients yes`).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl RedisConfig {
@@ -99,7 +108,67 @@ impl RedisConfig {
             prefix: "errand".into(),
             call_timeout: Duration::from_secs(5),
             recheck: Duration::from_secs(1),
+            ca_file: None,
+            client_cert: None,
         }
+    }
+
+    /// The client for [`url`](Self::url), with [`ca_file`](Self::ca_file) and
+    /// [`client_cert`](Self::client_cert) read; the error names the file or setting at fault.
+    fn client(&self) -> Result<Client, StoreError> {
+        let shown = redact(&self.url);
+        let named = |e: ::redis::RedisError| unavailable(format!("{shown}: {e}"));
+        if self.ca_file.is_none() && self.client_cert.is_none() {
+            return Client::open(self.url.as_str()).map_err(named);
+        }
+        if !self.url.starts_with("rediss://") {
+            return Err(StoreError::Unsuitable(format!(
+                "{shown}: a CA file or a client certificate needs TLS: use a rediss:// URL"
+            )));
+        }
+        let unsuitable = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
+            StoreError::Unsuitable(format!("{what} {}: {e}", path.display()))
+        };
+        let read =
+            |what: &str, path: &Path| std::fs::read(path).map_err(|e| unsuitable(what, path, &e));
+        // The redis crate takes a file without a certificate as no roots at all: check here.
+        let certs = |what: &str, path: &Path| {
+            let pem = read(what, path)?;
+            let found = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| unsuitable(what, path, &e))?;
+            if found.is_empty() {
+                return Err(unsuitable(what, path, &"holds no PEM certificate"));
+            }
+            Ok(pem)
+        };
+        let root_cert = self
+            .ca_file
+            .as_deref()
+            .map(|path| certs("Redis CA file", path))
+            .transpose()?;
+        let client_tls = match &self.client_cert {
+            Some((cert, key)) => {
+                let client_key = read("Redis client key", key)?;
+                PrivateKeyDer::from_pem_slice(&client_key)
+                    .map_err(|e| unsuitable("Redis client key", key, &e))?;
+                Some(ClientTlsConfig {
+                    client_cert: certs("Redis client certificate", cert)?,
+                    client_key,
+                })
+            }
+            None => None,
+        };
+        // What fails here is the files' content (not PEM, a key that does not fit): asking
+        // again will not help.
+        Client::build_with_tls(
+            self.url.as_str(),
+            TlsCertificates {
+                client_tls,
+                root_cert,
+            },
+        )
+        .map_err(|e| StoreError::Unsuitable(format!("{shown}: Redis TLS files: {e}")))
     }
 }
 
@@ -214,7 +283,7 @@ impl RedisStore {
             // Another thread may install one meanwhile; either way one is there after.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = Client::open(config.url.as_str()).map_err(named)?;
+        let client = config.client()?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.call_timeout))
             .set_response_timeout(Some(config.call_timeout))
