@@ -195,7 +195,7 @@ mod redis_specific {
             .join(file)
     }
 
-    /// Starts one with the certificate `name` (`name.pem`, `name.key`), asking clients for a
+    /// Starts one with the certificate `name.pem` and its key `name.key`, asking clients for a
     /// certificate signed by the test CA when `client_auth`; `None` (loudly; a failure under
     /// `CI=true`) when `redis-server` is not on `PATH`.
     fn tls_redis(name: &str, client_auth: bool) -> Option<TlsRedis> {
@@ -204,17 +204,7 @@ mod redis_specific {
             .local_addr()
             .unwrap()
             .port();
-        let key = data(&format!("{name}.key"));
-        let key = if key.exists() {
-            key
-        } else {
-            data(&format!("{name}-ca.key"))
-        };
-        let cert = if data(&format!("{name}.pem")).exists() {
-            data(&format!("{name}.pem"))
-        } else {
-            data(&format!("{name}-ca.pem"))
-        };
+        let (cert, key) = (data(&format!("{name}.pem")), data(&format!("{name}.key")));
         let mut command = std::process::Command::new("redis-server");
         command
             .args([
@@ -278,7 +268,7 @@ mod redis_specific {
     /// refused with the reason (not a panic), unless the URL says `#insecure`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tls_checks_the_certificate_unless_told_not_to() {
-        let Some(server) = tls_redis("unrelated", false) else {
+        let Some(server) = tls_redis("unrelated-ca", false) else {
             return;
         };
         let url = format!("rediss://127.0.0.1:{}", server.port);
