@@ -269,11 +269,15 @@ async fn connect(backend: &Backend, file: &File) -> anyhow::Result<SharedStore> 
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(4));
             }
-            Err(e) => bail!(
-                "--backend: cannot reach {} after {:?}: {e}",
-                backend.name(),
-                started.elapsed()
-            ),
+            Err(e) => {
+                let waited = format!("{:.0} s", started.elapsed().as_secs_f64());
+                let (name, text) = (backend.name(), e.to_string());
+                // The store's own error may name the database already.
+                if text.contains(&name) {
+                    bail!("--backend: gave up after {waited}: {text}")
+                }
+                bail!("--backend: cannot reach {name} after {waited}: {text}")
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio::sync::Notify;
 
-use super::{db, unavailable, with_causes};
+use super::{db, pool_error, unavailable};
 use crate::pattern::Key;
 use crate::store::StoreError;
 
@@ -81,7 +81,7 @@ impl Announcer {
                 continue;
             }
             let sent = async {
-                let client = pool.get().await.map_err(|e| unavailable(with_causes(&e)))?;
+                let client = pool.get().await.map_err(|e| unavailable(pool_error(&e)))?;
                 let statement = client.prepare_cached(ANNOUNCE).await.map_err(db)?;
                 client
                     .execute(&statement, &[&channels, &payloads])

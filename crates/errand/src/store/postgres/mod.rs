@@ -222,8 +222,18 @@ fn db(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// Why the pool gave no connection: the driver's own error when opening one failed, without
+/// the pool's wrapper ("Error occurred while creating a new object"), which says nothing.
+fn pool_error(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(driver) => with_causes(driver),
+        other => with_causes(other),
+    }
+}
+
 /// An error's text followed by its causes' (a failed handshake says why only in its cause),
-/// each cause once even when the text before already quotes it.
+/// each cause once even when the text before already quotes it, and what a refusing TLS
+/// alert from the server means ([`tls::explain_alert`]).
 fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -235,7 +245,7 @@ fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
         }
         source = cause.source();
     }
-    text
+    tls::explain_alert(text)
 }
 
 impl PgStore {

@@ -365,6 +365,37 @@ impl ServerCertVerifier for AnyName {
     }
 }
 
+/// `text` (an error and its causes), with what a TLS alert from the server means when it
+/// refused this client's certificate: the alert alone names a TLS message, not the setting
+/// to look at.
+pub(super) fn explain_alert(text: String) -> String {
+    const REFUSED: [&str; 7] = [
+        "UnknownCA",
+        "BadCertificate",
+        "UnsupportedCertificate",
+        "CertificateRevoked",
+        "CertificateExpired",
+        "CertificateUnknown",
+        "AccessDenied",
+    ];
+    let Some((_, alert)) = text.split_once("received fatal alert: ") else {
+        return text;
+    };
+    let alert: String = alert
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    let hint = if alert == "CertificateRequired" {
+        "the server asks for a client certificate: set sslcert and sslkey"
+    } else if REFUSED.contains(&alert.as_str()) {
+        "the server refused the client certificate (sslcert): its CA does not vouch for it, \
+         or it has expired"
+    } else {
+        return text;
+    };
+    format!("{text} ({hint})")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,5 +465,18 @@ mod tests {
         ));
         std::fs::remove_file(&empty).unwrap();
         assert!(e.contains("holds no PEM certificate"), "{e}");
+    }
+
+    #[test]
+    fn a_refused_client_certificate_is_explained() {
+        let e = explain_alert(
+            "pool: error communicating with the server: received fatal alert: UnknownCA".into(),
+        );
+        assert!(e.ends_with("(the server refused the client certificate (sslcert): its CA does not vouch for it, or it has expired)"), "{e}");
+        let e = explain_alert("received fatal alert: CertificateRequired".into());
+        assert!(e.contains("set sslcert and sslkey"), "{e}");
+        let other = "received fatal alert: HandshakeFailure".to_owned();
+        assert_eq!(explain_alert(other.clone()), other);
+        assert_eq!(explain_alert("timed out".into()), "timed out");
     }
 }
