@@ -5,12 +5,18 @@
 //! meanwhile → classify the outcome ([`classify`]) → [`complete`](crate::store::Store::complete)
 //! (store + acknowledge + wake-up, fenced by the lease).
 //!
+//! A completion the store cannot take (it is down, restarting or too slow) is sent again,
+//! with growing pauses, for as long as the lease leaves time: when a shared database comes
+//! back within the lease, the result is stored and the job does not run a second time.
+//! Otherwise the job is redelivered once its lease ends, as after a crash.
+//!
 //! On shutdown it stops taking jobs, lets running ones finish within
 //! [`JobConfig::shutdown_timeout`](crate::config::JobConfig::shutdown_timeout), and hands the
 //! rest back to the queue so another worker runs them at once.
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -277,6 +283,45 @@ impl Completer {
             .await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("the completer stopped".into())))
     }
+
+    /// Sends a job's completion. While the store cannot be reached (unavailable, or too
+    /// slow), sends it again, pausing longer each time (100 ms doubling to 2 s), as long as
+    /// the lease leaves time for the try: a database that restarts within the lease gets
+    /// the result, and the job does not run again. Returns the last result and the number
+    /// of tries.
+    async fn complete_while_leased(
+        &self,
+        errand: &Errand,
+        job: &Job,
+        completion: Completion,
+        leased_until: &AtomicU64,
+    ) -> (Result<(), StoreError>, u32) {
+        let store = errand.store();
+        let limit = errand.config().jobs.store_timeout;
+        let mut pause = Duration::from_millis(100);
+        let mut tries = 1;
+        loop {
+            let result = self.complete(job.lease.clone(), completion.clone()).await;
+            let unreachable = matches!(
+                result,
+                Err(StoreError::Unavailable(_) | StoreError::Timeout(_))
+            );
+            let until = Timestamp(leased_until.load(Ordering::Acquire));
+            if !unreachable || self.queue.is_closed() || store.now().plus(pause + limit) >= until {
+                return (result, tries);
+            }
+            if let Err(e) = &result {
+                tracing::warn!(
+                    key = %job.lease.key, attempt = job.attempt, error = %e,
+                    retry_in_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                    "could not complete the job; trying again while its lease lasts"
+                );
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+            tries += 1;
+        }
+    }
 }
 
 /// What one attempt produced, before classification.
@@ -338,17 +383,21 @@ where
         // Renew the lease while the job runs; if it is lost, another worker has the job and
         // this attempt is abandoned (its result could not be stored anyway).
         let lost = CancellationToken::new();
+        // The end of the lease as last extended, so a completion the store could not take
+        // is sent again only while the lease is still this worker's.
+        let leased_until = Arc::new(AtomicU64::new(job.lease_until.0));
         let heartbeat = {
             let store = Arc::clone(&store);
             let lease = job.lease.clone();
             let lost = lost.clone();
+            let leased_until = Arc::clone(&leased_until);
             let every = config.lease / 3;
             let (extend, limit) = (config.lease, config.store_timeout);
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
                     match timed(limit, store.heartbeat(&lease, extend)).await {
-                        Ok(_) => {}
+                        Ok(until) => leased_until.store(until.0, Ordering::Release),
                         Err(StoreError::LeaseLost) => {
                             lost.cancel();
                             break;
@@ -375,7 +424,10 @@ where
         // Before the completion: a client woken by it, or arriving right after, is told to
         // come back after a time that already counts this job.
         self.errand.estimates().observe(route, took);
-        let result = self.completer.complete(job.lease.clone(), completion).await;
+        let (result, tries) = self
+            .completer
+            .complete_while_leased(&self.errand, &job, completion, &leased_until)
+            .await;
         lock(&self.held).remove(&job.lease);
         let duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         let counters = crate::metrics::counters();
@@ -394,12 +446,17 @@ where
         match result {
             // Key, attempt and trace ids are fields of the job's span.
             Ok(()) => tracing::info!(route = routes.name(route), outcome, duration_ms, "job done"),
+            Err(StoreError::LeaseLost) if tries > 1 => tracing::warn!(
+                key = %job.lease.key, attempt = job.attempt, duration_ms, tries,
+                "the store came back, but the lease is gone: an earlier try stored the \
+                 result after all, or the lease ended and another worker has the job"
+            ),
             Err(StoreError::LeaseLost) => tracing::warn!(
                 key = %job.lease.key, attempt = job.attempt, duration_ms,
                 "job finished after its lease was taken over; result dropped"
             ),
             Err(e) => tracing::error!(
-                key = %job.lease.key, attempt = job.attempt, error = %e,
+                key = %job.lease.key, attempt = job.attempt, error = %e, tries,
                 "could not complete the job; it will be redelivered when its lease ends"
             ),
         }
