@@ -57,10 +57,12 @@ fn browser_available() -> bool {
     false
 }
 
-/// A ChromeDriver process on a free port; killed on drop.
+/// A ChromeDriver process on a free port, and the browser profile directory its sessions
+/// use; on drop the process is killed and the directory removed.
 struct Driver {
     child: Child,
     url: String,
+    profile: std::path::PathBuf,
 }
 
 impl Driver {
@@ -76,9 +78,12 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let profile = std::env::temp_dir().join(format!("errand-dashboard-{}", std::process::id()));
+        std::fs::create_dir_all(&profile).unwrap();
         let driver = Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            profile,
         };
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -97,6 +102,13 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The browser may still be writing its profile as it exits: try for a moment.
+        for _ in 0..20 {
+            if std::fs::remove_dir_all(&self.profile).is_ok() || !self.profile.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -113,7 +125,7 @@ impl Browser {
             http,
             session: format!("{}/session", driver.url),
         };
-        let profile = tempfile_dir();
+        let profile = driver.profile.display();
         let created = browser
             .call(
                 "POST",
@@ -236,13 +248,6 @@ impl Browser {
     async fn close(self) {
         self.call("DELETE", "", None).await;
     }
-}
-
-/// A fresh browser profile directory under the target directory.
-fn tempfile_dir() -> String {
-    let dir = std::env::temp_dir().join(format!("errand-dashboard-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.display().to_string()
 }
 
 /// The first number in `text` ("1,234 answered" → 1234).
