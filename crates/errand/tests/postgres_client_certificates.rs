@@ -54,12 +54,16 @@ impl Drop for PrivatePostgres {
     }
 }
 
-/// Whether this process runs as root (PostgreSQL then has to run as another user).
+/// Whether this process runs as root (PostgreSQL then has to run as another user); asked
+/// of `id` once.
 fn root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    })
 }
 
 /// `program` of PostgreSQL's binaries, run as the `postgres` user when this process is root.
