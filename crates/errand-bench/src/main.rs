@@ -8,8 +8,9 @@
 //!   requests (`/__stats`); it is both the upstream and the "bare hyper" baseline.
 //! - `load`: N keep-alive connections for a duration, one URL or a new URL per request.
 //! - `queue`: no-op jobs straight through a store (claim → take → complete): in lockstep as a
-//!   pgbench client runs its script, handed to idle workers, batched, or with the claimers
-//!   apart from errand's own worker runtime, as fronts and `errand work` processes run.
+//!   pgbench client runs its script, handed to idle workers, batched (a batch's claims one
+//!   after another or all at once), or with the claimers apart from errand's own worker
+//!   runtime, as fronts and `errand work` processes run.
 //! - `stampede`: N clients send the same first request at once with `Prefer: wait`, and the
 //!   tool reports upstream calls and how long after the origin's answer each client got its own.
 
@@ -120,6 +121,11 @@ enum Command {
         /// others are on their way go together).
         #[arg(long)]
         one_claim_per_statement: bool,
+        /// With `--lockstep` and `--batch` above 1: each claimer sends its batch's claims all
+        /// at once, as a front does with that many misses at the same moment, instead of one
+        /// after another.
+        #[arg(long, requires = "lockstep")]
+        claims_at_once: bool,
         #[arg(long, default_value = "queue")]
         label: String,
     },
@@ -177,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
             wait,
             apart,
             one_claim_per_statement,
+            claims_at_once,
             label,
         } => {
             if apart && consumers == 0 {
@@ -197,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
                 wait,
                 apart,
                 group_claims: !one_claim_per_statement,
+                claims_at_once,
             };
             queue(&backend, duration, shape, &label).await
         }
@@ -566,6 +574,8 @@ struct QueueShape {
     apart: bool,
     /// PostgreSQL: claims made while others are on their way go together.
     group_claims: bool,
+    /// Lockstep: a claimer's batch of claims is sent at once, not one after another.
+    claims_at_once: bool,
 }
 
 /// Takes up to `batch` jobs and completes them (one by one, or in one `complete_many`);
@@ -629,6 +639,7 @@ async fn queue(
         wait,
         apart,
         group_claims,
+        claims_at_once,
     } = shape;
     /// The claimers' store, the workers' own (`--apart`), and the store to clean up.
     type Opened = (
@@ -702,25 +713,43 @@ async fn queue(
                 {
                     let _ = tokio::time::timeout(Duration::from_millis(5), room.notified()).await;
                 }
-                n += 1;
-                let uri: Uri = format!("/job/{p}/{n}").parse().expect("uri");
-                let sig = Signature::of(&http::Method::GET, &uri, &headers, "http", &[])
-                    .expect("signature");
-                let claim = Claim {
-                    key: sig.key,
-                    uri: sig.request.uri.clone(),
-                    request: sig.request,
-                    priority: Priority::Miss,
-                    expect: None,
-                };
-                let key = claim.key;
-                let seen = std::time::Instant::now();
-                if store.claim(claim).await.is_ok() {
-                    claimed.fetch_add(1, Ordering::Relaxed);
-                    if wait {
-                        let _ = store
-                            .wait_pending(&key, seen, Duration::from_secs(10))
-                            .await;
+                // One claim, or (`--claims-at-once`) a whole batch of them sent together.
+                let at_once = if claims_at_once { batch } else { 1 };
+                let mut claims = Vec::with_capacity(at_once);
+                for _ in 0..at_once {
+                    n += 1;
+                    let uri: Uri = format!("/job/{p}/{n}").parse().expect("uri");
+                    let sig = Signature::of(&http::Method::GET, &uri, &headers, "http", &[])
+                        .expect("signature");
+                    claims.push(Claim {
+                        key: sig.key,
+                        uri: sig.request.uri.clone(),
+                        request: sig.request,
+                        priority: Priority::Miss,
+                        expect: None,
+                    });
+                }
+                if at_once > 1 {
+                    let mut sent = tokio::task::JoinSet::new();
+                    for claim in claims {
+                        let store = store.clone();
+                        sent.spawn(async move { store.claim(claim).await.is_ok() });
+                    }
+                    while let Some(made) = sent.join_next().await {
+                        if made.unwrap_or(false) {
+                            claimed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                } else if let Some(claim) = claims.pop() {
+                    let key = claim.key;
+                    let seen = std::time::Instant::now();
+                    if store.claim(claim).await.is_ok() {
+                        claimed.fetch_add(1, Ordering::Relaxed);
+                        if wait {
+                            let _ = store
+                                .wait_pending(&key, seen, Duration::from_secs(10))
+                                .await;
+                        }
                     }
                 }
                 if lockstep && (n as usize).is_multiple_of(batch) {
