@@ -180,7 +180,7 @@ async fn authorize(State(admin): State<Admin>, request: Request, next: Next) -> 
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .unwrap_or("");
         // Constant time in the token's content (its length is not a secret worth hiding).
         if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
@@ -193,6 +193,17 @@ async fn authorize(State(admin): State<Admin>, request: Request, next: Next) -> 
         }
     }
     next.run(request).await
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme name is
+/// case-insensitive (RFC 9110 §11.1) and one or more spaces may follow it (§11.4's `1*SP`);
+/// `None` for any other scheme.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    Some(rest.trim_start_matches(' ').trim_end())
 }
 
 /// The dashboard: one self-contained page (no external scripts, styles or fonts).
@@ -709,4 +720,24 @@ pub async fn retry_verb(args: crate::cli::RetryArgs) -> anyhow::Result<()> {
         print(&format!("{uri}: pending again (job {job})"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_takes_any_spaces() {
+        let cases = [
+            ("Bearer T", Some("T")),
+            ("bearer T", Some("T")),
+            ("BEARER T", Some("T")),
+            ("Bearer  T", Some("T")),
+            ("Bearer T ", Some("T")),
+            ("Basic T", None),
+            ("BearerT", None),
+            ("Bearer", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(super::bearer_token(value), want, "{value:?}");
+        }
+    }
 }

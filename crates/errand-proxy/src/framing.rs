@@ -8,9 +8,12 @@
 //! spoils the head's terminator (its final line feed becomes a NUL), which makes hyper answer
 //! `400` and close the connection.
 //!
-//! The guard only follows heads it can find without decoding a body: after a request with a
-//! `Content-Length` body it skips exactly that many bytes; after a chunked body it stops
-//! inspecting the connection (hyper's own rule still applies). It never changes body bytes.
+//! The guard follows every request of a connection: after a `Content-Length` body it skips
+//! exactly that many bytes; through a chunked body it follows the chunk sizes to the last
+//! chunk and its trailers. A head ends at its first empty line, whether its lines end in
+//! CRLF or in a bare LF (hyper accepts both, so the guard must too). Where the bytes stop
+//! making sense (a chunk size hyper will refuse anyway, a head beyond [`MAX_HEAD`]) the guard
+//! stops inspecting and hyper's own checks decide. It never changes body bytes.
 
 use std::io;
 use std::pin::Pin;
@@ -21,6 +24,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Largest head the guard buffers; a longer one is left to hyper's own limit.
 const MAX_HEAD: usize = 64 * 1024;
 
+/// Longest chunk-size or trailer line the guard follows.
+const MAX_LINE: usize = 4096;
+
 /// Where the guard is in the byte stream.
 #[derive(Debug)]
 enum State {
@@ -28,6 +34,13 @@ enum State {
     Head(Vec<u8>),
     /// Skipping this many body bytes.
     Body(u64),
+    /// In a chunked body, collecting a chunk-size line, or a trailer line after the last
+    /// chunk (an empty trailer line ends the body).
+    ChunkLine { line: Vec<u8>, trailer: bool },
+    /// Skipping this many bytes of chunk data.
+    ChunkData(u64),
+    /// Skipping the line end after chunk data.
+    ChunkEnd,
     /// No longer inspecting.
     Off,
 }
@@ -56,13 +69,53 @@ impl<IO> FramingGuard<IO> {
         while at < bytes.len() {
             match &mut self.state {
                 State::Off => return,
-                State::Body(left) => {
+                State::Body(left) | State::ChunkData(left) => {
                     let n = (bytes.len() - at).min(usize::try_from(*left).unwrap_or(usize::MAX));
                     at += n;
                     *left -= n as u64;
                     if *left == 0 {
-                        self.state = State::Head(Vec::new());
+                        self.state = match self.state {
+                            State::Body(_) => State::Head(Vec::new()),
+                            _ => State::ChunkEnd,
+                        };
                     }
+                }
+                State::ChunkEnd => match bytes[at..].iter().position(|b| *b == b'\n') {
+                    None => return,
+                    Some(lf) => {
+                        at += lf + 1;
+                        self.state = State::ChunkLine {
+                            line: Vec::new(),
+                            trailer: false,
+                        };
+                    }
+                },
+                State::ChunkLine { line, trailer } => {
+                    let Some(lf) = bytes[at..].iter().position(|b| *b == b'\n') else {
+                        line.extend_from_slice(&bytes[at..]);
+                        if line.len() > MAX_LINE {
+                            self.state = State::Off;
+                        }
+                        return;
+                    };
+                    line.extend_from_slice(&bytes[at..at + lf]);
+                    at += lf + 1;
+                    let text = line.strip_suffix(b"\r").unwrap_or(line);
+                    self.state = match (*trailer, text.is_empty()) {
+                        (true, true) => State::Head(Vec::new()),
+                        (true, false) => State::ChunkLine {
+                            line: Vec::new(),
+                            trailer: true,
+                        },
+                        (false, _) => match chunk_size(text) {
+                            Some(0) => State::ChunkLine {
+                                line: Vec::new(),
+                                trailer: true,
+                            },
+                            Some(size) => State::ChunkData(size),
+                            None => State::Off,
+                        },
+                    };
                 }
                 State::Head(partial) => {
                     let before = partial.len();
@@ -93,6 +146,12 @@ impl<IO> FramingGuard<IO> {
                         }
                         Verdict::Next(0) => self.state = State::Head(Vec::new()),
                         Verdict::Next(len) => self.state = State::Body(len),
+                        Verdict::Chunked => {
+                            self.state = State::ChunkLine {
+                                line: Vec::new(),
+                                trailer: false,
+                            };
+                        }
                         Verdict::Unknown => {
                             self.state = State::Off;
                             return;
@@ -117,21 +176,41 @@ enum Verdict {
     Ambiguous,
     /// The body has this many bytes (0 for none); the next head follows it.
     Next(u64),
-    /// Chunked, unparseable or otherwise not followed further.
+    /// A chunked body follows.
+    Chunked,
+    /// Unparseable or otherwise not followed further.
     Unknown,
 }
 
+/// Where a head ends: just past its first empty line, with CRLF or bare-LF line ends.
 fn find_end(head: &[u8]) -> Option<usize> {
-    head.windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
+    let mut from = 0;
+    while let Some(lf) = head[from..].iter().position(|b| *b == b'\n') {
+        let next = from + lf + 1;
+        match head.get(next..) {
+            Some([b'\n', ..]) => return Some(next + 1),
+            Some([b'\r', b'\n', ..]) => return Some(next + 2),
+            _ => from = next,
+        }
+    }
+    None
+}
+
+/// The size of a chunk-size line (`1a`, `1a;ext=x`), or `None` where hyper would refuse it.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let end = line.iter().position(|b| *b == b';').unwrap_or(line.len());
+    let digits = line[..end].trim_ascii();
+    if digits.is_empty() || digits.len() > 16 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
 }
 
 /// Reads the two framing headers of a complete head (hyper does the real parsing; this only
 /// needs their presence and the length).
 fn judge(head: &[u8]) -> Verdict {
     let mut length = None;
-    let mut chunked = false;
+    let mut transfer: Option<bool> = None;
     // Skip the request line; stop at the empty line.
     for line in head.split(|b| *b == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -151,14 +230,17 @@ fn judge(head: &[u8]) -> Verdict {
             }
             length = parsed;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            chunked = true;
+            // The body is chunked when the last coding of the last line is.
+            let last = value.rsplit(|b| *b == b',').next().unwrap_or(value);
+            transfer = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         }
     }
-    match (length, chunked) {
-        (Some(_), true) => Verdict::Ambiguous,
-        (_, true) => Verdict::Unknown,
-        (Some(n), false) => Verdict::Next(n),
-        (None, false) => Verdict::Next(0),
+    match (length, transfer) {
+        (Some(_), Some(_)) => Verdict::Ambiguous,
+        (None, Some(true)) => Verdict::Chunked,
+        (None, Some(false)) => Verdict::Unknown,
+        (Some(n), None) => Verdict::Next(n),
+        (None, None) => Verdict::Next(0),
     }
 }
 
@@ -250,12 +332,39 @@ mod tests {
     }
 
     #[test]
-    fn stops_after_a_chunked_body() {
-        let chunked = b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /b HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(
-            run(chunked, 5),
-            chunked.to_vec(),
-            "not followed past a chunked body"
-        );
+    fn follows_chunked_bodies_to_the_next_head() {
+        let chunked = b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        let bad = b"GET /b HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut stream = chunked.to_vec();
+        stream.extend_from_slice(bad);
+        for step in [1, 2, 5, 4096] {
+            let seen = run(&stream, step);
+            assert_eq!(&seen[..chunked.len()], chunked, "step {step}");
+            assert_eq!(
+                seen.iter().filter(|b| **b == 0).count(),
+                1,
+                "step {step}: the head after a chunked body is judged"
+            );
+        }
+    }
+
+    #[test]
+    fn bare_lf_heads_are_judged_too() {
+        let bad =
+            b"GET /c HTTP/1.1\nHost: a\nContent-Length: 3\nTransfer-Encoding: chunked\n\n0\r\n\r\n";
+        let ok = b"GET /a HTTP/1.1\nHost: a\n\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n";
+        for step in [1, 3, 4096] {
+            assert_eq!(run(ok, step), ok.to_vec(), "step {step}");
+            let seen = run(bad, step);
+            assert_eq!(seen.iter().filter(|b| **b == 0).count(), 1, "step {step}");
+        }
+    }
+
+    #[test]
+    fn chunk_sizes_hyper_refuses_are_not_followed() {
+        for size in ["-1", "0x3", "3x", "", "11111111111111111"] {
+            assert_eq!(chunk_size(size.as_bytes()), None, "{size:?}");
+        }
+        assert_eq!(chunk_size(b"1A ; ext"), Some(26));
     }
 }

@@ -1,7 +1,7 @@
 //! `errand`: the Worker Pattern as a reverse proxy in front of any slow HTTP upstream.
 //!
 //! Layout: [`cli`] (flags), [`framing`] (a connection guard against ambiguous request
-//! framing), [`settings`] (flags + `--config` → errand's `Config`, with errors
+//! framing), [`stall`] (the send timeout against clients that stop reading), [`settings`] (flags + `--config` → errand's `Config`, with errors
 //! naming what is wrong), [`upstream`] (the upstream client, used by the front and the
 //! workers), [`server`] (listener, connections, shutdown), [`admin`] (the admin listener:
 //! metrics, JSON API; and the `stats` / `purge` verbs that call it). The pattern itself is the `errand`
@@ -12,6 +12,7 @@ mod cli;
 mod framing;
 mod server;
 mod settings;
+mod stall;
 mod upstream;
 
 use std::process::ExitCode;

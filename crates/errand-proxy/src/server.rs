@@ -25,7 +25,8 @@ use tower_service::Service;
 use crate::cli::{Migrate, Serve, Work};
 use crate::framing::FramingGuard;
 use crate::settings::{self, Backend, File};
-use crate::upstream::{ClientAddr, Upstream};
+use crate::stall::SendTimeout;
+use crate::upstream::{BodyLimits, ClientAddr, ClientError, Upstream};
 
 /// `errand serve`.
 pub async fn serve(args: Serve) -> anyhow::Result<()> {
@@ -38,6 +39,15 @@ pub async fn serve(args: Serve) -> anyhow::Result<()> {
     };
     if file.server.max_header_bytes < 8192 {
         bail!("--config: server.max_header_bytes must be at least 8KiB");
+    }
+    for (name, value) in [
+        ("send_timeout", file.server.send_timeout),
+        ("body_read_timeout", file.server.body_read_timeout),
+        ("header_read_timeout", file.server.header_read_timeout),
+    ] {
+        if value.is_zero() {
+            bail!("--config: server.{name} must be longer than 0s");
+        }
     }
     let mut config = settings::config(&args.route, &args.jobs, args.workers, &file)?;
     if args.jobs.max_body > args.cache_size {
@@ -66,7 +76,7 @@ pub async fn serve(args: Serve) -> anyhow::Result<()> {
     };
     let backend_name = backend.name();
     let errand = Errand::new(store, config);
-    let upstream = Upstream::new(&upstream_uri, args.jobs.job_timeout);
+    let upstream = Upstream::new(&upstream_uri, args.jobs.job_timeout, body_limits(&file));
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -98,6 +108,14 @@ pub async fn serve(args: Serve) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the upstream client takes of a request body, from `[server]`.
+fn body_limits(file: &File) -> BodyLimits {
+    BodyLimits {
+        max_bytes: usize::try_from(file.server.max_request_body).unwrap_or(usize::MAX),
+        read_timeout: file.server.body_read_timeout,
+    }
+}
+
 /// `errand work`.
 pub async fn work(args: Work) -> anyhow::Result<()> {
     let upstream_uri = settings::upstream(&args.upstream)?;
@@ -118,7 +136,7 @@ pub async fn work(args: Work) -> anyhow::Result<()> {
     }
     let config = settings::config(&args.route, &args.jobs, args.workers, &file)?;
     let errand = Errand::new(store, config);
-    let upstream = Upstream::new(&upstream_uri, args.jobs.job_timeout);
+    let upstream = Upstream::new(&upstream_uri, args.jobs.job_timeout, body_limits(&file));
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     start_admin(&args.admin, metrics, errand.store(), &shutdown).await?;
@@ -291,6 +309,7 @@ where
     let graceful = GracefulShutdown::new();
     let max_buf = usize::try_from(file.server.max_header_bytes).unwrap_or(usize::MAX);
     let header_timeout = file.server.header_read_timeout;
+    let send_timeout = file.server.send_timeout;
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -323,7 +342,10 @@ where
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .max_buf_size(max_buf)
-            .serve_connection(TokioIo::new(FramingGuard::new(stream)), per_request);
+            .serve_connection(
+                TokioIo::new(FramingGuard::new(SendTimeout::new(stream, send_timeout))),
+                per_request,
+            );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -340,19 +362,31 @@ where
     }
 }
 
-/// A request that passed through failed at the upstream.
+/// A request that passed through failed: at the client (its body), or at the upstream.
 fn bad_gateway(error: &errand::body::BoxError) -> Response<Body> {
-    tracing::warn!(%error, "pass-through request failed");
-    let (status, text) = if error.is::<tokio::time::error::Elapsed>() {
+    let (status, text) = if let Some(client) = error.downcast_ref::<ClientError>() {
+        tracing::debug!(%error, "request refused");
+        (client.status(), format!("{client}\n"))
+    } else if error.is::<tokio::time::error::Elapsed>() {
+        tracing::warn!(%error, "pass-through request failed");
         (
             StatusCode::GATEWAY_TIMEOUT,
             format!("upstream timed out: {error}\n"),
         )
     } else {
+        tracing::warn!(%error, "pass-through request failed");
         (StatusCode::BAD_GATEWAY, format!("{error}\n"))
     };
+    let client_error = error.is::<ClientError>();
     let mut response = Response::new(body::full(text));
     *response.status_mut() = status;
+    if client_error {
+        // What is left of the body is not read: the connection cannot carry another request.
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; charset=utf-8"),

@@ -135,6 +135,15 @@ pub struct ServerSection {
     /// How long a URL whose response must not be shared goes straight through.
     #[serde(default = "default_pass_ttl", with = "humantime_serde_compat")]
     pub pass_ttl: Duration,
+    /// Largest request body taken from a client (413 beyond it).
+    #[serde(default = "default_max_request_body", with = "size")]
+    pub max_request_body: u64,
+    /// A client must send its whole request body within this (408 otherwise).
+    #[serde(default = "default_body_timeout", with = "humantime_serde_compat")]
+    pub body_read_timeout: Duration,
+    /// A connection whose client reads nothing of its answer for this long is closed.
+    #[serde(default = "default_send_timeout", with = "humantime_serde_compat")]
+    pub send_timeout: Duration,
 }
 
 impl Default for ServerSection {
@@ -147,6 +156,9 @@ impl Default for ServerSection {
             max_header_bytes: default_max_header(),
             header_read_timeout: default_header_timeout(),
             pass_ttl: default_pass_ttl(),
+            max_request_body: default_max_request_body(),
+            body_read_timeout: default_body_timeout(),
+            send_timeout: default_send_timeout(),
         }
     }
 }
@@ -165,6 +177,15 @@ fn default_max_header() -> u64 {
 }
 fn default_header_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_max_request_body() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_send_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_pass_ttl() -> Duration {
     Duration::from_secs(60)

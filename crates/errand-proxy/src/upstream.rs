@@ -13,6 +13,8 @@ use errand::pattern::freshness::remove_hop_headers;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -38,12 +40,81 @@ struct Target {
     authority: Authority,
     base_path: String,
     timeout: Duration,
+    body: BodyLimits,
+}
+
+/// How much of a client's request body errand takes, and how long it waits for it.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    /// Largest body (`413` beyond it).
+    pub max_bytes: usize,
+    /// The whole body must arrive within this (`408` otherwise).
+    pub read_timeout: Duration,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 8 * 1024 * 1024,
+            read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A request that failed on the client's side, before anything reached the upstream: the
+/// server answers it with its own status, never as the upstream's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The body is larger than [`BodyLimits::max_bytes`].
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The body's framing is broken (a bad chunk size, data longer than its chunk…).
+    #[error("the request body is malformed: {0}")]
+    Malformed(BoxError),
+    /// The body did not arrive within [`BodyLimits::read_timeout`].
+    #[error("the request body did not arrive within {0:?}")]
+    Slow(Duration),
+}
+
+impl ClientError {
+    /// The answer's status.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Self::TooLarge(_) => http::StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Malformed(_) => http::StatusCode::BAD_REQUEST,
+            Self::Slow(_) => http::StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// Reads a request body whole, within `limits`.
+///
+/// Bodies are taken whole before the upstream sees the request (as nginx does by default):
+/// a body whose framing turns out broken is then the client's `400`, and the upstream never
+/// receives a head followed by part of a body.
+async fn buffer(mut body: Body, limits: BodyLimits) -> Result<Body, ClientError> {
+    let read = async {
+        let mut whole = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(ClientError::Malformed)?;
+            if let Ok(data) = frame.into_data() {
+                if whole.len() + data.len() > limits.max_bytes {
+                    return Err(ClientError::TooLarge(limits.max_bytes));
+                }
+                whole.extend_from_slice(&data);
+            }
+        }
+        Ok(errand::body::full(whole.freeze()))
+    };
+    tokio::time::timeout(limits.read_timeout, read)
+        .await
+        .unwrap_or(Err(ClientError::Slow(limits.read_timeout)))
 }
 
 impl Upstream {
     /// A client for `base` (`http://host[:port][/prefix]`); `timeout` bounds the wait for the
     /// response head.
-    pub fn new(base: &Uri, timeout: Duration) -> Self {
+    pub fn new(base: &Uri, timeout: Duration, body: BodyLimits) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
@@ -58,6 +129,7 @@ impl Upstream {
                 .unwrap_or_else(|| Authority::from_static("localhost")),
             base_path: base.path().trim_end_matches('/').to_owned(),
             timeout,
+            body,
         };
         Self {
             target: std::sync::Arc::new(target),
@@ -129,18 +201,48 @@ where
         }
         parts.uri = target;
         parts.version = http::Version::HTTP_11;
-        let request = Request::from_parts(parts, errand::body::boxed(body));
-        let response = self.client.request(request);
-        let timeout = upstream.timeout;
+        let body = errand::body::boxed(body);
+        let client = self.client.clone();
+        let (timeout, limits) = (upstream.timeout, upstream.body);
         Box::pin(async move {
+            let body = if body.is_end_stream() {
+                body
+            } else {
+                buffer(body, limits).await?
+            };
+            let response = client.request(Request::from_parts(parts, body));
             match tokio::time::timeout(timeout, response).await {
-                Ok(Ok(response)) => Ok(response),
+                Ok(Ok(response)) => match refuse_response(&response) {
+                    None => Ok(response),
+                    Some(why) => Err(why.into()),
+                },
                 Ok(Err(e)) => Err(describe(e).into()),
                 // Kept as its own type so callers answer 504 rather than 502.
                 Err(elapsed) => Err(elapsed.into()),
             }
         })
     }
+}
+
+/// Why a response head from upstream cannot be relayed or stored, if it cannot. Such an
+/// answer counts as the upstream's failure: `502` to a request passed through, a failed
+/// attempt (retried, then `502`) for a job.
+///
+/// - A `1xx` as the final answer: errand forwards no `Upgrade`, so a `101 Switching
+///   Protocols` is unsolicited (RFC 9110 §15.2.2), and no other `1xx` is final.
+/// - A status outside 100–599 (RFC 9110 §15).
+/// - A transfer coding besides `chunked`: the body would reach clients still encoded, with
+///   nothing saying so (RFC 9112 §6.1).
+fn refuse_response(response: &Response<Incoming>) -> Option<String> {
+    let status = response.status().as_u16();
+    if status == 101 {
+        return Some("upstream sent an unsolicited 101 Switching Protocols".to_owned());
+    }
+    if !(200..600).contains(&status) {
+        return Some(format!("upstream sent an invalid final status {status}"));
+    }
+    errand::pattern::hygiene::unknown_coding(response.headers())
+        .map(|coding| format!("upstream sent unknown Transfer-Encoding {coding:?}"))
 }
 
 /// The client error with its cause chain ("connection refused" is in the source).

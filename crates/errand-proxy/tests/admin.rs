@@ -99,10 +99,19 @@ async fn admin_endpoints_refuse_a_missing_or_wrong_token() {
         let wrong = http.get(&url, &[("authorization", "Bearer nope")]).await;
         assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{path}");
         assert_eq!(wrong.header("www-authenticate"), "Bearer");
-        let right = http
-            .get(&url, &[("authorization", &format!("Bearer {TOKEN}"))])
+        // The scheme is case-insensitive and may be followed by more than one space.
+        for spelling in [
+            format!("Bearer {TOKEN}"),
+            format!("bearer {TOKEN}"),
+            format!("BEARER  {TOKEN}"),
+        ] {
+            let right = http.get(&url, &[("authorization", &spelling)]).await;
+            assert_ne!(right.status, StatusCode::UNAUTHORIZED, "{path} {spelling}");
+        }
+        let other_scheme = http
+            .get(&url, &[("authorization", &format!("Basic {TOKEN}"))])
             .await;
-        assert_ne!(right.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(other_scheme.status, StatusCode::UNAUTHORIZED, "{path}");
     }
     let addr: std::net::SocketAddr = admin.parse().unwrap();
     let body = r#"{"all":true}"#;

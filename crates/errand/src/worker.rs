@@ -530,7 +530,13 @@ where
                     }
                     Classification::Retry => {
                         let error = format!("upstream answered {}", response.status);
-                        (response.status, error, Some(response))
+                        // Only a real 5xx is relayed once every attempt failed; an invalid
+                        // status (1xx as final, 600 and above) becomes errand's own 502.
+                        if response.status.is_server_error() {
+                            (response.status, error, Some(response))
+                        } else {
+                            (http::StatusCode::BAD_GATEWAY, error, None)
+                        }
                     }
                 }
             }

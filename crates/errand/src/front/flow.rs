@@ -17,7 +17,8 @@ use super::respond;
 use crate::body::{self, Body, BoxError};
 use crate::config::{Mode, RouteId, RoutePolicy};
 use crate::pattern::cache_status::Fwd;
-use crate::pattern::signature::{CREDENTIAL_HEADERS, canonical_uri};
+use crate::pattern::hygiene;
+use crate::pattern::signature::{CREDENTIAL_HEADERS, canonical_uri, request_authority, route_path};
 use crate::pattern::{
     CacheStatus, Decision, Entry, Phase, Priority, Signature, StoredResponse, Timestamp,
     TraceParent, decide,
@@ -54,13 +55,8 @@ pub(crate) fn plan<B>(shared: &Shared, request: &Request<B>) -> Plan {
     }
     let front = &shared.config.front;
     let headers = request.headers();
-    if headers.contains_key(header::CONTENT_LENGTH)
-        && headers.contains_key(header::TRANSFER_ENCODING)
-    {
-        return Plan::Respond(respond::bad_request(
-            StatusCode::BAD_REQUEST,
-            "Content-Length together with Transfer-Encoding is not allowed",
-        ));
+    if let Err(refusal) = hygiene::check_request(headers) {
+        return Plan::Respond(respond::bad_request(refusal.status(), &refusal.to_string()));
     }
     let target_len = request
         .uri()
@@ -75,11 +71,35 @@ pub(crate) fn plan<B>(shared: &Shared, request: &Request<B>) -> Plan {
             ),
         ));
     }
-    let (route, policy) = shared.config.routes.policy_for(request.uri().path());
+    // The host check comes before the method and the route: no request for a site that is
+    // not served here reaches the upstream, whatever its method or route.
+    if !front.allowed_hosts.is_empty() {
+        match request_authority(request.uri(), headers, &front.scheme) {
+            Ok(authority) if front.allowed_hosts.contains(&authority) => {}
+            Ok(authority) => {
+                return Plan::Respond(respond::bad_request(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    &format!("host {authority:?} is not served here"),
+                ));
+            }
+            Err(e) => {
+                return Plan::Respond(respond::bad_request(
+                    StatusCode::BAD_REQUEST,
+                    &e.to_string(),
+                ));
+            }
+        }
+    }
     let method = request.method();
     if method != Method::GET && method != Method::HEAD {
         return Plan::PassUnsafe;
     }
+    // The route is chosen on the path the signature uses, so no other spelling of a path
+    // escapes its route's settings.
+    let (route, policy) = shared
+        .config
+        .routes
+        .policy_for(&route_path(request.uri().path()));
     if policy.mode == Mode::Pass {
         return Plan::Forward(Some(CacheStatus::new(Phase::Pass).fwd(Fwd::Bypass)));
     }
@@ -101,13 +121,6 @@ pub(crate) fn plan<B>(shared: &Shared, request: &Request<B>) -> Plan {
             ));
         }
     };
-    let authority = signature.request.authority();
-    if !front.allowed_hosts.is_empty() && !front.allowed_hosts.iter().any(|h| h == authority) {
-        return Plan::Respond(respond::bad_request(
-            StatusCode::MISDIRECTED_REQUEST,
-            &format!("host {authority:?} is not served here"),
-        ));
-    }
     Plan::Defer(Deferred {
         route,
         signature,

@@ -84,7 +84,8 @@ pub fn classify(
     key_headers: &[HeaderName],
     jitter: f64,
 ) -> Classification {
-    if status.is_server_error() {
+    // A status outside 200–599 as a final answer is a broken upstream: treated as a 5xx.
+    if status.is_server_error() || !(200..600).contains(&status.as_u16()) {
         return Classification::Retry;
     }
     let cc = CacheControl::parse(headers);
@@ -413,6 +414,13 @@ mod tests {
                 Classification::Retry,
             ),
             (503, vec![], Classification::Retry),
+            (600, vec![], Classification::Retry),
+            (
+                999,
+                vec![("cache-control", "max-age=60")],
+                Classification::Retry,
+            ),
+            (101, vec![], Classification::Retry),
         ];
         for (status, list, want) in cases {
             let got = classify(

@@ -5,6 +5,7 @@
 //!
 //! - [`signature`]: what makes two requests "the same request" ([`Signature`], [`Key`]);
 //! - [`entry`]: what the store holds for one signature ([`Entry`], [`Status`], [`Content`]);
+//! - [`hygiene`]: which requests are refused before anything else (framing, `Host`);
 //! - [`freshness`]: how a worker classifies an upstream response (store, pass, retry…);
 //! - [`decide`](mod@decide): what the front does with an entry ([`decide()`], [`Decision`]);
 //! - [`cache_status`]: the vocabulary reported in `Cache-Status`, logs and metrics ([`Phase`]);
@@ -15,6 +16,7 @@ pub mod cache_status;
 pub mod decide;
 pub mod entry;
 pub mod freshness;
+pub mod hygiene;
 pub mod signature;
 pub mod trace;
 

@@ -181,16 +181,7 @@ impl Signature {
         key_headers: &[HeaderName],
     ) -> Result<Self, SignatureError> {
         let scheme = uri.scheme_str().unwrap_or(scheme).to_ascii_lowercase();
-        let host = match uri.authority() {
-            Some(a) => a.as_str().to_owned(),
-            None => headers
-                .get(http::header::HOST)
-                .ok_or(SignatureError::MissingHost)?
-                .to_str()
-                .map_err(|_| SignatureError::InvalidHost)?
-                .to_owned(),
-        };
-        let authority = normalize_authority(&host, &scheme)?;
+        let authority = request_authority(uri, headers, &scheme)?;
         let path = normalize_path(uri.path());
         let query = uri.query().map(normalize_query).unwrap_or_default();
         let mut canonical_uri =
@@ -260,6 +251,32 @@ pub fn canonical_uri(
     scheme: &str,
 ) -> Result<String, SignatureError> {
     Signature::of(&Method::GET, uri, headers, scheme, &[]).map(|s| s.request.uri)
+}
+
+/// The site a request names, as its signature has it: the URI's authority, else the `Host`
+/// header, lower-cased, without a trailing dot or the scheme's default port. The front
+/// checks `allowed_hosts` against this, for every method and route.
+pub fn request_authority(
+    uri: &Uri,
+    headers: &HeaderMap,
+    scheme: &str,
+) -> Result<String, SignatureError> {
+    let host = match uri.authority() {
+        Some(a) => a.as_str(),
+        None => headers
+            .get(http::header::HOST)
+            .ok_or(SignatureError::MissingHost)?
+            .to_str()
+            .map_err(|_| SignatureError::InvalidHost)?,
+    };
+    normalize_authority(host, scheme)
+}
+
+/// The path as the signature has it (one percent-encoding spelling, no dot segments). The
+/// route, and so every route setting, is chosen from this: `/%6cive/x` and `/x/../live/x`
+/// fall under the route of `/live/x`, as their signature does.
+pub fn route_path(path: &str) -> String {
+    normalize_path(path)
 }
 
 fn normalize_authority(host: &str, scheme: &str) -> Result<String, SignatureError> {
