@@ -259,6 +259,7 @@ async fn connect(backend: &Backend, file: &File) -> anyhow::Result<SharedStore> 
                 config.call_timeout = b.call_timeout;
                 config.listen = b.listen;
                 config.recheck = recheck;
+                config.max_pending = file.server.max_pending;
                 PgStore::connect(config).await.map(|store| {
                     let store = Arc::new(store);
                     store.spawn_pruner(Duration::from_secs(30));
@@ -270,6 +271,7 @@ async fn connect(backend: &Backend, file: &File) -> anyhow::Result<SharedStore> 
                 config.prefix = b.prefix.clone();
                 config.call_timeout = b.call_timeout;
                 config.recheck = recheck;
+                config.max_pending = file.server.max_pending;
                 config.ca_file.clone_from(&b.redis_ca_file);
                 config.client_cert.clone_from(&client_cert);
                 RedisStore::connect(config).await.map(|store| {

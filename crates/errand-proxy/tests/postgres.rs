@@ -88,3 +88,17 @@ async fn migrate_creates_the_schema() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("up to date"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flood_cap_holds_across_fronts() {
+    if let Some(schema) = schema().await {
+        fleet::the_flood_cap_holds_across_fronts(&schema.shared).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_future_lifetimes_are_clamped() {
+    if let Some(schema) = schema().await {
+        fleet::far_future_lifetimes_are_clamped(&schema.shared).await;
+    }
+}

@@ -87,3 +87,17 @@ async fn migrate_checks_the_server_and_loads_the_scripts() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("no schema to migrate"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flood_cap_holds_across_fronts() {
+    if let Some(prefix) = prefix().await {
+        fleet::the_flood_cap_holds_across_fronts(&prefix.shared).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_future_lifetimes_are_clamped() {
+    if let Some(prefix) = prefix().await {
+        fleet::far_future_lifetimes_are_clamped(&prefix.shared).await;
+    }
+}

@@ -33,7 +33,7 @@ use tracing::Instrument;
 use crate::body::BoxError;
 use crate::config::{JobConfig, RoutePolicy};
 use crate::front::Errand;
-use crate::pattern::freshness::{NoStore, strip_hop_by_hop, tags};
+use crate::pattern::freshness::{NoStore, clamp_lifetime, strip_hop_by_hop, tags};
 use crate::pattern::{
     Classification, Content, Failure, Key, PassInfo, StoredResponse, Timestamp, TraceParent,
     classify,
@@ -513,7 +513,7 @@ where
                         let once =
                             (!matches!(reason, NoStore::Vary(_))).then(|| Arc::new(response));
                         let pass = PassInfo {
-                            until: now.plus(policy.pass_ttl),
+                            until: now.plus(clamp_lifetime(policy.pass_ttl)),
                             once,
                             reason: reason.as_str().into(),
                         };
@@ -522,7 +522,7 @@ where
                     Classification::Once => {
                         let reason = format!("status-{}", response.status.as_u16());
                         let pass = PassInfo {
-                            until: now.plus(policy.pass_ttl),
+                            until: now.plus(clamp_lifetime(policy.pass_ttl)),
                             once: Some(Arc::new(response)),
                             reason,
                         };
@@ -542,7 +542,7 @@ where
             }
             Attempt::TooLarge => {
                 let pass = PassInfo {
-                    until: now.plus(policy.pass_ttl),
+                    until: now.plus(clamp_lifetime(policy.pass_ttl)),
                     once: None,
                     reason: NoStore::TooLarge.as_str().into(),
                 };
@@ -575,7 +575,7 @@ where
             }
         });
         let failure = Failure {
-            until: now.plus(policy.error_ttl),
+            until: now.plus(clamp_lifetime(policy.error_ttl)),
             response: Arc::new(response),
             error,
             attempts: job.attempt,

@@ -79,6 +79,26 @@ async fn a_thousand_concurrent_claims_from_two_pools_make_one_job() {
     assert_eq!(jobs, 1, "and the queue holds one job");
 }
 
+/// `[server] max_pending` holds across two processes: each counts the queue again after
+/// claiming an eighth of the room it last saw, so two cannot pass the cap between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flood_cap_holds_across_processes() {
+    let clock = ManualClock::new();
+    let Some(probe) = make(Arc::clone(&clock)).await else {
+        return;
+    };
+    let mut config = probe.config().clone();
+    config.max_pending = 40;
+    let first = Arc::new(
+        PgStore::connect_with_clock(config.clone(), clock.clone())
+            .await
+            .unwrap(),
+    );
+    let second = Arc::new(PgStore::connect_with_clock(config, clock).await.unwrap());
+    errand::store::contract::the_flood_cap_holds_across_two_stores(first, second, 40).await;
+    probe.drop_schema().await.unwrap();
+}
+
 /// A claim and a completion made through one pool wake an idle worker and a waiter of another
 /// process through LISTEN/NOTIFY (a window's notifications go out in one statement), long
 /// before their recheck would.

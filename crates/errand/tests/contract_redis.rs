@@ -68,6 +68,27 @@ mod redis_specific {
         keys
     }
 
+    /// `[server] max_pending` holds across two processes, exactly (the claim script reads
+    /// the queue's size in the same step).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_flood_cap_holds_across_processes() {
+        let clock = ManualClock::new();
+        let Some(probe) = make(Arc::clone(&clock)).await else {
+            return;
+        };
+        let mut config = probe.config().clone();
+        config.max_pending = 12;
+        let first = Arc::new(
+            RedisStore::connect_with_clock(config.clone(), clock.clone())
+                .await
+                .unwrap(),
+        );
+        let second = Arc::new(RedisStore::connect_with_clock(config, clock).await.unwrap());
+        errand::store::contract::the_flood_cap_holds_across_two_stores(first.clone(), second, 12)
+            .await;
+        first.delete_all().await.unwrap();
+    }
+
     /// 1,000 concurrent claims of one signature from two connections make one job.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_thousand_concurrent_claims_from_two_connections_make_one_job() {

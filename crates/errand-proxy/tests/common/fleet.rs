@@ -338,3 +338,182 @@ pub async fn through_an_outage(
     }
     panic!("service did not resume by itself");
 }
+
+/// A copy of `shared`'s config file with `backend` lines added to its `[backend]` section and
+/// `rest` (more sections) after it; removed on drop.
+pub struct ConfigCopy(PathBuf);
+
+impl ConfigCopy {
+    pub fn new(shared: &Shared, backend: &str, rest: &str) -> Self {
+        let original = std::fs::read_to_string(&shared.config_file).unwrap();
+        let n = NAMESPACES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = shared
+            .config_file
+            .with_file_name(format!("errand_copy_{}_{n}.toml", std::process::id()));
+        std::fs::write(&path, format!("{original}{backend}\n{rest}")).unwrap();
+        Self(path)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for ConfigCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `[server] max_pending` holds across two fronts: a flood of distinct URLs gets `202` up to
+/// the cap and `503` + `Retry-After` beyond it, while a cached URL stays a hit; the upstream
+/// sees no more jobs than the cap let in.
+pub async fn the_flood_cap_holds_across_fronts(shared: &Shared) {
+    const CAP: usize = 20;
+    let counter = Counter::default();
+    let c = counter.clone();
+    let up = origin(
+        Router::new()
+            .route("/hit", get(|| async { "cached" }))
+            .route(
+                "/flood/{n}",
+                get(move || {
+                    let c = c.clone();
+                    async move {
+                        c.bump();
+                        // Long enough that every flood job is still pending at the end.
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        "late"
+                    }
+                }),
+            ),
+    )
+    .await;
+    let config = ConfigCopy::new(shared, "", &format!("[server]\nmax_pending = {CAP}\n"));
+    let args = [
+        "--backend",
+        &shared.url,
+        "--workers",
+        "0",
+        "--config",
+        config.path(),
+    ];
+    let front_a = Errand::serve(up, &args);
+    let front_b = Errand::serve(up, &args);
+    let _worker = {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_errand"));
+        command
+            .args(["work", "--upstream", &format!("http://{up}")])
+            .args(["--backend", &shared.url, "--config", config.path()])
+            .args(["--workers", "2"]);
+        Errand::start_matching(command, "errand working")
+    };
+    let http = Http::new();
+    // One site across both fronts (each would otherwise be named by its own address).
+    let host = ("host", "site.example");
+    let hit = http
+        .get(&front_a.url("/hit"), &[host, ("prefer", "wait=10")])
+        .await;
+    assert_eq!(hit.status, StatusCode::OK, "{hit:?}");
+    let (mut accepted, mut refused) = (0, 0);
+    for round in 0..10 {
+        let batch: Vec<_> = (0..20)
+            .map(|i| {
+                let http = http.clone();
+                let front = if i % 2 == 0 { &front_a } else { &front_b };
+                let url = front.url(&format!("/flood/{round}-{i}"));
+                tokio::spawn(async move { http.get(&url, &[host]).await })
+            })
+            .collect();
+        for task in batch {
+            let reply = task.await.unwrap();
+            match reply.status {
+                StatusCode::ACCEPTED => accepted += 1,
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    assert!(reply.header("retry-after").parse::<u64>().is_ok());
+                    assert!(
+                        reply.cache_status().contains("queue-full"),
+                        "{}",
+                        reply.cache_status()
+                    );
+                    refused += 1;
+                }
+                other => panic!("unexpected {other}: {reply:?}"),
+            }
+        }
+        let during = http.get(&front_b.url("/hit"), &[host]).await;
+        assert_eq!(during.status, StatusCode::OK);
+        assert!(
+            during.cache_status().starts_with("errand; hit"),
+            "{during:?}"
+        );
+    }
+    // Claims in flight together may pass the gate at once (on PostgreSQL); never by more
+    // than one batch.
+    assert!(
+        (CAP..=CAP + 20).contains(&accepted),
+        "{accepted} accepted, cap {CAP}"
+    );
+    assert_eq!(accepted + refused, 200);
+    assert!(
+        counter.get() <= accepted,
+        "no refused URL reached the upstream"
+    );
+}
+
+/// Lifetimes of 10^14 s (beyond what a store's timer takes) are clamped to 2^31 s: the job's
+/// result is stored, the front waiting for it is woken by the store's notification (its
+/// recheck is 30 s), and another front serves it as a hit with that lifetime.
+pub async fn far_future_lifetimes_are_clamped(shared: &Shared) {
+    let up = origin(Router::new().route(
+        "/forever",
+        get(|| async {
+            (
+                [(
+                    "cache-control",
+                    "max-age=100000000000000, stale-while-revalidate=100000000000000, \
+                     stale-if-error=100000000000000",
+                )],
+                "forever",
+            )
+        }),
+    ))
+    .await;
+    let config = ConfigCopy::new(shared, "recheck = \"30s\"\n", "");
+    let args = [
+        "--backend",
+        &shared.url,
+        "--workers",
+        "0",
+        "--config",
+        config.path(),
+    ];
+    let front_a = Errand::serve(up, &args);
+    let front_b = Errand::serve(up, &args);
+    let _worker = worker(up, shared, &[]);
+    let http = Http::new();
+    let host = ("host", "site.example");
+    let started = Instant::now();
+    let waited = http
+        .get(&front_a.url("/forever"), &[host, ("prefer", "wait=20")])
+        .await;
+    assert_eq!(waited.status, StatusCode::OK, "{waited:?}");
+    assert_eq!(waited.body, "forever");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "woken by the store, not by the 30 s recheck: {:?}",
+        started.elapsed()
+    );
+    let hit = http.get(&front_b.url("/forever"), &[host]).await;
+    let ttl: i64 = hit
+        .cache_status()
+        .split("ttl=")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{}", hit.cache_status()));
+    assert!(
+        (2_147_000_000..=2_147_483_648).contains(&ttl),
+        "a lifetime of 2^31 s, less the jitter: {ttl}"
+    );
+}

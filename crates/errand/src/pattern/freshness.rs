@@ -71,6 +71,29 @@ pub enum Classification {
     Retry,
 }
 
+/// The longest lifetime errand works with: RFC 9111 §1.2.2 has a cache take any larger
+/// delta-seconds (or one that overflows) as 2^31 seconds, about 68 years. Every window is
+/// clamped to it, so stores never see a time they cannot represent (a Redis TTL, a
+/// PostgreSQL timestamp).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(1 << 31);
+
+/// `d`, at most [`MAX_LIFETIME`].
+pub fn clamp_lifetime(d: Duration) -> Duration {
+    d.min(MAX_LIFETIME)
+}
+
+/// Reads delta-seconds (RFC 9111 §1.2.2): digits only; a value too large for the cache is
+/// [`MAX_LIFETIME`].
+fn delta_seconds(text: &str) -> Option<Duration> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        text.parse::<u64>()
+            .map_or(MAX_LIFETIME, |s| clamp_lifetime(Duration::from_secs(s))),
+    )
+}
+
 /// Status codes a cache may store without explicit freshness (RFC 9110 §15.1).
 const HEURISTIC: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
 
@@ -117,9 +140,9 @@ pub fn classify(
     let age = headers
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs);
-    let lifetime = explicit.unwrap_or(windows.ttl);
+        .and_then(|v| delta_seconds(v.trim()))
+        .unwrap_or(Duration::ZERO);
+    let lifetime = clamp_lifetime(explicit.unwrap_or(windows.ttl));
     let jitter = lifetime
         .mul_f64(0.1 * jitter.clamp(0.0, 1.0))
         .min(Duration::from_secs(60));
@@ -133,8 +156,8 @@ pub fn classify(
     };
     Classification::Store {
         fresh_for: lifetime.saturating_sub(jitter),
-        stale_for: cc.stale_while_revalidate.unwrap_or(default_stale),
-        stale_if_error_for: cc.stale_if_error.unwrap_or(default_sie),
+        stale_for: clamp_lifetime(cc.stale_while_revalidate.unwrap_or(default_stale)),
+        stale_if_error_for: clamp_lifetime(cc.stale_if_error.unwrap_or(default_sie)),
         age,
     }
 }
@@ -162,10 +185,7 @@ impl CacheControl {
                     Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
                     None => (directive.trim(), None),
                 };
-                let seconds = || {
-                    arg.and_then(|a| a.parse::<u64>().ok())
-                        .map(Duration::from_secs)
-                };
+                let seconds = || arg.and_then(delta_seconds);
                 match name.to_ascii_lowercase().as_str() {
                     "max-age" => cc.max_age = cc.max_age.or_else(seconds),
                     "s-maxage" => cc.s_maxage = cc.s_maxage.or_else(seconds),
@@ -196,7 +216,9 @@ fn expires_minus_date(headers: &HeaderMap) -> Option<Duration> {
         .and_then(|d| d.to_str().ok())
         .and_then(|d| httpdate::parse_http_date(d).ok())
         .unwrap_or_else(std::time::SystemTime::now);
-    Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
+    Some(clamp_lifetime(
+        expires.duration_since(date).unwrap_or(Duration::ZERO),
+    ))
 }
 
 /// The first header named in `Vary` that the key does not hold. `Accept-Encoding` is allowed:
@@ -348,6 +370,34 @@ mod tests {
                 store(5, 7, 9, 0),
             ),
             (200, vec![("expires", "0")], store(0, 30, 600, 0)),
+            // Lifetimes beyond 2^31 s, or beyond u64, are 2^31 s (RFC 9111 §1.2.2).
+            (
+                200,
+                vec![("cache-control", "max-age=100000000000000")],
+                store(1 << 31, 30, 600, 0),
+            ),
+            (
+                200,
+                vec![(
+                    "cache-control",
+                    "max-age=99999999999999999999999, stale-while-revalidate=100000000000000, \
+                     stale-if-error=100000000000000",
+                )],
+                store(1 << 31, 1 << 31, 1 << 31, 0),
+            ),
+            (
+                200,
+                vec![
+                    ("cache-control", "max-age=60"),
+                    ("age", "99999999999999999999"),
+                ],
+                store(60, 30, 600, 1 << 31),
+            ),
+            (
+                200,
+                vec![("cache-control", "max-age=-5")],
+                store(60, 30, 600, 0),
+            ),
             (
                 200,
                 vec![

@@ -58,6 +58,7 @@ macro_rules! store_contract {
             take_once_delivers_exactly_once,
             stats_count_entries_and_queue,
             complete_many_fences_each_job,
+            far_future_lifetimes_apply_whole,
             list_pages_through_entries_by_state,
             retry_enqueues_a_failed_entry_with_its_request
         );
@@ -990,6 +991,130 @@ pub async fn complete_many_fences_each_job(store: Arc<dyn Store>, clock: Arc<Man
     assert!(
         unfinished.job().is_some(),
         "the job whose late completion was refused stays pending"
+    );
+}
+
+/// Completions whose windows reach absurdly far (a `max-age` of 10^14 s, or a caller's own
+/// `Content` at the end of time) are applied whole, in a batch with ordinary ones: the entry
+/// is stored with a finite expiry, its waiters are woken, and the completions after it in
+/// the batch are applied too.
+pub async fn far_future_lifetimes_apply_whole(store: Arc<dyn Store>, _clock: Arc<ManualClock>) {
+    let paths = ["/far/1", "/far/2", "/far/3"];
+    for path in paths {
+        enqueued(
+            store
+                .claim(claim(path, Priority::Miss, None))
+                .await
+                .unwrap(),
+        );
+    }
+    let far_key = signature(paths[0]).key;
+    let waiter = waiter(&store, far_key, Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut jobs = store.take(10, LEASE).await.unwrap();
+    jobs.sort_by_key(|job| paths.iter().position(|p| signature(p).key == job.lease.key));
+    let now = store.now();
+    let mut far = content(&*store, "far", 60, 0, 0, &["far"]);
+    far.fresh_until = now.plus(Duration::from_secs(100_000_000_000_000));
+    far.stale_until = crate::pattern::Timestamp(u64::MAX);
+    far.stale_if_error_until = crate::pattern::Timestamp(u64::MAX - 1);
+    let batch = vec![
+        (jobs[0].lease.clone(), Completion::Store(far)),
+        (
+            jobs[1].lease.clone(),
+            Completion::Pass(PassInfo {
+                until: crate::pattern::Timestamp(u64::MAX),
+                once: None,
+                reason: "private".into(),
+            }),
+        ),
+        (
+            jobs[2].lease.clone(),
+            Completion::Store(content(&*store, "near", 60, 0, 0, &[])),
+        ),
+    ];
+    let results = store.complete_many(batch).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let (woken, elapsed) = waiter.await.unwrap();
+    assert!(
+        woken.is_some() && elapsed < Duration::from_secs(10),
+        "the far entry's waiter was woken"
+    );
+    let far = store.lookup(&far_key).await.unwrap().expect("stored");
+    assert_eq!(decide(Some(&far), store.now()), Decision::Hit);
+    assert!(
+        far.expires_at()
+            .is_some_and(|at| at > now.plus(Duration::from_secs(1 << 31)))
+    );
+    let pass = store
+        .lookup(&signature(paths[1]).key)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert!(matches!(pass.status, Status::Pass(_)), "{:?}", pass.status);
+    let near = store
+        .lookup(&signature(paths[2]).key)
+        .await
+        .unwrap()
+        .expect("the completion after the far ones was applied");
+    assert_eq!(near.content.unwrap().response.body, "near");
+}
+
+/// The flood cap across two stores on one backend (two processes), both made with
+/// `max_pending = cap`: of `4 * cap` distinct claims, alternating between them, at most `cap`
+/// enqueue and the rest are refused with [`StoreError::Full`]; a lookup still answers; once
+/// a job completes, a claim is taken again.
+pub async fn the_flood_cap_holds_across_two_stores(
+    first: Arc<dyn Store>,
+    second: Arc<dyn Store>,
+    cap: usize,
+) {
+    let mut enqueued = Vec::new();
+    let mut refused = 0;
+    for i in 0..4 * cap {
+        let store = if i % 2 == 0 { &first } else { &second };
+        match store
+            .claim(claim(&format!("/flood/{i}"), Priority::Miss, None))
+            .await
+        {
+            Ok(ClaimOutcome::Enqueued(entry)) => enqueued.push(entry.key),
+            Ok(ClaimOutcome::Exists(entry)) => panic!("distinct paths: {:?}", entry.status),
+            Err(StoreError::Full(pending)) => {
+                assert!(pending >= cap as u64, "refused at {pending} of {cap}");
+                refused += 1;
+            }
+            Err(e) => panic!("claim failed: {e}"),
+        }
+    }
+    assert_eq!(enqueued.len(), cap, "exactly the cap was enqueued");
+    assert_eq!(refused, 3 * cap);
+    assert!(first.lookup(&enqueued[0]).await.unwrap().is_some());
+    // A worker finishes one job: room for one more, seen by the other store once it looks.
+    let job = first.take(1, LEASE).await.unwrap().remove(0);
+    first
+        .complete(
+            &job.lease,
+            Completion::Store(content(&*first, "done", 60, 0, 0, &[])),
+        )
+        .await
+        .unwrap();
+    let mut taken = None;
+    for _ in 0..50 {
+        match second
+            .claim(claim("/flood/after", Priority::Miss, None))
+            .await
+        {
+            Ok(outcome) => {
+                taken = Some(outcome);
+                break;
+            }
+            Err(StoreError::Full(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("claim failed: {e}"),
+        }
+    }
+    assert!(
+        matches!(taken, Some(ClaimOutcome::Enqueued(_))),
+        "the freed place is taken: {taken:?}"
     );
 }
 

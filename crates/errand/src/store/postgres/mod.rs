@@ -99,6 +99,7 @@ use super::{
 use crate::pattern::{Content, Entry, JobId, Key, State, Status, StoredResponse, Timestamp};
 
 mod announce;
+mod cap;
 mod claims;
 mod handoff;
 mod listen;
@@ -111,6 +112,7 @@ mod tests;
 mod tls;
 
 use announce::Announcer;
+use cap::{Gate, PendingCap};
 use claims::{CLAIM_SENDERS, ClaimParams, ClaimQueue};
 use handoff::HandOff;
 use listen::listen;
@@ -149,11 +151,16 @@ pub struct PgConfig {
     /// commit). Off: every claim is a statement of its own (one job a transaction, for
     /// measuring that).
     pub group_claims: bool,
+    /// The flood cap: at most about this many jobs (pending entries) at once across every
+    /// process sharing the schema; a claim beyond it is refused with [`StoreError::Full`].
+    /// Each process counts the queue now and then instead of at every claim (see
+    /// `cap.rs` for how closely that holds). `usize::MAX` turns the cap off.
+    pub max_pending: usize,
 }
 
 impl PgConfig {
     /// Defaults for `url`: schema `errand`, up to 16 connections closed after 60 s unused,
-    /// 5 s per call, recheck every 1 s.
+    /// 5 s per call, recheck every 1 s, 10,000 pending jobs.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -164,6 +171,7 @@ impl PgConfig {
             recheck: Duration::from_secs(1),
             listen: true,
             group_claims: true,
+            max_pending: 10_000,
         }
     }
 }
@@ -178,6 +186,7 @@ pub struct PgStore {
     work: Arc<JobSignal>,
     handoff: HandOff,
     claims: Arc<ClaimQueue>,
+    cap: PendingCap,
     listener: tokio::task::JoinHandle<()>,
     announcer: Arc<Announcer>,
     announcing: tokio::task::JoinHandle<()>,
@@ -347,7 +356,9 @@ impl PgStore {
             statements: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         });
+        let cap = PendingCap::new(config.max_pending);
         let store = Self {
+            cap,
             pool,
             clock,
             config,
@@ -363,6 +374,26 @@ impl PgStore {
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The flood cap's check before a claim: [`StoreError::Full`] when the queue is at the
+    /// cap, counting it first when this process's last count is too old to go by.
+    async fn admit(&self) -> Result<(), StoreError> {
+        let mut gate = self.cap.gate(std::time::Instant::now());
+        if gate == Gate::Count {
+            let at = std::time::Instant::now();
+            let limit = i64::try_from(self.cap.max()).unwrap_or(i64::MAX);
+            let rows = self.query(&self.sql.count_pending, &[&limit]).await?;
+            let count: i64 = rows
+                .first()
+                .and_then(|row| row.try_get(0).ok())
+                .ok_or_else(|| corrupt("count of pending jobs"))?;
+            gate = self.cap.counted(u64::try_from(count).unwrap_or(0), at);
+        }
+        match gate {
+            Gate::Refuse(pending) => Err(StoreError::Full(pending)),
+            Gate::Claim | Gate::Count => Ok(()),
+        }
     }
 
     /// The settings this store was made with.
@@ -462,6 +493,7 @@ impl Store for PgStore {
         let expect = claim.expect.map(i64_of);
         let key = claim.key.as_bytes().as_slice();
         let priority = claim.priority as i16;
+        self.admit().await?;
         // A worker of this process is idle: lease it the job in this very statement.
         let mut handoff = self.handoff.reserve().map(|r| (ms(now.plus(r.lease)), r));
         // Twice at most: if the row the conflict found is pruned before we read it, the
@@ -520,6 +552,7 @@ impl Store for PgStore {
                     self.work.announce_one();
                     self.announcer.job();
                 }
+                self.cap.claimed();
                 return Ok(ClaimOutcome::Enqueued(entry));
             }
             let rows = self.query(&self.sql.find, &[&key]).await?;

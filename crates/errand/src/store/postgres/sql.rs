@@ -20,6 +20,7 @@ pub(super) struct Sql {
     pub(super) complete_store_many: String,
     pub(super) take_once: String,
     pub(super) stats: String,
+    pub(super) count_pending: String,
 }
 
 /// The columns an [`Entry`](crate::pattern::Entry) is read from, in [`entry_from_row`](super::rows::entry_from_row)'s order.
@@ -233,6 +234,14 @@ impl Sql {
                                   version = nextval('{ids}')
                  FROM old WHERE e.key = old.key
                  RETURNING old.v_status, old.v_headers, old.v_body"
+            ),
+            // `$1` the cap: counting further would not change the answer. Each half is
+            // served by its own partial index.
+            count_pending: format!(
+                "SELECT (SELECT count(*) FROM (SELECT 1 FROM {t}
+                           WHERE pending AND lease_token IS NULL LIMIT $1) queued)
+                      + (SELECT count(*) FROM (SELECT 1 FROM {t}
+                           WHERE pending AND lease_token IS NOT NULL LIMIT $1) leased)"
             ),
             stats: format!(
                 "SELECT

@@ -98,10 +98,15 @@ pub struct RedisConfig {
     /// With `rediss://`: a client certificate and its key (PEM files), for a server that asks
     /// for one (`tls-auth-clients yes`).
     pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// The flood cap: at most this many jobs (pending entries) at once across every process
+    /// sharing the prefix; a claim beyond it is refused with [`StoreError::Full`]. The claim
+    /// script reads the queue's size (`ZCARD`, O(1)) in the same atomic step, so the cap is
+    /// exact cluster-wide.
+    pub max_pending: usize,
 }
 
 impl RedisConfig {
-    /// Defaults for `url`: prefix `errand`, 5 s per call, recheck every 1 s.
+    /// Defaults for `url`: prefix `errand`, 5 s per call, recheck every 1 s, 10,000 pending.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -110,6 +115,7 @@ impl RedisConfig {
             recheck: Duration::from_secs(1),
             ca_file: None,
             client_cert: None,
+            max_pending: 10_000,
         }
     }
 
@@ -484,6 +490,18 @@ enum Arg<'a> {
     Num(u64),
 }
 
+/// The latest time (ms since the epoch, in the year 5138) given to a script. Lua keeps numbers
+/// as doubles and writes them back with `%.14g`, so a larger integer would come back as
+/// `1e+14`: `PEXPIRE` would refuse it part-way through a script, and a field holding it could
+/// not be read again. Lifetimes are clamped long before this (2^31 s, RFC 9111 §1.2.2); the
+/// bound keeps any [`Completion`] a caller builds within what the scripts can apply whole.
+const LATEST_FOR_LUA: u64 = 99_999_999_999_999;
+
+/// A time as a script argument, bounded by [`LATEST_FOR_LUA`].
+fn time_arg<'a>(t: Timestamp) -> Arg<'a> {
+    Arg::Num(t.0.min(LATEST_FOR_LUA))
+}
+
 fn redis_error(e: ::redis::RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
 }
@@ -796,10 +814,10 @@ impl RedisStore {
                 args.push(Arg::Num(u64::from(r.status.as_u16())));
                 args.push(Arg::Owned(encode_headers(&r.headers)));
                 args.push(Arg::Bytes(&r.body));
-                args.push(Arg::Num(c.generated_at.0));
-                args.push(Arg::Num(c.fresh_until.0));
-                args.push(Arg::Num(c.stale_until.0));
-                args.push(Arg::Num(c.stale_if_error_until.0));
+                args.push(time_arg(c.generated_at));
+                args.push(time_arg(c.fresh_until));
+                args.push(time_arg(c.stale_until));
+                args.push(time_arg(c.stale_if_error_until));
                 args.push(Arg::Num(c.job_millis));
                 args.push(Arg::Owned(c.tags.join("\u{1f}").into_bytes()));
             }
@@ -809,9 +827,9 @@ impl RedisStore {
                 args.push(Arg::Num(u64::from(r.status.as_u16())));
                 args.push(Arg::Owned(encode_headers(&r.headers)));
                 args.push(Arg::Bytes(&r.body));
-                args.push(Arg::Num(f.until.0));
+                args.push(time_arg(f.until));
                 args.push(Arg::Num(u64::from(f.attempts)));
-                args.push(Arg::Num(f.at.0));
+                args.push(time_arg(f.at));
                 blank(args, 2);
                 args.push(Arg::Text(&f.error));
             }
@@ -825,14 +843,14 @@ impl RedisStore {
                     }
                     None => blank(args, 3),
                 }
-                args.push(Arg::Num(p.until.0));
+                args.push(time_arg(p.until));
                 blank(args, 4);
                 args.push(Arg::Text(&p.reason));
             }
             Completion::Retry { run_at, error } => {
                 args.push(Arg::Text("r"));
                 blank(args, 3);
-                args.push(Arg::Num(run_at.0));
+                args.push(time_arg(*run_at));
                 blank(args, 4);
                 args.push(Arg::Text(error));
             }
@@ -868,10 +886,16 @@ impl Store for RedisStore {
                     Arg::Num(now.0),
                     Arg::Text(&request),
                     Arg::Text(&expect),
+                    Arg::Num(u64::try_from(self.config.max_pending).unwrap_or(u64::MAX)),
                 ],
             )
             .await?;
         let parts = array(&reply)?;
+        if let [refused, pending] = parts
+            && int(refused) == Some(2)
+        {
+            return Err(StoreError::Full(int(pending).unwrap_or(0)));
+        }
         let won = parts.first().and_then(int) == Some(1);
         let entry = match parts {
             // A new entry: the script returns its version and job id only.

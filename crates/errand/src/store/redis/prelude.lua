@@ -47,10 +47,12 @@ end
 
 -- A settled entry lives until x (ms): TTL with grace, and its place in the expiry index.
 -- (The caller has written x into the entry.)
+-- The TTL is written as an integer ('%d'), never as Lua's '1e+14', which PEXPIRE refuses:
+-- a script that failed here would leave its earlier writes applied and its later ones not.
 local function expire_at(hex, x, now)
   local ttl = x - now + GRACE
   if ttl < 1 then ttl = 1 end
-  redis.call('PEXPIRE', ekey(hex), ttl)
+  redis.call('PEXPIRE', ekey(hex), string.format('%d', ttl))
   redis.call('ZADD', EXPIRY, x, hex)
 end
 
