@@ -343,3 +343,10 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_fences_the_job_running_for_its_url() {
+    let up = common::fleet::slow_document().await;
+    let errand = Errand::serve(up, &[]);
+    common::fleet::a_write_fences_the_job_running_for_its_url(&errand, &errand).await;
+}

@@ -101,3 +101,10 @@ async fn far_future_lifetimes_are_clamped() {
         fleet::far_future_lifetimes_are_clamped(&prefix.shared).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_fences_the_job_running_for_its_url() {
+    if let Some(prefix) = prefix().await {
+        fleet::a_write_fences_the_job_running_for_its_url_across_processes(&prefix.shared).await;
+    }
+}

@@ -453,7 +453,8 @@ where
             ),
             Err(StoreError::LeaseLost) => tracing::warn!(
                 key = %job.lease.key, attempt = job.attempt, duration_ms,
-                "job finished after its lease was taken over; result dropped"
+                "job finished after its lease was taken over (it ran out, or a write or purge \
+                 invalidated the URL meanwhile); result dropped, the job runs again"
             ),
             Err(e) => tracing::error!(
                 key = %job.lease.key, attempt = job.attempt, error = %e, tries,

@@ -517,3 +517,75 @@ pub async fn far_future_lifetimes_are_clamped(shared: &Shared) {
         "a lifetime of 2^31 s, less the jitter: {ttl}"
     );
 }
+
+/// An origin whose `GET /doc` reads the document, then takes 600 ms to answer with what it
+/// read; `POST /doc` replaces it at once. Returns its address.
+pub async fn slow_document() -> std::net::SocketAddr {
+    use std::sync::{Arc, Mutex};
+    let doc = Arc::new(Mutex::new(String::from("v1")));
+    let (read, write) = (Arc::clone(&doc), doc);
+    origin(
+        Router::new().route(
+            "/doc",
+            get(move || {
+                let read = Arc::clone(&read);
+                async move {
+                    let seen = read.lock().unwrap().clone();
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                    seen
+                }
+            })
+            .post(move || {
+                let write = Arc::clone(&write);
+                async move {
+                    *write.lock().unwrap() = "v2".into();
+                    "updated"
+                }
+            }),
+        ),
+    )
+    .await
+}
+
+/// A write's invalidation is not undone by a job that read the old value before it: a GET's
+/// job reads `v1`, a POST to the same URL succeeds while the job runs (through `post_via`),
+/// and a client waiting on `front` then gets `v2`, as does every later request.
+pub async fn a_write_fences_the_job_running_for_its_url(front: &Errand, post_via: &Errand) {
+    let http = Http::new();
+    let host = ("host", "site.example");
+    let first = http.get(&front.url("/doc"), &[host]).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    // The job has read v1 and is sleeping on it.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let write = http.send("POST", &post_via.url("/doc"), &[host]).await;
+    assert_eq!(write.status, StatusCode::OK, "{write:?}");
+    let waited = http
+        .get(&front.url("/doc"), &[host, ("prefer", "wait=10")])
+        .await;
+    assert_eq!(waited.status, StatusCode::OK, "{waited:?}");
+    assert_eq!(waited.body, "v2", "the pre-write value was not stored");
+    let later = http.get(&post_via.url("/doc"), &[host]).await;
+    assert_eq!(later.body, "v2");
+    assert!(
+        later.cache_status().starts_with("errand; hit"),
+        "{}",
+        later.cache_status()
+    );
+}
+
+/// [`a_write_fences_the_job_running_for_its_url`] with two fronts and a worker on `shared`.
+pub async fn a_write_fences_the_job_running_for_its_url_across_processes(shared: &Shared) {
+    let up = slow_document().await;
+    let args = [
+        "--backend",
+        &shared.url,
+        "--workers",
+        "0",
+        "--config",
+        shared.config(),
+    ];
+    let front_a = Errand::serve(up, &args);
+    let front_b = Errand::serve(up, &args);
+    let _worker = worker(up, shared, &[]);
+    a_write_fences_the_job_running_for_its_url(&front_a, &front_b).await;
+}

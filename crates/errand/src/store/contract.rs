@@ -59,6 +59,7 @@ macro_rules! store_contract {
             stats_count_entries_and_queue,
             complete_many_fences_each_job,
             far_future_lifetimes_apply_whole,
+            an_invalidation_fences_a_running_job,
             list_pages_through_entries_by_state,
             retry_enqueues_a_failed_entry_with_its_request
         );
@@ -1058,6 +1059,93 @@ pub async fn far_future_lifetimes_apply_whole(store: Arc<dyn Store>, _clock: Arc
         .unwrap()
         .expect("the completion after the far ones was applied");
     assert_eq!(near.content.unwrap().response.body, "near");
+}
+
+/// A purge (hard or soft, by key, URI, prefix or tag) that meets a running job fences it:
+/// the job's completion is refused and stores nothing, the job is ready again at once, and
+/// the next attempt's result is what is stored and what its waiter gets. A job that is only
+/// queued is left as it is.
+pub async fn an_invalidation_fences_a_running_job(store: Arc<dyn Store>, _clock: Arc<ManualClock>) {
+    let targets = [
+        ("/fence/key", false),
+        ("/fence/uri", false),
+        ("/fence/prefix/a", true),
+        ("/fence/tag", false),
+    ];
+    for (path, soft) in targets {
+        let key = signature(path).key;
+        // An earlier result with a tag, refreshed by the job (a claim at its version).
+        fill(&*store, path, 0, 60, 0, &["fence-tag"]).await;
+        let seen = store.lookup(&key).await.unwrap().unwrap();
+        enqueued(
+            store
+                .claim(claim(path, Priority::Refresh, Some(seen.version)))
+                .await
+                .unwrap(),
+        );
+        let first = store.take(1, LEASE).await.unwrap().remove(0);
+        let waiter = waiter(&store, key, Duration::from_secs(20));
+        let target = match path {
+            "/fence/key" => PurgeTarget::Key(key),
+            "/fence/uri" => PurgeTarget::Uri(signature(path).request.uri),
+            "/fence/prefix/a" => PurgeTarget::Prefix("http://contract.test/fence/prefix/".into()),
+            _ => PurgeTarget::Tag("fence-tag".into()),
+        };
+        let affected = store.purge(Purge { target, soft }).await.unwrap();
+        assert!(affected >= 1, "{path}: {affected}");
+        let late = store
+            .complete(
+                &first.lease,
+                Completion::Store(content(&*store, "before the write", 60, 0, 0, &[])),
+            )
+            .await;
+        assert!(
+            matches!(late, Err(StoreError::LeaseLost)),
+            "{path}: the fenced attempt stores nothing: {late:?}"
+        );
+        let entry = store.lookup(&key).await.unwrap().unwrap();
+        assert!(entry.job().is_some(), "{path}: still pending");
+        let again = store.take(1, LEASE).await.unwrap();
+        assert_eq!(again.len(), 1, "{path}: ready again at once");
+        assert_eq!(again[0].lease.key, key);
+        assert_ne!(again[0].lease, first.lease);
+        store
+            .complete(
+                &again[0].lease,
+                Completion::Store(content(&*store, "after the write", 60, 0, 0, &[])),
+            )
+            .await
+            .unwrap();
+        let (settled, _) = waiter.await.unwrap();
+        let body = |e: Option<crate::pattern::Entry>| {
+            e.and_then(|e| e.content).map(|c| c.response.body.clone())
+        };
+        assert_eq!(
+            body(settled),
+            Some("after the write".into()),
+            "{path}: the waiter gets the attempt after the write"
+        );
+        assert_eq!(
+            body(store.lookup(&key).await.unwrap()),
+            Some("after the write".into())
+        );
+    }
+    // A queued job (not started) is not fenced: it will read after the write anyway.
+    enqueued(
+        store
+            .claim(claim("/fence/queued", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    store
+        .purge(Purge {
+            target: PurgeTarget::Key(signature("/fence/queued").key),
+            soft: false,
+        })
+        .await
+        .unwrap();
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    assert_eq!(job.attempt, 1);
 }
 
 /// The flood cap across two stores on one backend (two processes), both made with

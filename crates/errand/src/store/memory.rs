@@ -223,6 +223,44 @@ impl MemoryStore {
     }
 
     /// Runs `f` on every settled entry matching `target`, replacing or removing it.
+    /// Fences the running jobs `target` names: a job that started before an invalidation
+    /// may have read what the write replaced, so its lease is revoked (its completion will
+    /// be refused) and it is ready again at once; its next take is another attempt, as a
+    /// redelivery is. Returns how many.
+    fn fence_running(&self, queue: &mut Queue, target: &PurgeTarget) -> u64 {
+        let running: Vec<Key> = queue
+            .pending
+            .iter()
+            .filter(|(key, job)| {
+                job.token.is_some()
+                    && match target {
+                        PurgeTarget::Key(k) => *key == k,
+                        PurgeTarget::Uri(u) => *job.uri == **u,
+                        PurgeTarget::Prefix(p) => job.uri.starts_with(p.as_str()),
+                        PurgeTarget::Tag(t) => self.entries.get(*key).is_some_and(|e| {
+                            e.content.as_ref().is_some_and(|c| c.tags.contains(t))
+                        }),
+                        PurgeTarget::All => true,
+                    }
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &running {
+            let Some(job) = queue.pending.get_mut(key) else {
+                continue;
+            };
+            let until = job.info.lease_until.take();
+            job.token = None;
+            job.version = self.versions.fetch_add(1, Ordering::Relaxed);
+            let (id, priority, run_at) = (job.info.id, job.info.priority, job.info.run_at);
+            if let Some(until) = until {
+                queue.leased.remove(&(until, id, *key));
+            }
+            queue.ready.insert((priority, run_at, id, *key));
+        }
+        running.len() as u64
+    }
+
     fn purge_settled(&self, target: &PurgeTarget, soft: bool, now: Timestamp) -> u64 {
         let matches = |entry: &Entry| match target {
             PurgeTarget::Key(k) => &entry.key == k,
@@ -508,8 +546,14 @@ impl Store for MemoryStore {
 
     async fn purge(&self, purge: Purge) -> Result<u64, StoreError> {
         let now = self.clock.now();
-        let _queue = self.queue();
-        Ok(self.purge_settled(&purge.target, purge.soft, now))
+        let mut queue = self.queue();
+        let requeued = self.fence_running(&mut queue, &purge.target);
+        let purged = self.purge_settled(&purge.target, purge.soft, now);
+        drop(queue);
+        if requeued > 0 {
+            self.work.notify_waiters();
+        }
+        Ok(purged + requeued)
     }
 
     async fn stats(&self) -> Result<Stats, StoreError> {

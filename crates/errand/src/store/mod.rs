@@ -431,8 +431,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn take_once(&self, key: &Key) -> Result<Option<Arc<StoredResponse>>, StoreError>;
 
     /// Purges entries; returns how many were affected. A hard purge removes content and
-    /// verdicts but never a live job (its result will land as usual); a soft purge makes
-    /// content stale, keeping its stale windows.
+    /// verdicts but never a live job; a soft purge makes content stale, keeping its stale
+    /// windows. Either way, in the same step, a job that is running is **fenced**: it may have
+    /// read what the write being invalidated replaced, so its lease is revoked (its
+    /// [`complete`](Self::complete) gets [`StoreError::LeaseLost`] and stores nothing) and
+    /// it is ready again at once; its next take is another attempt, and its waiters get
+    /// that attempt's result.
     async fn purge(&self, purge: Purge) -> Result<u64, StoreError>;
 
     /// Counts by state and queue figures.

@@ -937,6 +937,23 @@ impl Store for PgStore {
             }
             PurgeTarget::All => "true".to_owned(),
         };
+        // First the fence: a job running since before this invalidation may have read what
+        // the write replaced, so its lease is revoked (its completion will be refused) and it
+        // is ready again at once (its next take is another attempt, as a redelivery is).
+        // Before the purge of settled rows, so a
+        // job that completes in between is purged as a settled row.
+        let requeue = format!(
+            "UPDATE {t} SET lease_token = NULL, lease_until = NULL, version = nextval('{ids}')
+             WHERE ({}) AND pending AND lease_token IS NOT NULL
+             RETURNING 1",
+            condition.replace(&format!("${slot}"), "$1")
+        );
+        let requeued = self.query(&requeue, &params[slot - 1..]).await?.len();
+        if requeued > 0 {
+            self.work.announce();
+            self.announcer.job();
+        }
+        let requeued = u64::try_from(requeued).unwrap_or(0);
         if purge.soft {
             // Stale from now on, keeping the lengths of its stale windows.
             let sql = format!(
@@ -952,7 +969,7 @@ impl Store for PgStore {
                  RETURNING 1"
             );
             let rows = self.query(&sql, &params).await?;
-            return Ok(u64::try_from(rows.len()).unwrap_or(0));
+            return Ok(u64::try_from(rows.len()).unwrap_or(0) + requeued);
         }
         // Settled rows go; a live job stays (its result will land), losing its stale copy.
         let sql = format!(
@@ -970,7 +987,7 @@ impl Store for PgStore {
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?
             .unwrap_or(0);
-        Ok(u64::try_from(count).unwrap_or(0))
+        Ok(u64::try_from(count).unwrap_or(0) + requeued)
     }
 
     async fn stats(&self) -> Result<Stats, StoreError> {
