@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use errand::Errand;
 use errand::body::{self, Body};
 use errand::store::{
-    L1, L1Config, MemoryConfig, MemoryStore, PgConfig, PgStore, RedisConfig, RedisStore,
+    Coalesced, L1, L1Config, MemoryConfig, MemoryStore, PgConfig, PgStore, RedisConfig, RedisStore,
     SharedStore, StoreError, redact,
 };
 use http::{Request, Response, StatusCode};
@@ -282,7 +282,8 @@ async fn connect(backend: &Backend, file: &File) -> anyhow::Result<SharedStore> 
             }
         };
         match attempt {
-            Ok(store) => return Ok(store),
+            // Reads coalesced and large bodies shared: many clients of one body hold one copy.
+            Ok(store) => return Ok(Arc::new(Coalesced::new(store))),
             Err(e @ StoreError::Unsuitable(_)) => bail!("--backend: {e}"),
             Err(e) if started.elapsed() + pause < CONNECT_FOR => {
                 tracing::warn!(error = %e, "cannot reach {}; retrying", backend.name());

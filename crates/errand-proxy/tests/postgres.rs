@@ -109,3 +109,17 @@ async fn a_write_fences_the_job_running_for_its_url() {
         fleet::a_write_fences_the_job_running_for_its_url_across_processes(&schema.shared).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_readers_share_one_body() {
+    if let Some(schema) = schema().await {
+        let growth = fleet::stalled_readers_share_one_body(&schema.shared).await;
+        // One copy per client would be 800 MiB.
+        assert!(
+            growth < 160 << 20,
+            "{} MiB for 100 stalled readers",
+            growth >> 20
+        );
+        eprintln!("stalled readers: +{} MiB", growth >> 20);
+    }
+}

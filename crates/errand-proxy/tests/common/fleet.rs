@@ -589,3 +589,52 @@ pub async fn a_write_fences_the_job_running_for_its_url_across_processes(shared:
     let _worker = worker(up, shared, &[]);
     a_write_fences_the_job_running_for_its_url(&front_a, &front_b).await;
 }
+
+/// 100 clients ask for one cached 8 MiB body and never read it, with no in-process copy of
+/// fresh entries (`l1_ttl = "0s"`, so every request reads the shared store): the front holds
+/// one copy of the body, not one per client. Returns the growth of its resident memory.
+pub async fn stalled_readers_share_one_body(shared: &Shared) -> u64 {
+    use std::io::Write;
+    const BODY: usize = 8 << 20;
+    let up = origin(Router::new().route(
+        "/big",
+        get(|| async { ([("cache-control", "max-age=600")], vec![b'x'; BODY]) }),
+    ))
+    .await;
+    let config = ConfigCopy::new(shared, "l1_ttl = \"0s\"\n", "");
+    let front = Errand::serve(
+        up,
+        &[
+            "--backend",
+            &shared.url,
+            "--workers",
+            "1",
+            "--max-body",
+            "16MiB",
+            "--config",
+            config.path(),
+        ],
+    );
+    let http = Http::new();
+    let host = ("host", "site.example");
+    let warm = http
+        .get(&front.url("/big"), &[host, ("prefer", "wait=10")])
+        .await;
+    assert_eq!(warm.status, StatusCode::OK);
+    assert_eq!(warm.body.len(), BODY);
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = super::rss(front.pid());
+    let request = "GET /big HTTP/1.1\r\nHost: site.example\r\n\r\n";
+    let stalled: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(front.addr).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = super::rss(front.pid());
+    drop(stalled);
+    after.saturating_sub(before)
+}

@@ -29,6 +29,7 @@ use crate::pattern::{
     StoredResponse, Timestamp,
 };
 
+pub mod coalesce;
 pub mod codec;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
@@ -40,6 +41,7 @@ pub mod postgres;
 pub mod redis;
 mod wakeup;
 
+pub use coalesce::Coalesced;
 pub use l1::{L1, L1Config};
 pub use memory::{MemoryConfig, MemoryStore};
 #[cfg(feature = "postgres")]
