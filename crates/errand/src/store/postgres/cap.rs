@@ -32,8 +32,11 @@ struct Seen {
     count: u64,
     /// When it was taken; `None` before the first count.
     at: Option<Instant>,
-    /// Jobs this process enqueued since.
+    /// Places this process's claims took since (a claim takes its place before it is sent).
     since: u64,
+    /// This process's claims let through and not yet answered: a count taken meanwhile may
+    /// not include them, so they keep their places past it.
+    in_flight: u64,
 }
 
 /// What a claim does before it is sent.
@@ -88,32 +91,47 @@ impl PendingCap {
         self.max
     }
 
-    /// What a claim does now. A cap of `usize::MAX` is no cap: nothing is counted.
+    /// What a claim does now. A claim let through takes its place at once (before it is
+    /// sent), so claims in flight together cannot all pass on one count; a place taken by a
+    /// claim that then enqueues nothing (the entry existed) errs on the safe side until the
+    /// next count. A cap of `usize::MAX` is no cap: nothing is counted.
     pub(super) fn gate(&self, now: Instant) -> Gate {
         if self.max == u64::MAX {
             return Gate::Claim;
         }
-        self.lock().gate(self.max, now)
+        let mut seen = self.lock();
+        let gate = seen.gate(self.max, now);
+        if gate == Gate::Claim {
+            seen.since += 1;
+            seen.in_flight += 1;
+        }
+        gate
     }
 
-    /// Records an exact count taken at `at`; the answer for the claim that counted.
+    /// Records an exact count taken at `at`; the answer for the claim that counted (which
+    /// takes its place, as in [`gate`](Self::gate)).
     pub(super) fn counted(&self, count: u64, at: Instant) -> Gate {
         let mut seen = self.lock();
+        let in_flight = seen.in_flight;
         *seen = Seen {
             count,
             at: Some(at),
-            since: 0,
+            since: in_flight,
+            in_flight,
         };
-        if count >= self.max {
-            Gate::Refuse(count)
+        if count.saturating_add(in_flight) >= self.max {
+            Gate::Refuse(count.saturating_add(in_flight))
         } else {
+            seen.since += 1;
+            seen.in_flight += 1;
             Gate::Claim
         }
     }
 
-    /// This process enqueued a job.
-    pub(super) fn claimed(&self) {
-        self.lock().since += 1;
+    /// A claim let through has been answered (whatever it did).
+    pub(super) fn answered(&self) {
+        let mut seen = self.lock();
+        seen.in_flight = seen.in_flight.saturating_sub(1);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
@@ -136,6 +154,7 @@ mod tests {
             count,
             at: at.map(|d| t0 + d),
             since,
+            in_flight: 0,
         };
         let now = t0 + ms(1000);
         // (seen, expected) with a cap of 800
@@ -166,10 +185,14 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(cap.gate(t0), Gate::Count);
         assert_eq!(cap.counted(0, t0), Gate::Claim);
-        cap.claimed();
         assert_eq!(cap.gate(t0), Gate::Claim);
-        cap.claimed();
         assert_eq!(cap.gate(t0), Gate::Count, "two of the 16 places taken");
+        // Both claims still on their way when the queue is counted: they keep their places.
+        assert_eq!(cap.counted(14, t0), Gate::Refuse(16));
+        cap.answered();
+        cap.answered();
+        assert_eq!(cap.counted(14, t0), Gate::Claim);
+        cap.answered();
         assert_eq!(cap.counted(16, t0), Gate::Refuse(16));
         assert_eq!(cap.gate(t0), Gate::Refuse(16));
         assert_eq!(cap.gate(t0 + NEAR), Gate::Count);

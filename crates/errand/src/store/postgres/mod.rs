@@ -121,6 +121,15 @@ use rows::{claimed_entry, corrupt, entry_from_row, i64_of, jobs_of, ms, response
 use signal::JobSignal;
 use sql::{ENTRY_COLUMNS, Sql};
 
+/// A claim's place under the flood cap, from [`PgStore::admit`] until the claim is answered.
+struct Place<'a>(&'a PendingCap);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.answered();
+    }
+}
+
 /// Settings of a [`PgStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PgConfig {
@@ -377,8 +386,9 @@ impl PgStore {
     }
 
     /// The flood cap's check before a claim: [`StoreError::Full`] when the queue is at the
-    /// cap, counting it first when this process's last count is too old to go by.
-    async fn admit(&self) -> Result<(), StoreError> {
+    /// cap, counting it first when this process's last count is too old to go by. The place
+    /// it gives is held until the claim is answered (the guard drops).
+    async fn admit(&self) -> Result<Place<'_>, StoreError> {
         let mut gate = self.cap.gate(std::time::Instant::now());
         if gate == Gate::Count {
             let at = std::time::Instant::now();
@@ -392,7 +402,7 @@ impl PgStore {
         }
         match gate {
             Gate::Refuse(pending) => Err(StoreError::Full(pending)),
-            Gate::Claim | Gate::Count => Ok(()),
+            Gate::Claim | Gate::Count => Ok(Place(&self.cap)),
         }
     }
 
@@ -493,7 +503,7 @@ impl Store for PgStore {
         let expect = claim.expect.map(i64_of);
         let key = claim.key.as_bytes().as_slice();
         let priority = claim.priority as i16;
-        self.admit().await?;
+        let _place = self.admit().await?;
         // A worker of this process is idle: lease it the job in this very statement.
         let mut handoff = self.handoff.reserve().map(|r| (ms(now.plus(r.lease)), r));
         // Twice at most: if the row the conflict found is pruned before we read it, the
@@ -552,7 +562,6 @@ impl Store for PgStore {
                     self.work.announce_one();
                     self.announcer.job();
                 }
-                self.cap.claimed();
                 return Ok(ClaimOutcome::Enqueued(entry));
             }
             let rows = self.query(&self.sql.find, &[&key]).await?;
