@@ -114,7 +114,7 @@ fn default_call_timeout() -> Duration {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
-    /// Hosts served on deferred routes (others get 421); empty = any.
+    /// Hosts served, for every method and route (others get 421); empty = any.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
     /// Cap on distinct pending URLs (beyond it: 503 + Retry-After).

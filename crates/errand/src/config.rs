@@ -140,8 +140,9 @@ impl Routes {
 pub struct FrontConfig {
     /// Scheme of requests whose URI is not absolute (what the listener speaks).
     pub scheme: String,
-    /// Hosts accepted on deferred routes (lower-case, with `:port` if not default); empty =
-    /// any. Others are answered `421 Misdirected Request`.
+    /// Hosts accepted (lower-case, with `:port` if not default); empty = any. A request for
+    /// another host is answered `421 Misdirected Request`, whatever its method or route, and
+    /// never reaches the inner service.
     pub allowed_hosts: Vec<String>,
     /// Upper bound of `Prefer: wait`.
     pub max_wait: Duration,
