@@ -74,7 +74,8 @@ pub(crate) fn plan<B>(shared: &Shared, request: &Request<B>) -> Plan {
     // The host check comes before the method and the route: no request for a site that is
     // not served here reaches the upstream, whatever its method or route.
     if !front.allowed_hosts.is_empty() {
-        match request_authority(request.uri(), headers, &front.scheme) {
+        let scheme = request.uri().scheme_str().unwrap_or(&front.scheme);
+        match request_authority(request.uri(), headers, &scheme.to_ascii_lowercase()) {
             Ok(authority) if front.allowed_hosts.contains(&authority) => {}
             Ok(authority) => {
                 return Plan::Respond(respond::bad_request(

@@ -275,8 +275,22 @@ pub fn request_authority(
 /// The path as the signature has it (one percent-encoding spelling, no dot segments). The
 /// route, and so every route setting, is chosen from this: `/%6cive/x` and `/x/../live/x`
 /// fall under the route of `/live/x`, as their signature does.
-pub fn route_path(path: &str) -> String {
-    normalize_path(path)
+pub fn route_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if is_plain(path) {
+        std::borrow::Cow::Borrowed(path)
+    } else {
+        std::borrow::Cow::Owned(normalize_path(path))
+    }
+}
+
+/// Whether a path is canonical already (the usual case): plain characters and no dot
+/// segments.
+fn is_plain(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_~/!$&'()*+,;=:@".contains(&b) || b == b'.')
+        && !path.split('/').any(|s| s == "." || s == "..")
 }
 
 fn normalize_authority(host: &str, scheme: &str) -> Result<String, SignatureError> {
@@ -351,13 +365,8 @@ fn normalize_component(raw: &str) -> String {
 /// Normalizes a path: one percent-encoding spelling, dot segments removed (RFC 3986 §5.2.4),
 /// empty path as `/`. Repeated slashes are kept: many applications give them meaning.
 fn normalize_path(path: &str) -> String {
-    // Most paths are already canonical: plain characters and no dot segments.
-    let plain = path.starts_with('/')
-        && path
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_~/!$&'()*+,;=:@".contains(&b) || b == b'.')
-        && !path.split('/').any(|s| s == "." || s == "..");
-    if plain {
+    // Most paths are already canonical.
+    if is_plain(path) {
         return path.to_owned();
     }
     let encoded = normalize_component(path);
@@ -471,6 +480,27 @@ mod tests {
                 sig("GET", path, &host("a.test"), &[]).request.uri,
                 want,
                 "path {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn routes_are_chosen_on_the_normalized_path() {
+        let cases = [
+            ("/live/x", "/live/x", true),
+            ("/%6cive/x", "/live/x", false),
+            ("/%6C%69ve/x", "/live/x", false),
+            ("/x/../live/x", "/live/x", false),
+            ("/live/./x", "/live/x", false),
+            ("/live%2Fx", "/live%2Fx", false),
+        ];
+        for (path, want, borrowed) in cases {
+            let got = route_path(path);
+            assert_eq!(got, want, "{path}");
+            assert_eq!(
+                matches!(got, std::borrow::Cow::Borrowed(_)),
+                borrowed,
+                "{path}"
             );
         }
     }
