@@ -288,9 +288,11 @@ fn overview_json(
     }
     let mut waits = json!({"ready": 0, "timeout": 0});
     let mut jobs = json!({
-        "claimed": 0, "deduplicated": 0, "stored": 0, "pass": 0, "failed": 0,
-        "retried": 0, "redelivered": 0, "lease_lost": 0,
+        "claimed": 0, "deduplicated": 0, "retried": 0, "redelivered": 0, "lease_lost": 0,
     });
+    for outcome in errand::pattern::JobOutcome::ENDED {
+        jobs[outcome.as_str()] = json!(0);
+    }
     let mut evictions = 0;
     let mut durations = serde_json::Map::new();
     for sample in &scrape.samples {

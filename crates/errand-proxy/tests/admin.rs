@@ -34,6 +34,30 @@ async fn upstream(counter: &Counter) -> std::net::SocketAddr {
     .await
 }
 
+/// A final answer that is not storable (here `403`) ends its job as "once": delivered to the
+/// client waiting for it and counted as a completed job, never as a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_once_outcome_is_counted_as_a_completed_job() {
+    let up =
+        origin(Router::new().fallback(get(|| async { (StatusCode::FORBIDDEN, "not for you") })))
+            .await;
+    let errand = Errand::serve(up, &["--admin-listen", "127.0.0.1:0"]);
+    let admin = errand.admin_addr();
+    let http = Http::new();
+    let reply = http
+        .get(&errand.url("/secret"), &[("prefer", "wait=10")])
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let m = http.get(&format!("http://{admin}/metrics"), &[]).await.body;
+    let completed = |outcome| sample(&m, "errand_jobs_completed_total", &[("outcome", outcome)]);
+    assert_eq!(completed("once"), 1.0, "{m}");
+    assert_eq!(
+        completed("stored") + completed("pass") + completed("failed"),
+        0.0
+    );
+    assert_eq!(sample(&m, "errand_jobs_retried_total", &[]), 0.0);
+}
+
 fn verb(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_errand"))
         .args(args)

@@ -9,7 +9,7 @@
 //! | `errand_waits_total` | counter | `outcome` | `Prefer: wait` requests: `ready` (answered with the result) or `timeout` (answered `202`) |
 //! | `errand_jobs_claimed_total` | counter | | jobs enqueued by a request's claim |
 //! | `errand_jobs_deduplicated_total` | counter | | claims that found a live job for the signature |
-//! | `errand_jobs_completed_total` | counter | `outcome` | jobs ended: stored, pass, failed |
+//! | `errand_jobs_completed_total` | counter | `outcome` | jobs ended: stored, pass, once (a final answer delivered to one client), failed |
 //! | `errand_jobs_retried_total` | counter | | attempts that failed and were scheduled again |
 //! | `errand_jobs_redelivered_total` | counter | | jobs taken again after a worker's lease ran out |
 //! | `errand_jobs_lease_lost_total` | counter | | results dropped because the lease was taken over |
@@ -25,7 +25,7 @@
 
 use metrics::{Counter, counter, gauge, histogram};
 
-use crate::pattern::Phase;
+use crate::pattern::{JobOutcome, Phase};
 use crate::store::Stats;
 
 /// Counter handles, resolved on first use: install the recorder before serving.
@@ -36,10 +36,8 @@ pub(crate) struct Counters {
     pub(crate) wait_timeout: Counter,
     pub(crate) claimed: Counter,
     pub(crate) deduplicated: Counter,
-    pub(crate) completed_stored: Counter,
-    pub(crate) completed_pass: Counter,
-    pub(crate) completed_failed: Counter,
-    pub(crate) retried: Counter,
+    completed: [Counter; JobOutcome::ENDED.len()],
+    retried: Counter,
     pub(crate) redelivered: Counter,
     pub(crate) lease_lost: Counter,
 }
@@ -54,9 +52,8 @@ pub(crate) fn counters() -> &'static Counters {
         wait_timeout: counter!("errand_waits_total", "outcome" => "timeout"),
         claimed: counter!("errand_jobs_claimed_total"),
         deduplicated: counter!("errand_jobs_deduplicated_total"),
-        completed_stored: counter!("errand_jobs_completed_total", "outcome" => "stored"),
-        completed_pass: counter!("errand_jobs_completed_total", "outcome" => "pass"),
-        completed_failed: counter!("errand_jobs_completed_total", "outcome" => "failed"),
+        completed: JobOutcome::ENDED
+            .map(|outcome| counter!("errand_jobs_completed_total", "outcome" => outcome.as_str())),
         retried: counter!("errand_jobs_retried_total"),
         redelivered: counter!("errand_jobs_redelivered_total"),
         lease_lost: counter!("errand_jobs_lease_lost_total"),
@@ -68,6 +65,17 @@ impl Counters {
     pub(crate) fn request(&self, phase: Phase) {
         // `Phase::ALL` lists the phases in declaration order (checked below).
         self.requests[phase as usize].increment(1);
+    }
+
+    /// Counts one attempt's outcome whose completion the store took: a job ended, or an
+    /// attempt scheduled again.
+    pub(crate) fn job(&self, outcome: JobOutcome) {
+        if outcome.ends_the_job() {
+            // `JobOutcome::ENDED` lists them in declaration order (checked below).
+            self.completed[outcome as usize].increment(1);
+        } else {
+            self.retried.increment(1);
+        }
     }
 }
 
@@ -103,6 +111,15 @@ pub fn record_stats(stats: &Stats) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_outcomes_that_end_a_job_are_listed_in_declaration_order() {
+        for (i, outcome) in JobOutcome::ENDED.iter().enumerate() {
+            assert_eq!(*outcome as usize, i, "{outcome:?}");
+            assert!(outcome.ends_the_job());
+        }
+        assert!(!JobOutcome::Retry.ends_the_job());
+    }
 
     #[test]
     fn phases_are_listed_in_declaration_order() {

@@ -35,8 +35,8 @@ use crate::config::{JobConfig, RoutePolicy};
 use crate::front::Errand;
 use crate::pattern::freshness::{NoStore, clamp_lifetime, strip_hop_by_hop, tags};
 use crate::pattern::{
-    Classification, Content, Failure, Key, PassInfo, StoredResponse, Timestamp, TraceParent,
-    classify,
+    Classification, Content, Failure, JobOutcome, Key, PassInfo, StoredResponse, Timestamp,
+    TraceParent, classify,
 };
 use crate::store::{Completion, Job, LeaseToken, StoreError, timed};
 
@@ -435,17 +435,19 @@ where
         if job.redelivered {
             counters.redelivered.increment(1);
         }
-        match (&result, outcome) {
-            (Ok(()), "stored") => counters.completed_stored.increment(1),
-            (Ok(()), "pass") => counters.completed_pass.increment(1),
-            (Ok(()), "failed") => counters.completed_failed.increment(1),
-            (Ok(()), _) => counters.retried.increment(1),
-            (Err(StoreError::LeaseLost), _) => counters.lease_lost.increment(1),
-            (Err(_), _) => {}
+        match &result {
+            Ok(()) => counters.job(outcome),
+            Err(StoreError::LeaseLost) => counters.lease_lost.increment(1),
+            Err(_) => {}
         }
         match result {
             // Key, attempt and trace ids are fields of the job's span.
-            Ok(()) => tracing::info!(route = routes.name(route), outcome, duration_ms, "job done"),
+            Ok(()) => tracing::info!(
+                route = routes.name(route),
+                outcome = outcome.as_str(),
+                duration_ms,
+                "job done"
+            ),
             Err(StoreError::LeaseLost) if tries > 1 => tracing::warn!(
                 key = %job.lease.key, attempt = job.attempt, duration_ms, tries,
                 "the store came back, but the lease is gone: an earlier try stored the \
@@ -471,7 +473,7 @@ where
         policy: &RoutePolicy,
         now: Timestamp,
         took: Duration,
-    ) -> (Completion, &'static str) {
+    ) -> (Completion, JobOutcome) {
         let config = &self.errand.config().jobs;
         let jitter: f64 = rand::random();
         let (status, error, upstream) = match attempt {
@@ -506,7 +508,7 @@ where
                             tags,
                             job_millis: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
                         };
-                        return (Completion::Store(content), "stored");
+                        return (Completion::Store(content), JobOutcome::Stored);
                     }
                     Classification::Pass(reason) => {
                         // The response may go to the one client whose request made it, unless
@@ -518,7 +520,7 @@ where
                             once,
                             reason: reason.as_str().into(),
                         };
-                        return (Completion::Pass(pass), "pass");
+                        return (Completion::Pass(pass), JobOutcome::Pass);
                     }
                     Classification::Once => {
                         let reason = format!("status-{}", response.status.as_u16());
@@ -527,7 +529,7 @@ where
                             once: Some(Arc::new(response)),
                             reason,
                         };
-                        return (Completion::Pass(pass), "once");
+                        return (Completion::Pass(pass), JobOutcome::Once);
                     }
                     Classification::Retry => {
                         let error = format!("upstream answered {}", response.status);
@@ -547,7 +549,7 @@ where
                     once: None,
                     reason: NoStore::TooLarge.as_str().into(),
                 };
-                return (Completion::Pass(pass), "pass");
+                return (Completion::Pass(pass), JobOutcome::Pass);
             }
             Attempt::Error(status, error) => (status, error, None),
         };
@@ -558,7 +560,7 @@ where
                     run_at: now.plus(delay),
                     error,
                 },
-                "retry",
+                JobOutcome::Retry,
             );
         }
         let response = upstream.unwrap_or_else(|| {
@@ -584,7 +586,7 @@ where
             // The store keeps the job's own request with the failure.
             request: None,
         };
-        (Completion::Fail(failure), "failed")
+        (Completion::Fail(failure), JobOutcome::Failed)
     }
 }
 

@@ -3,6 +3,44 @@
 
 use std::fmt;
 
+/// How one attempt of a job ended: the word of the job's log line and of the
+/// `errand_jobs_completed_total` metric's `outcome` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobOutcome {
+    /// A shareable response, stored.
+    Stored,
+    /// A response that must not be shared: hit-for-pass.
+    Pass,
+    /// A final answer that is not storable (401, 403, …): delivered to the next try only.
+    Once,
+    /// Every attempt failed: the entry answers the failure.
+    Failed,
+    /// This attempt failed; another is scheduled. The job goes on.
+    Retry,
+}
+
+impl JobOutcome {
+    /// The outcomes that end a job, in declaration order (each a label of
+    /// `errand_jobs_completed_total`); [`Retry`](Self::Retry) is counted apart.
+    pub const ENDED: [JobOutcome; 4] = [Self::Stored, Self::Pass, Self::Once, Self::Failed];
+
+    /// The word used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stored => "stored",
+            Self::Pass => "pass",
+            Self::Once => "once",
+            Self::Failed => "failed",
+            Self::Retry => "retry",
+        }
+    }
+
+    /// Whether the job ended with this attempt (its entry settled).
+    pub fn ends_the_job(self) -> bool {
+        self != Self::Retry
+    }
+}
+
 /// What the front did with a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {

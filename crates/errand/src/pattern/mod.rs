@@ -20,7 +20,7 @@ pub mod hygiene;
 pub mod signature;
 pub mod trace;
 
-pub use cache_status::{CacheStatus, Phase};
+pub use cache_status::{CacheStatus, JobOutcome, Phase};
 pub use decide::{Decision, decide};
 pub use entry::{
     Content, Entry, Failure, JobId, JobInfo, PassInfo, Priority, State, Status, StoredResponse,
