@@ -802,7 +802,7 @@ async fn queue(
     let ran = done.load(Ordering::Relaxed);
     shutdown.cancel();
     if let Some(runtime) = runtime {
-        runtime.await?;
+        runtime.await??;
         done.store(ran, Ordering::Relaxed);
     }
     let secs = duration.as_secs_f64();

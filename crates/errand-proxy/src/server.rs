@@ -93,19 +93,45 @@ pub async fn serve(args: Serve) -> anyhow::Result<()> {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     start_admin(&args.admin, metrics, errand.store(), &shutdown).await?;
     let worker = (args.workers > 0).then(|| {
-        errand
+        let workers = errand
             .worker(upstream.clone())
             .concurrency(args.workers)
-            .spawn(shutdown.clone())
+            .spawn(shutdown.clone());
+        // Workers that stop on their own (a panicked job) take the front down with them.
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let ended = workers_ended(workers.await);
+            if ended.is_err() {
+                shutdown.cancel();
+            }
+            ended
+        })
     });
     let front = errand.layer();
     let service = tower_layer::Layer::layer(&front, upstream);
     accept_loop(listener, service, &file, shutdown.clone()).await;
     if let Some(worker) = worker {
-        let _ = worker.await;
+        worker
+            .await
+            .map_err(|e| anyhow::anyhow!("the workers' task failed: {e}"))??;
     }
     tracing::info!("errand stopped");
     Ok(())
+}
+
+/// What the worker runtime's task ended with, as the process's result: a panicked job
+/// makes `errand serve` and `errand work` exit non-zero, the panic named in the error.
+fn workers_ended(
+    ended: Result<Result<(), errand::WorkerError>, tokio::task::JoinError>,
+) -> anyhow::Result<()> {
+    match ended {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the workers stopped; shutting down");
+            Err(anyhow::anyhow!("the workers stopped: {e}"))
+        }
+        Err(e) => Err(anyhow::anyhow!("the workers' task failed: {e}")),
+    }
 }
 
 /// What the upstream client takes of a request body, from `[server]`.
@@ -149,7 +175,7 @@ pub async fn work(args: Work) -> anyhow::Result<()> {
         .worker(upstream)
         .concurrency(args.workers)
         .spawn(shutdown);
-    let _ = worker.await;
+    workers_ended(worker.await)?;
     tracing::info!("errand stopped");
     Ok(())
 }

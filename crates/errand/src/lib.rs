@@ -58,7 +58,7 @@ pub mod store;
 pub mod worker;
 
 pub use front::{Errand, ErrandLayer, ErrandService};
-pub use worker::{JobBody, JobRequest, Worker};
+pub use worker::{JobBody, JobRequest, Worker, WorkerError};
 
 /// The shutdown signal shared by a server and its workers: cancel it and every loop stops.
 pub use tokio_util::sync::CancellationToken as Shutdown;

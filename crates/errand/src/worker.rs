@@ -98,22 +98,39 @@ where
         self
     }
 
-    /// Runs on a task of its own until `shutdown` is cancelled and running jobs are done.
-    pub fn spawn(self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    /// Runs on a task of its own until `shutdown` is cancelled and running jobs are done
+    /// (see [`run`](Self::run)).
+    pub fn spawn(
+        self,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<Result<(), WorkerError>> {
         tokio::spawn(self.run(shutdown))
     }
 
     /// Runs until `shutdown` is cancelled; then stops taking jobs, lets running ones finish
     /// within the shutdown timeout and hands the others back.
-    pub async fn run(self, shutdown: CancellationToken) {
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError::Panicked`] when a job's task panicked (a bug in the service, or in
+    /// errand): the runtime then stops as if shut down, handing back the jobs it holds, the
+    /// panicked one included, so that a process can exit and be restarted instead of
+    /// running on with a worker in an unknown state.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let config = self.errand.config().jobs.clone();
         let store = Arc::clone(self.errand.store());
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let held: Arc<Mutex<HashSet<LeaseToken>>> = Arc::default();
         let (completer, completing) = Completer::spawn(self.errand.clone());
         let mut running = JoinSet::new();
+        let mut panicked = None;
         loop {
-            while running.try_join_next().is_some() {}
+            while let Some(ended) = running.try_join_next() {
+                note_panic(ended, &mut panicked);
+            }
+            if panicked.is_some() {
+                break;
+            }
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 permit = Arc::clone(&slots).acquire_owned() => match permit {
@@ -168,11 +185,38 @@ where
                 tracing::warn!(error = %e, "could not hand back unstarted jobs; their leases will expire")
             }
         }
-        drain(&self.errand, running, held, &config).await;
+        drain(&self.errand, running, held, &config, &mut panicked).await;
         // Every job has finished or been handed back: nothing more to send.
         drop(completer);
         let _ = completing.await;
+        panicked.map_or(Ok(()), |message| Err(WorkerError::Panicked(message)))
     }
+}
+
+/// Why a worker runtime stopped on its own.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// A job's task panicked, with this message.
+    #[error("a job's task panicked: {0}")]
+    Panicked(String),
+}
+
+/// Records the panic of an ended job task, if it panicked (the first one is kept), and logs
+/// it.
+fn note_panic(ended: Result<(), tokio::task::JoinError>, panicked: &mut Option<String>) {
+    let Err(error) = ended else { return };
+    if !error.is_panic() {
+        return;
+    }
+    let payload = error.into_panic();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    tracing::error!(panic = %message, "a job's task panicked; the worker stops taking jobs");
+    panicked.get_or_insert(message);
 }
 
 /// Waits for running jobs up to the shutdown timeout, then hands back what is still held.
@@ -181,15 +225,21 @@ async fn drain(
     mut running: JoinSet<()>,
     held: Arc<Mutex<HashSet<LeaseToken>>>,
     config: &JobConfig,
+    panicked: &mut Option<String>,
 ) {
     let deadline = tokio::time::sleep(config.shutdown_timeout);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            next = running.join_next() => if next.is_none() { break },
+            next = running.join_next() => match next {
+                Some(ended) => note_panic(ended, panicked),
+                None => break,
+            },
             _ = &mut deadline => {
                 running.abort_all();
-                while running.join_next().await.is_some() {}
+                while let Some(ended) = running.join_next().await {
+                    note_panic(ended, panicked);
+                }
                 break;
             }
         }

@@ -124,7 +124,7 @@ impl Harness {
         let errand = Errand::new(store, config);
         let calls = Calls::default();
         let shutdown = CancellationToken::new();
-        errand.worker(app(calls.clone())).spawn(shutdown.clone());
+        let _worker = errand.worker(app(calls.clone())).spawn(shutdown.clone());
         Self {
             errand,
             clock,

@@ -76,7 +76,7 @@ async fn a_job_longer_than_its_lease_keeps_it_by_heartbeat() {
         "renewed, never redelivered to a second run"
     );
     shutdown.cancel();
-    worker.await.unwrap();
+    worker.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +95,7 @@ async fn shutdown_hands_back_jobs_it_cannot_finish() {
     }
     let started = tokio::time::Instant::now();
     shutdown.cancel();
-    worker.await.unwrap();
+    worker.await.unwrap().unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "bounded by the shutdown timeout"
@@ -114,7 +114,7 @@ async fn shutdown_hands_back_jobs_it_cannot_finish() {
     let (status, _) = send(fast, &errand, "/endless", Some("wait=10")).await;
     assert_eq!(status, StatusCode::OK);
     shutdown.cancel();
-    worker.await.unwrap();
+    worker.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +138,7 @@ async fn retry_after_follows_observed_job_time() {
         "a 2.5 s job: come back in about 3 s, not {adapted}"
     );
     shutdown.cancel();
-    worker.await.unwrap();
+    worker.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,7 +309,7 @@ async fn a_busy_worker_completes_jobs_in_batches() {
         assert_eq!(status, StatusCode::OK, "job {n}");
     }
     shutdown.cancel();
-    worker.await.unwrap();
+    worker.await.unwrap().unwrap();
     let batches = recording.batches.lock().unwrap().clone();
     assert_eq!(
         batches.iter().sum::<usize>(),
@@ -335,7 +335,7 @@ async fn shutdown_gives_back_jobs_leased_ahead_after_the_last_take() {
     let (status, _) = send(app, &errand, "/one", Some("wait=10")).await;
     assert_eq!(status, StatusCode::OK);
     shutdown.cancel();
-    worker.await.unwrap();
+    worker.await.unwrap().unwrap();
     let calls = recording.calls.lock().unwrap().clone();
     assert_eq!(calls.last(), Some(&"hand back"), "{calls:?}");
     assert_eq!(calls.iter().filter(|c| **c == "hand back").count(), 1);
@@ -393,7 +393,7 @@ async fn a_job_joins_the_trace_of_the_request_that_created_it() {
     let (status, _) = send(app.clone(), &errand, "/untraced", Some("wait=10")).await;
     assert_eq!(status, StatusCode::OK);
     shutdown.cancel();
-    worker.await.unwrap();
+    worker.await.unwrap().unwrap();
 
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "{seen:?}");
@@ -410,4 +410,39 @@ async fn a_job_joins_the_trace_of_the_request_that_created_it() {
     let (header, _) = &seen[1];
     let started = errand::pattern::TraceParent::parse(header).unwrap();
     assert_ne!(started.trace_id, sent.trace_id, "a new trace");
+}
+
+/// A job whose handler panics stops the worker runtime: it stops taking jobs, hands the job
+/// back, and returns the panic (so `errand serve`/`work` exit non-zero instead of running on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_job_stops_the_worker_with_the_panic() {
+    let errand = errand(Config::default());
+    let app: Router = Router::new().route(
+        "/{id}",
+        get(|| async {
+            panic!("boom in the handler");
+            #[allow(unreachable_code)]
+            "never"
+        }),
+    );
+    let shutdown = Shutdown::new();
+    let worker = errand.worker(app.clone()).spawn(shutdown.clone());
+    let (status, _) = send(app.clone(), &errand, "/bomb", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let ended = tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .expect("the worker stopped by itself")
+        .unwrap();
+    match ended {
+        Err(errand::WorkerError::Panicked(message)) => {
+            assert!(message.contains("boom in the handler"), "{message}")
+        }
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    let stats = errand.store().stats().await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.running),
+        (1, 0),
+        "the job was handed back"
+    );
 }

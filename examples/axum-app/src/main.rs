@@ -65,6 +65,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             stop.cancel();
         })
         .await?;
-    workers.await?;
+    workers.await??;
     Ok(())
 }
