@@ -155,6 +155,11 @@ where
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = store.wait_for_jobs(IDLE_POLL) => continue,
+                    // A job ending while the queue is idle: a panic is seen at once.
+                    Some(ended) = running.join_next(), if !running.is_empty() => {
+                        note_panic(ended, &mut panicked);
+                        continue;
+                    }
                 }
             }
             let mut first = Some(permit);
