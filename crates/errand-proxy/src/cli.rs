@@ -163,7 +163,7 @@ pub struct Serve {
     #[arg(long, env = "ERRAND_RETRY_AFTER_MAX", default_value = "30s", value_parser = parse_duration)]
     pub retry_after_max: Duration,
 
-    /// TOML file of per-route rules and server limits (see README, "Configuration file").
+    /// TOML file of per-route rules and server limits (see docs/operator.md, "Configuration file").
     #[arg(long, env = "ERRAND_CONFIG")]
     pub config: Option<PathBuf>,
 

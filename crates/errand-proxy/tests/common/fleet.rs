@@ -112,6 +112,26 @@ pub fn worker(upstream: std::net::SocketAddr, shared: &Shared, extra: &[&str]) -
     Errand::start_matching(command, "errand working")
 }
 
+/// Two `serve --workers 0` fronts on `shared`, with the config file at `config`.
+pub fn two_fronts(
+    upstream: std::net::SocketAddr,
+    shared: &Shared,
+    config: &str,
+) -> (Errand, Errand) {
+    let args = [
+        "--backend",
+        &shared.url,
+        "--workers",
+        "0",
+        "--config",
+        config,
+    ];
+    (
+        Errand::serve(upstream, &args),
+        Errand::serve(upstream, &args),
+    )
+}
+
 /// Two `serve --workers 0` fronts and a `work` process: 100 concurrent first GETs over both
 /// fronts make exactly one upstream request, and both fronts then serve it.
 pub async fn two_fronts_and_a_worker_make_one_upstream_request(shared: &Shared) {
@@ -129,16 +149,7 @@ pub async fn two_fronts_and_a_worker_make_one_upstream_request(shared: &Shared) 
         }),
     ))
     .await;
-    let args = [
-        "--backend",
-        &shared.url,
-        "--workers",
-        "0",
-        "--config",
-        shared.config(),
-    ];
-    let front_a = Errand::serve(up, &args);
-    let front_b = Errand::serve(up, &args);
+    let (front_a, front_b) = two_fronts(up, shared, shared.config());
     let _worker = worker(up, shared, &[]);
     let http = Http::new();
     let host = ("host", "site.example");
@@ -390,16 +401,7 @@ pub async fn the_flood_cap_holds_across_fronts(shared: &Shared) {
     )
     .await;
     let config = ConfigCopy::new(shared, "", &format!("[server]\nmax_pending = {CAP}\n"));
-    let args = [
-        "--backend",
-        &shared.url,
-        "--workers",
-        "0",
-        "--config",
-        config.path(),
-    ];
-    let front_a = Errand::serve(up, &args);
-    let front_b = Errand::serve(up, &args);
+    let (front_a, front_b) = two_fronts(up, shared, config.path());
     let _worker = {
         let mut command = Command::new(env!("CARGO_BIN_EXE_errand"));
         command
@@ -480,16 +482,7 @@ pub async fn far_future_lifetimes_are_clamped(shared: &Shared) {
     ))
     .await;
     let config = ConfigCopy::new(shared, "recheck = \"30s\"\n", "");
-    let args = [
-        "--backend",
-        &shared.url,
-        "--workers",
-        "0",
-        "--config",
-        config.path(),
-    ];
-    let front_a = Errand::serve(up, &args);
-    let front_b = Errand::serve(up, &args);
+    let (front_a, front_b) = two_fronts(up, shared, config.path());
     let _worker = worker(up, shared, &[]);
     let http = Http::new();
     let host = ("host", "site.example");
@@ -576,16 +569,7 @@ pub async fn a_write_fences_the_job_running_for_its_url(front: &Errand, post_via
 /// [`a_write_fences_the_job_running_for_its_url`] with two fronts and a worker on `shared`.
 pub async fn a_write_fences_the_job_running_for_its_url_across_processes(shared: &Shared) {
     let up = slow_document().await;
-    let args = [
-        "--backend",
-        &shared.url,
-        "--workers",
-        "0",
-        "--config",
-        shared.config(),
-    ];
-    let front_a = Errand::serve(up, &args);
-    let front_b = Errand::serve(up, &args);
+    let (front_a, front_b) = two_fronts(up, shared, shared.config());
     let _worker = worker(up, shared, &[]);
     a_write_fences_the_job_running_for_its_url(&front_a, &front_b).await;
 }
