@@ -13,7 +13,7 @@ use errand::store::{
     Coalesced, L1, L1Config, MemoryConfig, MemoryStore, PgConfig, PgStore, RedisConfig, RedisStore,
     SharedStore, StoreError, redact,
 };
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -396,15 +396,15 @@ fn bad_gateway(error: &errand::body::BoxError) -> Response<Body> {
     let (status, text) = if let Some(client) = error.downcast_ref::<ClientError>() {
         tracing::debug!(%error, "request refused");
         (client.status(), format!("{client}\n"))
-    } else if error.is::<tokio::time::error::Elapsed>() {
-        tracing::warn!(%error, "pass-through request failed");
-        (
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("upstream timed out: {error}\n"),
-        )
     } else {
         tracing::warn!(%error, "pass-through request failed");
-        (StatusCode::BAD_GATEWAY, format!("{error}\n"))
+        let timed_out = error.is::<tokio::time::error::Elapsed>();
+        let text = if timed_out {
+            format!("upstream timed out: {error}\n")
+        } else {
+            format!("{error}\n")
+        };
+        (errand::pattern::outcome::gateway_status(timed_out), text)
     };
     let client_error = error.is::<ClientError>();
     let mut response = Response::new(body::full(text));

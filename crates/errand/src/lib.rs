@@ -51,14 +51,20 @@
 
 pub mod body;
 pub mod config;
+mod errand;
+mod estimate;
 pub mod front;
 pub mod metrics;
 pub mod pattern;
+mod replay;
 pub mod store;
 pub mod worker;
 
-pub use front::{Errand, ErrandLayer, ErrandService};
-pub use worker::{JobBody, JobRequest, Worker, WorkerError};
+pub use errand::Errand;
+pub use estimate::JobEstimates;
+pub use front::{ErrandLayer, ErrandService};
+pub use replay::{JobBody, JobRequest};
+pub use worker::{Worker, WorkerError};
 
 /// The shutdown signal shared by a server and its workers: cancel it and every loop stops.
 pub use tokio_util::sync::CancellationToken as Shutdown;

@@ -10,21 +10,20 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use tower_service::Service;
 
-use super::Shared;
-use super::estimate::retry_after;
 use super::prefer::Prefer;
 use super::respond;
 use crate::body::{self, Body, BoxError};
 use crate::config::{Mode, RouteId, RoutePolicy};
-use crate::pattern::cache_status::Fwd;
+use crate::errand::Shared;
+use crate::pattern::answer::{self, Arrival, RetryBounds};
+use crate::pattern::cache_status::{Detail, Fwd};
 use crate::pattern::hygiene;
 use crate::pattern::signature::{CREDENTIAL_HEADERS, canonical_uri, request_authority, route_path};
 use crate::pattern::{
-    CacheStatus, Decision, Entry, Phase, Priority, Signature, StoredResponse, Timestamp,
-    TraceParent, decide,
+    CacheStatus, Decision, Entry, Phase, Priority, Signature, Timestamp, TraceParent, decide,
 };
+use crate::replay::JobRequest;
 use crate::store::{Claim, ClaimOutcome, Purge, PurgeTarget, StoreError, timed};
-use crate::worker::JobRequest;
 
 /// What the front will do with a request, decided before any I/O.
 pub(crate) enum Plan {
@@ -294,18 +293,17 @@ impl FrontRequest<'_> {
             Ok(entry) => entry,
             Err(e) => return Answer::Respond(self.unavailable(&e)),
         };
-        // Miss if this request enqueued the job, Collapsed if it lost the race to another.
-        let mut claimed: Option<Phase> = None;
-        let mut waited = false;
+        let mut arrival = Arrival::default();
         for _ in 0..4 {
             let now = store.now();
-            match decide(entry.as_ref(), now) {
+            let decision = decide(entry.as_ref(), now);
+            match decision {
                 Decision::Hit => {
                     return Answer::Respond(self.serve_content(
+                        decision,
                         entry.as_ref(),
                         now,
-                        waited,
-                        claimed,
+                        arrival,
                     ));
                 }
                 Decision::Stale { refresh } | Decision::StaleIfError { refresh } => {
@@ -314,10 +312,10 @@ impl FrontRequest<'_> {
                         self.refresh_in_background(current.version);
                     }
                     return Answer::Respond(self.serve_content(
+                        decision,
                         entry.as_ref(),
                         now,
-                        waited,
-                        claimed,
+                        arrival,
                     ));
                 }
                 Decision::Miss { expect } => {
@@ -330,30 +328,32 @@ impl FrontRequest<'_> {
                     {
                         Ok(ClaimOutcome::Enqueued(pending)) => {
                             crate::metrics::counters().claimed.increment(1);
-                            claimed = Some(Phase::Miss);
+                            arrival.claimed = Some(Phase::Miss);
                             entry = Some(pending);
                         }
                         Ok(ClaimOutcome::Exists(found)) => {
                             if found.job().is_some() {
                                 crate::metrics::counters().deduplicated.increment(1);
                             }
-                            claimed = Some(Phase::Collapsed);
+                            arrival.claimed = Some(Phase::Collapsed);
                             entry = Some(found);
                         }
                         Err(e) => return Answer::Respond(self.unavailable(&e)),
                     }
                 }
                 Decision::Pending => {
-                    let phase = claimed.unwrap_or(Phase::Pending);
-                    if !waited && let Some(settled) = self.wait(seen).await {
-                        waited = true;
+                    let phase = arrival.claimed.unwrap_or(Phase::Pending);
+                    if !arrival.waited
+                        && let Some(settled) = self.wait(seen).await
+                    {
+                        arrival.waited = true;
                         entry = Some(settled);
                         continue;
                     }
                     return Answer::Respond(self.accepted(entry.as_ref(), phase, now));
                 }
                 Decision::Failed => {
-                    return Answer::Respond(self.failed(entry.as_ref(), now, waited, claimed));
+                    return Answer::Respond(self.failed(entry.as_ref(), now, arrival));
                 }
                 Decision::Pass { once } => {
                     if once {
@@ -361,13 +361,7 @@ impl FrontRequest<'_> {
                             .await
                         {
                             Ok(Some(response)) => {
-                                let status = self.status_after(
-                                    Phase::Pass,
-                                    waited,
-                                    claimed,
-                                    &response,
-                                    false,
-                                );
+                                let status = arrival.status(Phase::Pass, response.status, false);
                                 let mut answer = respond::stored(
                                     &response,
                                     None,
@@ -390,7 +384,7 @@ impl FrontRequest<'_> {
                     return Answer::Forward(
                         CacheStatus::new(Phase::Pass)
                             .fwd(Fwd::UriMiss)
-                            .detail("hit-for-pass"),
+                            .detail(Detail::HitForPass),
                     );
                 }
             }
@@ -464,45 +458,29 @@ impl FrontRequest<'_> {
         }
     }
 
-    fn status_after(
-        &self,
-        phase: Phase,
-        waited: bool,
-        claimed: Option<Phase>,
-        response: &StoredResponse,
-        stored: bool,
-    ) -> CacheStatus {
-        if waited {
-            CacheStatus::new(claimed.unwrap_or(Phase::Pending))
-                .waited(response.status.as_u16(), stored)
-        } else {
-            CacheStatus::new(phase)
+    fn retry_bounds(&self) -> RetryBounds {
+        let front = &self.shared.config.front;
+        RetryBounds {
+            min: front.retry_after_min,
+            max: front.retry_after_max,
         }
     }
 
     fn serve_content(
         &self,
+        decision: Decision,
         entry: Option<&Entry>,
         now: Timestamp,
-        waited: bool,
-        claimed: Option<Phase>,
+        arrival: Arrival,
     ) -> Response<Body> {
         let Some(content) = entry.and_then(|e| e.content.as_ref()) else {
             return self.unavailable(&StoreError::Corrupt("entry without content".into()));
         };
-        let ttl = content.fresh_until.secs_from(now);
-        let mut status = if ttl > 0 || now < content.fresh_until {
-            CacheStatus::new(Phase::Hit).ttl(ttl)
-        } else if now < content.stale_until {
-            CacheStatus::new(Phase::Stale).ttl(ttl)
-        } else {
-            CacheStatus::new(Phase::Stale)
-                .ttl(ttl)
-                .detail("stale-if-error")
+        let Some(status) = answer::served(decision, content, now, arrival) else {
+            return self.unavailable(&StoreError::Corrupt(
+                "content served for a decision that serves none".into(),
+            ));
         };
-        if waited {
-            status = self.status_after(Phase::Hit, true, claimed, &content.response, true);
-        }
         let age = now.since(content.generated_at).as_secs();
         respond::stored(
             &content.response,
@@ -513,23 +491,13 @@ impl FrontRequest<'_> {
         )
     }
 
-    fn failed(
-        &self,
-        entry: Option<&Entry>,
-        now: Timestamp,
-        waited: bool,
-        claimed: Option<Phase>,
-    ) -> Response<Body> {
+    fn failed(&self, entry: Option<&Entry>, now: Timestamp, arrival: Arrival) -> Response<Body> {
         let Some(crate::pattern::Status::Failed(failure)) = entry.map(|e| &e.status) else {
             return self.unavailable(&StoreError::Corrupt(
                 "failed decision without a failure".into(),
             ));
         };
-        let status = if waited {
-            self.status_after(Phase::Failed, true, claimed, &failure.response, false)
-        } else {
-            CacheStatus::new(Phase::Failed)
-        };
+        let status = arrival.status(Phase::Failed, failure.response.status, false);
         let mut answer = respond::stored(
             &failure.response,
             None,
@@ -540,31 +508,18 @@ impl FrontRequest<'_> {
         answer
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        // Whole seconds, rounded up: the client must not come back before the error TTL ends.
-        let secs = u64::try_from(failure.until.since(now).as_millis().div_ceil(1000))
-            .unwrap_or(1)
-            .max(1);
-        respond::retry_after(&mut answer, secs);
+        respond::retry_after(&mut answer, answer::failed_retry_after(failure.until, now));
         answer
     }
 
     /// `202 Accepted`: come back in `Retry-After` seconds.
     fn accepted(&self, entry: Option<&Entry>, phase: Phase, now: Timestamp) -> Response<Body> {
-        let front = &self.shared.config.front;
         let job = entry.and_then(Entry::job);
         let expected = entry
             .and_then(|e| e.content.as_ref())
             .map(|c| Duration::from_millis(c.job_millis))
             .unwrap_or_else(|| self.shared.estimates.expected(self.route));
-        // A job backing off after a failed attempt runs again at run_at, then takes as long as usual.
-        let elapsed = job.map_or(Duration::ZERO, |j| now.since(j.created_at.max(j.run_at)));
-        let backoff = job.map_or(Duration::ZERO, |j| j.run_at.since(now));
-        let secs = retry_after(
-            expected + backoff,
-            elapsed,
-            front.retry_after_min,
-            front.retry_after_max,
-        );
+        let secs = answer::pending_retry_after(job, expected, now, self.retry_bounds());
         let attempts = job.map_or(0, |j| j.attempts);
         let body = serde_json::json!({
             "state": "pending",
@@ -595,12 +550,12 @@ impl FrontRequest<'_> {
         // The details (a database URL, a server message) are for the log, not the public.
         let (detail, state, message) = match error {
             StoreError::Full(_) => (
-                "queue-full",
+                Detail::QueueFull,
                 "queue-full",
                 "too many requests are waiting for work; try again",
             ),
             _ => (
-                "store-unavailable",
+                Detail::StoreUnavailable,
                 "unavailable",
                 "the cache store is unavailable; try again",
             ),
@@ -615,8 +570,10 @@ impl FrontRequest<'_> {
             self.head,
             Some(&status),
         );
-        let secs = self.shared.config.front.retry_after_min.as_secs().max(1);
-        respond::retry_after(&mut answer, secs);
+        respond::retry_after(
+            &mut answer,
+            answer::unavailable_retry_after(self.retry_bounds()),
+        );
         answer
     }
 }

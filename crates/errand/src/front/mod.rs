@@ -1,19 +1,16 @@
 //! The front: a `tower` Layer that answers every GET of a deferred route from the store and
 //! hands misses to workers.
 //!
-//! - [`Errand`] is the handle a program builds once (store + config) and clones freely; it
-//!   makes the [`ErrandLayer`] for the front and a [`Worker`] for the jobs.
+//! - [`ErrandLayer`] is made by [`Errand::layer`](crate::Errand::layer).
 //! - [`ErrandService`] is the Layer's service; its request flow lives in `flow.rs` (plan the
 //!   request synchronously, then lookup → decide → claim / wait / serve), the answers it
 //!   builds in `respond.rs`.
 
 mod conditional;
-mod estimate;
 pub(crate) mod flow;
 mod prefer;
 mod respond;
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,100 +18,20 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use tokio::sync::Semaphore;
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub use estimate::JobEstimates;
 pub use prefer::Prefer;
 
+use crate::Errand;
 use crate::body::{Body, BoxError};
-use crate::config::Config;
-use crate::store::{MemoryConfig, MemoryStore, SharedStore};
-use crate::worker::Worker;
-
-/// The handle to one errand deployment: its store and configuration. Cheap to clone.
-#[derive(Clone)]
-pub struct Errand {
-    shared: Arc<Shared>,
-}
-
-pub(crate) struct Shared {
-    pub(crate) store: SharedStore,
-    pub(crate) config: Config,
-    pub(crate) estimates: JobEstimates,
-    pub(crate) waiters: Arc<Semaphore>,
-}
-
-impl fmt::Debug for Errand {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Errand")
-            .field("store", &self.shared.store)
-            .field("config", &self.shared.config)
-            .finish()
-    }
-}
 
 impl Errand {
-    /// errand over `store` with `config`.
-    pub fn new(store: SharedStore, config: Config) -> Self {
-        let estimates = JobEstimates::new(config.routes.len());
-        let waiters = Arc::new(Semaphore::new(config.front.max_waiters));
-        Self {
-            shared: Arc::new(Shared {
-                store,
-                config,
-                estimates,
-                waiters,
-            }),
-        }
-    }
-
-    /// errand over the embedded memory store (default byte budget and flood cap).
-    pub fn in_memory(config: Config) -> Self {
-        Self::new(Arc::new(MemoryStore::new(MemoryConfig::default())), config)
-    }
-
     /// The Layer to put in front of an app (`Router::layer(errand.layer())`).
     pub fn layer(&self) -> ErrandLayer {
         ErrandLayer {
             errand: self.clone(),
         }
-    }
-
-    /// A worker runtime that runs `service` for this deployment's jobs. `service` may be the
-    /// same app with the Layer on: a job's request is marked, so the Layer lets it through.
-    pub fn worker<S, ResBody>(&self, service: S) -> Worker<S>
-    where
-        S: Service<Request<crate::worker::JobBody>, Response = Response<ResBody>>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-        ResBody::Error: Into<BoxError>,
-    {
-        Worker::new(self.clone(), service)
-    }
-
-    /// The store.
-    pub fn store(&self) -> &SharedStore {
-        &self.shared.store
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.shared.config
-    }
-
-    /// Per-route job duration estimates (feeding `Retry-After`).
-    pub fn estimates(&self) -> &JobEstimates {
-        &self.shared.estimates
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
     }
 }
 

@@ -117,6 +117,46 @@ impl Fwd {
     }
 }
 
+/// The word a `Cache-Status` entry's `detail` parameter says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Detail {
+    /// This request claimed the job.
+    Miss,
+    /// A job is pending (claimed by this request or another).
+    Pending,
+    /// The signature's last job failed.
+    Failed,
+    /// Forwarded to the application/upstream.
+    Pass,
+    /// Forwarded because the signature is in hit-for-pass.
+    HitForPass,
+    /// Stale content served in place of an error.
+    StaleIfError,
+    /// The answer is the result of the job this request waited for.
+    Waited,
+    /// The store could not be reached.
+    StoreUnavailable,
+    /// The store refuses new jobs: too many are pending.
+    QueueFull,
+}
+
+impl Detail {
+    /// The word itself.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Miss => "miss",
+            Self::Pending => "pending",
+            Self::Failed => "failed",
+            Self::Pass => "pass",
+            Self::HitForPass => "hit-for-pass",
+            Self::StaleIfError => "stale-if-error",
+            Self::Waited => "waited",
+            Self::StoreUnavailable => "store-unavailable",
+            Self::QueueFull => "queue-full",
+        }
+    }
+}
+
 /// A `Cache-Status` entry for errand, e.g. `errand; hit; ttl=41` or
 /// `errand; fwd=uri-miss; collapsed; detail=pending`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,7 +174,7 @@ pub struct CacheStatus {
     /// The forwarded response was stored.
     pub stored: bool,
     /// A word saying more (`pending`, `stale-if-error`, `hit-for-pass`, `waited`, …).
-    pub detail: Option<&'static str>,
+    pub detail: Option<Detail>,
 }
 
 impl CacheStatus {
@@ -143,11 +183,11 @@ impl CacheStatus {
         let (fwd, detail) = match phase {
             Phase::Hit => (None, None),
             Phase::Stale => (Some(Fwd::Stale), None),
-            Phase::Miss => (Some(Fwd::UriMiss), Some("miss")),
-            Phase::Pending | Phase::Collapsed => (Some(Fwd::UriMiss), Some("pending")),
-            Phase::Failed => (Some(Fwd::UriMiss), Some("failed")),
-            Phase::Pass => (Some(Fwd::Request), Some("pass")),
-            Phase::Error => (Some(Fwd::UriMiss), Some("store-unavailable")),
+            Phase::Miss => (Some(Fwd::UriMiss), Some(Detail::Miss)),
+            Phase::Pending | Phase::Collapsed => (Some(Fwd::UriMiss), Some(Detail::Pending)),
+            Phase::Failed => (Some(Fwd::UriMiss), Some(Detail::Failed)),
+            Phase::Pass => (Some(Fwd::Request), Some(Detail::Pass)),
+            Phase::Error => (Some(Fwd::UriMiss), Some(Detail::StoreUnavailable)),
         };
         Self {
             phase,
@@ -173,7 +213,7 @@ impl CacheStatus {
     }
 
     /// Sets the detail word.
-    pub fn detail(mut self, detail: &'static str) -> Self {
+    pub fn detail(mut self, detail: Detail) -> Self {
         self.detail = Some(detail);
         self
     }
@@ -182,7 +222,7 @@ impl CacheStatus {
     pub fn waited(mut self, status: u16, stored: bool) -> Self {
         self.fwd_status = Some(status);
         self.stored = stored;
-        self.detail = Some("waited");
+        self.detail = Some(Detail::Waited);
         self
     }
 }
@@ -209,7 +249,7 @@ impl fmt::Display for CacheStatus {
             f.write_str("; stored")?;
         }
         if let Some(detail) = self.detail {
-            write!(f, "; detail={detail}")?;
+            write!(f, "; detail={}", detail.as_str())?;
         }
         Ok(())
     }
@@ -242,7 +282,7 @@ mod tests {
             (
                 CacheStatus::new(Phase::Stale)
                     .ttl(-70)
-                    .detail("stale-if-error"),
+                    .detail(Detail::StaleIfError),
                 "errand; hit; ttl=-70; fwd=stale; detail=stale-if-error",
             ),
             (

@@ -25,8 +25,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::pattern::{
-    Content, Entry, Failure, JobId, Key, PassInfo, Priority, RequestRecord, State, Status,
-    StoredResponse, Timestamp,
+    Entry, JobId, Key, Priority, RequestRecord, State, Status, StoredResponse, Timestamp,
 };
 
 pub mod coalesce;
@@ -41,6 +40,7 @@ pub mod postgres;
 pub mod redis;
 mod wakeup;
 
+pub use crate::pattern::Completion;
 pub use coalesce::Coalesced;
 pub use l1::{L1, L1Config};
 pub use memory::{MemoryConfig, MemoryStore};
@@ -173,24 +173,6 @@ pub struct Job {
     /// Taken again because the worker that held it let its lease run out (it died, hung or
     /// lost the store); a retry scheduled by a failed attempt is not a redelivery.
     pub redelivered: bool,
-}
-
-/// How a job ended, as given to [`Store::complete`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Completion {
-    /// A shareable response: the entry turns fresh.
-    Store(Content),
-    /// Not shareable: hit-for-pass (the stale copy, if any, is dropped).
-    Pass(PassInfo),
-    /// Every attempt failed: the entry turns failed (a stale copy is kept for stale-if-error).
-    Fail(Failure),
-    /// This attempt failed: the job stays pending and runs again at `run_at`.
-    Retry {
-        /// When the next attempt may run.
-        run_at: Timestamp,
-        /// What went wrong.
-        error: String,
-    },
 }
 
 /// What to purge.

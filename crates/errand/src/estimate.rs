@@ -1,4 +1,5 @@
-//! Adaptive `Retry-After`: how long a route's jobs take, as a moving average.
+//! How long a route's jobs take, as a moving average: what an adaptive `Retry-After`
+//! ([`pattern::answer`](crate::pattern::answer)) expects of a job.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -53,29 +54,9 @@ impl JobEstimates {
     }
 }
 
-/// `Retry-After` in whole seconds: the expected remaining time of a job that has run for
-/// `elapsed`, rounded up and clamped to `[min, max]`.
-pub fn retry_after(expected: Duration, elapsed: Duration, min: Duration, max: Duration) -> u64 {
-    let remaining = expected.saturating_sub(elapsed);
-    let secs = remaining.as_millis().div_ceil(1000);
-    let secs = u64::try_from(secs).unwrap_or(u64::MAX);
-    secs.clamp(min.as_secs().max(1), max.as_secs().max(1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_is_whole_clamped_seconds() {
-        let s = Duration::from_secs;
-        let ms = Duration::from_millis;
-        assert_eq!(retry_after(ms(200), ms(0), s(1), s(30)), 1);
-        assert_eq!(retry_after(ms(4200), ms(0), s(1), s(30)), 5);
-        assert_eq!(retry_after(ms(4200), ms(3000), s(1), s(30)), 2);
-        assert_eq!(retry_after(s(300), ms(0), s(1), s(30)), 30);
-        assert_eq!(retry_after(s(3), s(10), s(1), s(30)), 1);
-    }
 
     #[test]
     fn estimates_follow_observations() {
