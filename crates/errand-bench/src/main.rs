@@ -99,7 +99,7 @@ enum Command {
         /// Concurrent workers.
         #[arg(long, default_value_t = 8)]
         consumers: usize,
-        /// Jobs per take (and, above 1, per `complete_many`).
+        /// Jobs per take (and, above 1, per `complete`).
         #[arg(long, default_value_t = 1)]
         batch: usize,
         /// Each claimer also works: claim, then take and complete, in turn (as a pgbench
@@ -578,7 +578,7 @@ struct QueueShape {
     claims_at_once: bool,
 }
 
-/// Takes up to `batch` jobs and completes them (one by one, or in one `complete_many`);
+/// Takes up to `batch` jobs and completes them (one by one, or in one `complete`);
 /// returns how many were completed, or `None` when nothing was ready.
 async fn work_once(
     store: &errand::store::SharedStore,
@@ -586,7 +586,7 @@ async fn work_once(
     body: &Arc<errand::pattern::StoredResponse>,
 ) -> Option<u64> {
     use errand::pattern::Content;
-    use errand::store::Completion;
+    use errand::store::{Completion, StoreExt};
 
     let jobs = store.take(batch, Duration::from_secs(30)).await.ok()?;
     if jobs.is_empty() {
@@ -606,7 +606,7 @@ async fn work_once(
         let mut done = 0;
         for job in jobs {
             let completion = Completion::Store(content.clone());
-            if store.complete(&job.lease, completion).await.is_ok() {
+            if store.complete_one(&job.lease, completion).await.is_ok() {
                 done += 1;
             }
         }
@@ -617,7 +617,7 @@ async fn work_once(
             .into_iter()
             .map(|job| (job.lease, Completion::Store(content.clone())))
             .collect();
-        let results = store.complete_many(batch).await;
+        let results = store.complete(batch).await;
         Some(results.iter().filter(|r| r.is_ok()).count() as u64)
     }
 }
@@ -746,9 +746,7 @@ async fn queue(
                     if store.claim(claim).await.is_ok() {
                         claimed.fetch_add(1, Ordering::Relaxed);
                         if wait {
-                            let _ = store
-                                .wait_pending(&key, seen, Duration::from_secs(10))
-                                .await;
+                            let _ = store.wait(&key, Some(seen), Duration::from_secs(10)).await;
                         }
                     }
                 }

@@ -30,7 +30,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use errand::pattern::{Entry, Key, State as EntryState, Status, Timestamp};
-use errand::store::{ListQuery, Purge, PurgeTarget, Retried, SharedStore, StoreError};
+use errand::store::{Inspect, ListQuery, Purge, PurgeTarget, Retried, StoreError};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 /// What the admin handlers share.
 #[derive(Clone)]
 struct Admin {
-    store: SharedStore,
+    store: Arc<dyn Inspect>,
     metrics: PrometheusHandle,
     token: Option<Arc<str>>,
 }
@@ -78,7 +78,7 @@ pub fn check(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
 pub async fn spawn(
     addr: SocketAddr,
     token: Option<String>,
-    store: SharedStore,
+    store: Arc<dyn Inspect>,
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {

@@ -10,8 +10,8 @@ use anyhow::{Context, bail};
 use errand::Errand;
 use errand::body::{self, Body};
 use errand::store::{
-    Coalesced, L1, L1Config, MemoryConfig, MemoryStore, PgConfig, PgStore, RedisConfig, RedisStore,
-    SharedStore, StoreError, redact,
+    Coalesced, Inspect, L1, L1Config, MemoryConfig, MemoryStore, PgConfig, PgStore, RedisConfig,
+    RedisStore, StoreError, redact,
 };
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -59,7 +59,7 @@ pub async fn serve(args: Serve) -> anyhow::Result<()> {
     }
     config.front.max_wait = args.max_wait;
     config.front.retry_after_max = args.retry_after_max.max(Duration::from_secs(1));
-    let store: SharedStore = match &backend {
+    let store: Arc<dyn Inspect> = match &backend {
         Backend::Memory => Arc::new(MemoryStore::new(MemoryConfig {
             capacity: args.cache_size,
             max_pending: file.server.max_pending,
@@ -75,7 +75,7 @@ pub async fn serve(args: Serve) -> anyhow::Result<()> {
         )),
     };
     let backend_name = backend.name();
-    let errand = Errand::new(store, config);
+    let errand = Errand::new(store.clone(), config);
     let upstream = Upstream::new(&upstream_uri, args.jobs.job_timeout, body_limits(&file));
 
     let listener = TcpListener::bind(args.listen)
@@ -91,7 +91,7 @@ pub async fn serve(args: Serve) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    start_admin(&args.admin, metrics, errand.store(), &shutdown).await?;
+    start_admin(&args.admin, metrics, &store, &shutdown).await?;
     let worker = (args.workers > 0).then(|| {
         let workers = errand
             .worker(upstream.clone())
@@ -161,11 +161,11 @@ pub async fn work(args: Work) -> anyhow::Result<()> {
         bail!("--workers: `errand work` needs at least 1");
     }
     let config = settings::config(&args.route, &args.jobs, args.workers, &file)?;
-    let errand = Errand::new(store, config);
+    let errand = Errand::new(store.clone(), config);
     let upstream = Upstream::new(&upstream_uri, args.jobs.job_timeout, body_limits(&file));
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    start_admin(&args.admin, metrics, errand.store(), &shutdown).await?;
+    start_admin(&args.admin, metrics, &store, &shutdown).await?;
     tracing::info!(
         "errand working (upstream {upstream_uri}, backend {}, {} workers)",
         redact(&args.backend),
@@ -226,7 +226,7 @@ fn admin_recorder(
 async fn start_admin(
     flags: &crate::cli::AdminFlags,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    store: &SharedStore,
+    store: &Arc<dyn Inspect>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let (Some(addr), Some(metrics)) = (flags.admin_listen, metrics) else {
@@ -256,7 +256,7 @@ const CONNECT_FOR: Duration = Duration::from_secs(20);
 
 /// Connects to a shared backend, retrying for a while (a database may still be starting),
 /// and starts its pruner. PostgreSQL's migrations are applied on connecting.
-async fn connect(backend: &Backend, file: &File) -> anyhow::Result<SharedStore> {
+async fn connect(backend: &Backend, file: &File) -> anyhow::Result<Arc<dyn Inspect>> {
     let b = &file.backend;
     let recheck = b.recheck.max(Duration::from_millis(10));
     let client_cert = match (&b.redis_cert_file, &b.redis_key_file) {
@@ -275,7 +275,7 @@ async fn connect(backend: &Backend, file: &File) -> anyhow::Result<SharedStore> 
     let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(250);
     loop {
-        let attempt: Result<SharedStore, StoreError> = match backend {
+        let attempt: Result<Arc<dyn Inspect>, StoreError> = match backend {
             Backend::Memory => bail!("--backend: memory is not a shared backend"),
             Backend::Postgres(url) => {
                 let mut config = PgConfig::new(url);
@@ -289,7 +289,7 @@ async fn connect(backend: &Backend, file: &File) -> anyhow::Result<SharedStore> 
                 PgStore::connect(config).await.map(|store| {
                     let store = Arc::new(store);
                     store.spawn_pruner(Duration::from_secs(30));
-                    store as SharedStore
+                    store as Arc<dyn Inspect>
                 })
             }
             Backend::Redis(url) => {
@@ -303,7 +303,7 @@ async fn connect(backend: &Backend, file: &File) -> anyhow::Result<SharedStore> 
                 RedisStore::connect(config).await.map(|store| {
                     let store = Arc::new(store);
                     store.spawn_pruner(Duration::from_secs(10));
-                    store as SharedStore
+                    store as Arc<dyn Inspect>
                 })
             }
         };

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use errand::store::{ManualClock, PgConfig, PgStore};
+use errand::store::{Inspect, ManualClock, PgConfig, PgStore, StoreExt};
 
 static SCHEMAS: AtomicUsize = AtomicUsize::new(0);
 
@@ -228,10 +228,10 @@ async fn a_claim_hands_its_job_to_an_idle_worker_of_its_process() {
         error: "again".into(),
     };
     assert!(matches!(
-        this.complete(&handed.lease, done()).await,
+        this.complete_one(&handed.lease, done()).await,
         Err(StoreError::LeaseLost)
     ));
-    other.complete(&taken[0].lease, done()).await.unwrap();
+    other.complete_one(&taken[0].lease, done()).await.unwrap();
     this.drop_schema().await.unwrap();
 }
 

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use errand::store::{ManualClock, RedisConfig, RedisStore};
+use errand::store::{ManualClock, RedisConfig, RedisStore, StoreExt};
 
 static PREFIXES: AtomicUsize = AtomicUsize::new(0);
 
@@ -168,7 +168,7 @@ mod redis_specific {
             .unwrap()
             .remove(0);
         store
-            .complete(
+            .complete_one(
                 &job.lease,
                 Completion::Pass(errand::pattern::PassInfo {
                     until: store.now().plus(Duration::from_secs(1)),

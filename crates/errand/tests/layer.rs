@@ -242,7 +242,10 @@ async fn miss_then_pending_then_hit_then_stale() {
     for _ in 0..200 {
         match store.lookup(&key).await.unwrap() {
             Some(e) if e.job().is_some() => {
-                settled = store.wait(&key, Duration::from_secs(10)).await.unwrap()
+                settled = store
+                    .wait(&key, None, Duration::from_secs(10))
+                    .await
+                    .unwrap()
             }
             Some(e)
                 if e.content

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use errand::store::{PgConfig, PgStore, Store};
+use errand::store::{Inspect, PgConfig, PgStore};
 
 /// A file of `tests/data`.
 fn data(name: &str) -> PathBuf {

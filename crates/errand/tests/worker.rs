@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use errand::config::Config;
-use errand::store::{MemoryConfig, MemoryStore, SharedStore};
+use errand::store::{Inspect, MemoryConfig, MemoryStore, SharedStore};
 use errand::{Errand, Shutdown};
 use tower::ServiceExt;
 
@@ -31,8 +31,14 @@ fn sleeper(calls: Arc<AtomicUsize>, nap: Duration) -> Router {
 }
 
 fn errand(config: Config) -> Errand {
-    let store: SharedStore = Arc::new(MemoryStore::new(MemoryConfig::default()));
-    Errand::new(store, config)
+    errand_over_memory(config).0
+}
+
+/// errand over a memory store, and the store itself for the operator's view of it.
+fn errand_over_memory(config: Config) -> (Errand, Arc<MemoryStore>) {
+    let memory = Arc::new(MemoryStore::new(MemoryConfig::default()));
+    let store: SharedStore = memory.clone();
+    (Errand::new(store, config), memory)
 }
 
 async fn send(
@@ -83,14 +89,14 @@ async fn a_job_longer_than_its_lease_keeps_it_by_heartbeat() {
 async fn shutdown_hands_back_jobs_it_cannot_finish() {
     let mut config = Config::default();
     config.jobs.shutdown_timeout = Duration::from_millis(200);
-    let errand = errand(config);
+    let (errand, memory) = errand_over_memory(config);
     let calls = Arc::new(AtomicUsize::new(0));
     let app = sleeper(calls.clone(), Duration::from_secs(30));
     let shutdown = Shutdown::new();
     let worker = errand.worker(app.clone()).spawn(shutdown.clone());
     let (status, _) = send(app.clone(), &errand, "/endless", None).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    while errand.store().stats().await.unwrap().running == 0 {
+    while memory.stats().await.unwrap().running == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let started = tokio::time::Instant::now();
@@ -100,7 +106,7 @@ async fn shutdown_hands_back_jobs_it_cannot_finish() {
         started.elapsed() < Duration::from_secs(5),
         "bounded by the shutdown timeout"
     );
-    let stats = errand.store().stats().await.unwrap();
+    let stats = memory.stats().await.unwrap();
     assert_eq!(
         (stats.pending, stats.running, stats.ready),
         (1, 0, 1),
@@ -183,7 +189,7 @@ async fn the_flood_cap_answers_503_with_retry_after() {
     assert_eq!(send(app, &errand, "/1", None).await.0, StatusCode::ACCEPTED);
 }
 
-/// A store that records how many completions each `complete_many` carried, and the order
+/// A store that records how many completions each `complete` carried, and the order
 /// of its takes and hand-backs.
 #[derive(Debug)]
 struct Recording {
@@ -240,26 +246,20 @@ impl errand::store::Store for Recording {
     }
     async fn complete(
         &self,
-        lease: &errand::store::LeaseToken,
-        completion: errand::store::Completion,
-    ) -> Result<(), errand::store::StoreError> {
-        self.inner.complete(lease, completion).await
-    }
-    async fn complete_many(
-        &self,
         jobs: Vec<(errand::store::LeaseToken, errand::store::Completion)>,
     ) -> Vec<Result<(), errand::store::StoreError>> {
         self.batches.lock().unwrap().push(jobs.len());
         // A shared store's round trip: completions that finish meanwhile pile up.
         tokio::time::sleep(Duration::from_millis(5)).await;
-        self.inner.complete_many(jobs).await
+        self.inner.complete(jobs).await
     }
     async fn wait(
         &self,
         key: &errand::pattern::Key,
+        seen: Option<std::time::Instant>,
         timeout: Duration,
     ) -> Result<Option<errand::pattern::Entry>, errand::store::StoreError> {
-        self.inner.wait(key, timeout).await
+        self.inner.wait(key, seen, timeout).await
     }
     async fn wait_for_jobs(&self, timeout: Duration) -> Result<(), errand::store::StoreError> {
         self.inner.wait_for_jobs(timeout).await
@@ -272,16 +272,6 @@ impl errand::store::Store for Recording {
     }
     async fn purge(&self, purge: errand::store::Purge) -> Result<u64, errand::store::StoreError> {
         self.inner.purge(purge).await
-    }
-    async fn stats(&self) -> Result<errand::store::Stats, errand::store::StoreError> {
-        self.inner.stats().await
-    }
-
-    async fn list(
-        &self,
-        query: &errand::store::ListQuery,
-    ) -> Result<errand::store::ListPage, errand::store::StoreError> {
-        self.inner.list(query).await
     }
 }
 
@@ -416,7 +406,7 @@ async fn a_job_joins_the_trace_of_the_request_that_created_it() {
 /// back, and returns the panic (so `errand serve`/`work` exit non-zero instead of running on).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_job_stops_the_worker_with_the_panic() {
-    let errand = errand(Config::default());
+    let (errand, memory) = errand_over_memory(Config::default());
     let app: Router = Router::new().route(
         "/{id}",
         get(|| async {
@@ -439,7 +429,7 @@ async fn a_panicking_job_stops_the_worker_with_the_panic() {
         }
         other => panic!("expected a panic, got {other:?}"),
     }
-    let stats = errand.store().stats().await.unwrap();
+    let stats = memory.stats().await.unwrap();
     assert_eq!(
         (stats.pending, stats.running),
         (1, 0),

@@ -439,7 +439,7 @@ impl FrontRequest<'_> {
         // The wait's own limit is the client's; the store's timeout bounds it only on top.
         match timed(
             wait + self.store_timeout(),
-            store.wait_pending(&self.signature.key, seen, wait),
+            store.wait(&self.signature.key, Some(seen), wait),
         )
         .await
         {

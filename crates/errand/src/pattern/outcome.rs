@@ -15,7 +15,9 @@ use http::{HeaderMap, StatusCode};
 
 use super::cache_status::JobOutcome;
 use super::entry::{Content, Failure, PassInfo, StoredResponse, Timestamp};
-use super::freshness::{Classification, NoStore, Windows, clamp_lifetime, classify, tags};
+use super::freshness::{
+    Classification, NoStore, Windows, clamp_lifetime, classify, strip_hop_by_hop, tags,
+};
 
 /// How a job ended, as given to [`Store::complete`](crate::store::Store::complete).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,7 +40,7 @@ pub enum Completion {
 /// What one attempt of a job produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Attempt {
-    /// A whole response, as it is kept (see [`kept_response`]).
+    /// A whole response, with every header it came with (see [`received`]).
     Response(StoredResponse),
     /// A response whose body exceeded the job's maximum.
     TooLarge,
@@ -125,14 +127,18 @@ pub fn settle(
             return (Completion::Pass(info), JobOutcome::Pass);
         }
         Attempt::Failed(failure) => (failure.to_string(), failure.status(), None),
-        Attempt::Response(response) => {
-            match classify(
+        Attempt::Response(mut response) => {
+            let verdict = classify(
                 response.status,
                 &response.headers,
                 rules.windows,
                 rules.key_headers,
                 jitter,
-            ) {
+            );
+            // Read before the headers that carry them are removed, with the hop-by-hop ones.
+            let tags = tags(&response.headers);
+            strip_hop_by_hop(&mut response.headers);
+            match verdict {
                 Classification::Store {
                     fresh_for,
                     stale_for,
@@ -141,6 +147,7 @@ pub fn settle(
                 } => {
                     let content = stored_content(
                         response,
+                        tags,
                         now,
                         age,
                         [fresh_for, stale_for, stale_if_error_for],
@@ -198,6 +205,7 @@ pub fn settle(
 /// stale-if-error for the three `windows` after that.
 fn stored_content(
     response: StoredResponse,
+    tags: Vec<String>,
     now: Timestamp,
     age: Duration,
     [fresh_for, stale_for, stale_if_error_for]: [Duration; 3],
@@ -209,7 +217,7 @@ fn stored_content(
     );
     let fresh_until = generated_at.plus(fresh_for);
     Content {
-        tags: tags(&response.headers),
+        tags,
         response: Arc::new(response),
         generated_at,
         fresh_until,
@@ -242,17 +250,16 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Dura
     full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
 }
 
-/// The response as it is kept: hop-by-hop headers and the framing length removed (the front
-/// sets `Content-Length` from the stored body), every header copied out of the buffer it was
-/// parsed from.
-pub fn kept_response(mut parts: http::response::Parts, body: Bytes) -> StoredResponse {
-    super::freshness::strip_hop_by_hop(&mut parts.headers);
+/// A whole response received: its framing length removed (the front sets `Content-Length`
+/// from the stored body), every header copied out of the buffer it was parsed from.
+/// [`settle`] classifies it on all its headers, then keeps it without the hop-by-hop ones.
+pub fn received(mut parts: http::response::Parts, body: Bytes) -> Attempt {
     parts.headers.remove(header::CONTENT_LENGTH);
-    StoredResponse {
+    Attempt::Response(StoredResponse {
         status: parts.status,
         headers: detach(&parts.headers),
         body,
-    }
+    })
 }
 
 /// Copies header names and values into allocations of their own. A client parses headers as
@@ -282,18 +289,15 @@ mod tests {
     }
 
     fn response(status: u16, headers: &[(&'static str, &'static str)]) -> Attempt {
-        let mut map = HeaderMap::new();
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = StatusCode::from_u16(status).unwrap();
         for (name, value) in headers {
-            map.append(
+            parts.headers.append(
                 HeaderName::from_static(name),
                 HeaderValue::from_static(value),
             );
         }
-        Attempt::Response(StoredResponse {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers: map,
-            body: Bytes::from_static(b"body"),
-        })
+        received(parts, Bytes::from_static(b"body"))
     }
 
     const WINDOWS: Windows = Windows {
@@ -429,10 +433,25 @@ mod tests {
     #[test]
     fn a_stored_content_starts_at_its_age_and_remembers_the_job_time() {
         let rules = rules(3);
-        let result = response(200, &[("cache-control", "max-age=100"), ("age", "40")]);
+        let result = response(
+            200,
+            &[
+                ("cache-control", "max-age=100"),
+                ("age", "40"),
+                ("surrogate-key", "all news"),
+                ("connection", "close"),
+            ],
+        );
         let (Completion::Store(content), _) = settle(result, 1, &rules, NOW, secs(3), 0.0) else {
             panic!("a fresh 200 is stored");
         };
+        assert_eq!(
+            content.tags,
+            ["all", "news"],
+            "tags are read before they are removed"
+        );
+        assert!(content.response.headers.get("surrogate-key").is_none());
+        assert!(content.response.headers.get("connection").is_none());
         assert_eq!(content.generated_at, Timestamp(NOW.0 - 40_000));
         assert_eq!(content.stale_until, NOW.plus(secs(90)));
         assert_eq!(content.stale_if_error_until, NOW.plus(secs(660)));

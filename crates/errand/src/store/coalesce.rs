@@ -22,9 +22,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
+use super::Inspect;
 use super::{
-    Claim, ClaimOutcome, Completion, Job, LeaseToken, ListPage, ListQuery, Purge, SharedStore,
-    Stats, Store, StoreError,
+    Claim, ClaimOutcome, Completion, Job, LeaseToken, ListPage, ListQuery, Purge, Stats, Store,
+    StoreError,
 };
 use crate::pattern::{Entry, Key, StoredResponse, Timestamp};
 
@@ -46,8 +47,8 @@ impl AsRef<[u8]> for SharedBody {
 /// A store whose reads are coalesced and whose large bodies are shared. See the
 /// [module docs](self).
 #[derive(Debug)]
-pub struct Coalesced {
-    inner: SharedStore,
+pub struct Coalesced<S: ?Sized = dyn Store> {
+    inner: Arc<S>,
     flights: Mutex<HashMap<Key, Flight>>,
     bodies: Mutex<Bodies>,
 }
@@ -60,9 +61,9 @@ struct Bodies {
     swept_at: usize,
 }
 
-impl Coalesced {
+impl<S: Store + ?Sized> Coalesced<S> {
     /// Coalesces the reads of `inner` and shares its large bodies.
-    pub fn new(inner: SharedStore) -> Self {
+    pub fn new(inner: Arc<S>) -> Self {
         Self {
             inner,
             flights: Mutex::default(),
@@ -71,7 +72,7 @@ impl Coalesced {
     }
 
     /// The store behind.
-    pub fn inner(&self) -> &SharedStore {
+    pub fn inner(&self) -> &Arc<S> {
         &self.inner
     }
 
@@ -147,7 +148,7 @@ fn with_body(response: &StoredResponse, body: Bytes) -> StoredResponse {
 }
 
 #[async_trait]
-impl Store for Coalesced {
+impl<S: Store + ?Sized> Store for Coalesced<S> {
     fn now(&self) -> Timestamp {
         self.inner.now()
     }
@@ -190,29 +191,17 @@ impl Store for Coalesced {
         self.inner.heartbeat(lease, extend).await
     }
 
-    async fn complete(&self, lease: &LeaseToken, completion: Completion) -> Result<(), StoreError> {
-        self.inner.complete(lease, completion).await
+    async fn complete(&self, jobs: Vec<(LeaseToken, Completion)>) -> Vec<Result<(), StoreError>> {
+        self.inner.complete(jobs).await
     }
 
-    async fn complete_many(
-        &self,
-        jobs: Vec<(LeaseToken, Completion)>,
-    ) -> Vec<Result<(), StoreError>> {
-        self.inner.complete_many(jobs).await
-    }
-
-    async fn wait(&self, key: &Key, timeout: Duration) -> Result<Option<Entry>, StoreError> {
-        let settled = self.inner.wait(key, timeout).await?;
-        Ok(self.share_found(settled))
-    }
-
-    async fn wait_pending(
+    async fn wait(
         &self,
         key: &Key,
-        seen: std::time::Instant,
+        seen: Option<std::time::Instant>,
         timeout: Duration,
     ) -> Result<Option<Entry>, StoreError> {
-        let settled = self.inner.wait_pending(key, seen, timeout).await?;
+        let settled = self.inner.wait(key, seen, timeout).await?;
         Ok(self.share_found(settled))
     }
 
@@ -231,7 +220,10 @@ impl Store for Coalesced {
     async fn purge(&self, purge: Purge) -> Result<u64, StoreError> {
         self.inner.purge(purge).await
     }
+}
 
+#[async_trait]
+impl<S: Inspect + ?Sized> Inspect for Coalesced<S> {
     async fn stats(&self) -> Result<Stats, StoreError> {
         self.inner.stats().await
     }
@@ -330,11 +322,19 @@ mod tests {
         async fn heartbeat(&self, l: &LeaseToken, d: Duration) -> Result<Timestamp, StoreError> {
             self.inner.heartbeat(l, d).await
         }
-        async fn complete(&self, l: &LeaseToken, c: Completion) -> Result<(), StoreError> {
-            self.inner.complete(l, c).await
+        async fn complete(
+            &self,
+            jobs: Vec<(LeaseToken, Completion)>,
+        ) -> Vec<Result<(), StoreError>> {
+            self.inner.complete(jobs).await
         }
-        async fn wait(&self, k: &Key, t: Duration) -> Result<Option<Entry>, StoreError> {
-            self.inner.wait(k, t).await
+        async fn wait(
+            &self,
+            k: &Key,
+            seen: Option<std::time::Instant>,
+            t: Duration,
+        ) -> Result<Option<Entry>, StoreError> {
+            self.inner.wait(k, seen, t).await
         }
         async fn wait_for_jobs(&self, t: Duration) -> Result<(), StoreError> {
             self.inner.wait_for_jobs(t).await
@@ -344,12 +344,6 @@ mod tests {
         }
         async fn purge(&self, p: Purge) -> Result<u64, StoreError> {
             self.inner.purge(p).await
-        }
-        async fn stats(&self) -> Result<Stats, StoreError> {
-            self.inner.stats().await
-        }
-        async fn list(&self, q: &ListQuery) -> Result<ListPage, StoreError> {
-            self.inner.list(q).await
         }
     }
 

@@ -16,9 +16,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use moka::sync::Cache;
 
+use super::Inspect;
 use super::{
     Claim, ClaimOutcome, Completion, Job, LeaseToken, ListPage, ListQuery, Purge, PurgeTarget,
-    SharedStore, Stats, Store, StoreError,
+    Stats, Store, StoreError,
 };
 use crate::pattern::{Entry, Key, Status, StoredResponse, Timestamp};
 
@@ -50,15 +51,15 @@ struct Copy {
 /// A store with an in-process copy of fresh entries in front of it. See the
 /// [module docs](self).
 #[derive(Debug)]
-pub struct L1 {
-    inner: SharedStore,
+pub struct L1<S: ?Sized = dyn Store> {
+    inner: Arc<S>,
     copies: Cache<Key, Copy>,
     config: L1Config,
 }
 
-impl L1 {
+impl<S: Store + ?Sized> L1<S> {
     /// Puts an L1 in front of `inner`.
-    pub fn new(inner: SharedStore, config: L1Config) -> Self {
+    pub fn new(inner: Arc<S>, config: L1Config) -> Self {
         let copies = Cache::builder()
             .max_capacity(config.capacity)
             .weigher(|_: &Key, copy: &Copy| u32::try_from(copy.entry.weight()).unwrap_or(u32::MAX))
@@ -73,7 +74,7 @@ impl L1 {
     }
 
     /// The shared store behind the copies.
-    pub fn inner(&self) -> &SharedStore {
+    pub fn inner(&self) -> &Arc<S> {
         &self.inner
     }
 
@@ -94,7 +95,7 @@ impl L1 {
 }
 
 #[async_trait]
-impl Store for L1 {
+impl<S: Store + ?Sized> Store for L1<S> {
     fn now(&self) -> Timestamp {
         self.inner.now()
     }
@@ -131,36 +132,20 @@ impl Store for L1 {
         self.inner.heartbeat(lease, extend).await
     }
 
-    async fn complete(&self, lease: &LeaseToken, completion: Completion) -> Result<(), StoreError> {
-        self.copies.invalidate(&lease.key);
-        self.inner.complete(lease, completion).await
-    }
-
-    async fn complete_many(
-        &self,
-        jobs: Vec<(LeaseToken, Completion)>,
-    ) -> Vec<Result<(), StoreError>> {
+    async fn complete(&self, jobs: Vec<(LeaseToken, Completion)>) -> Vec<Result<(), StoreError>> {
         for (lease, _) in &jobs {
             self.copies.invalidate(&lease.key);
         }
-        self.inner.complete_many(jobs).await
+        self.inner.complete(jobs).await
     }
 
-    async fn wait(&self, key: &Key, timeout: Duration) -> Result<Option<Entry>, StoreError> {
-        let settled = self.inner.wait(key, timeout).await?;
-        if let Some(entry) = &settled {
-            self.keep(entry, self.inner.now());
-        }
-        Ok(settled)
-    }
-
-    async fn wait_pending(
+    async fn wait(
         &self,
         key: &Key,
-        seen: std::time::Instant,
+        seen: Option<std::time::Instant>,
         timeout: Duration,
     ) -> Result<Option<Entry>, StoreError> {
-        let settled = self.inner.wait_pending(key, seen, timeout).await?;
+        let settled = self.inner.wait(key, seen, timeout).await?;
         if let Some(entry) = &settled {
             self.keep(entry, self.inner.now());
         }
@@ -187,7 +172,11 @@ impl Store for L1 {
         }
         self.inner.purge(purge).await
     }
+}
 
+/// The operator path goes straight to the shared store: it sees every front's entries.
+#[async_trait]
+impl<S: Inspect + ?Sized> Inspect for L1<S> {
     async fn stats(&self) -> Result<Stats, StoreError> {
         self.inner.stats().await
     }

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 use tokio::sync::Notify;
 
+use super::Inspect;
 use super::{
     Claim, ClaimOutcome, Clock, Completion, Job, LeaseToken, ListPage, ListQuery, Purge,
     PurgeTarget, Stats, Store, StoreError, SystemClock, Wakeups,
@@ -336,6 +337,138 @@ impl moka::Expiry<Key, Arc<Entry>> for ExpireAtEnd {
     }
 }
 
+impl MemoryStore {
+    fn complete_job(&self, lease: &LeaseToken, completion: Completion) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let mut queue = self.queue();
+        queue.promote(now);
+        let job = queue.held(lease)?;
+        let held_until = job.info.lease_until.unwrap_or(now);
+        let (content, status) = match completion {
+            Completion::Retry { run_at, error } => {
+                // The job stays pending (its marker keeps a live job); only its schedule moves.
+                job.info.lease_until = None;
+                job.info.run_at = run_at;
+                job.info.last_error = Some(error);
+                job.token = None;
+                job.version = self.versions.fetch_add(1, Ordering::Relaxed);
+                queue.leased.remove(&(held_until, lease.job, lease.key));
+                queue.scheduled.insert((run_at, lease.job, lease.key));
+                drop(queue);
+                self.work.notify_waiters();
+                return Ok(());
+            }
+            Completion::Store(content) => (Some(content), Status::Idle),
+            Completion::Pass(pass) => (None, Status::Pass(pass)),
+            Completion::Fail(failure) => (
+                self.settled(&lease.key, now)
+                    .and_then(|e| e.content.clone()),
+                Status::Failed(Failure {
+                    request: Some(job.request.clone()),
+                    ..failure
+                }),
+            ),
+        };
+        queue.leased.remove(&(held_until, lease.job, lease.key));
+        let Some(job) = queue.pending.remove(&lease.key) else {
+            return Err(StoreError::LeaseLost);
+        };
+        let entry = Entry {
+            key: lease.key,
+            uri: job.uri,
+            version: self.version(),
+            content,
+            status,
+        };
+        self.insert_settled(lease.key, entry);
+        drop(queue);
+        self.wakeups.wake(&lease.key);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Inspect for MemoryStore {
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        let now = self.clock.now();
+        let mut stats = Stats::default();
+        self.entries.run_pending_tasks();
+        let mut queue = self.queue();
+        queue.promote(now);
+        for (key, entry) in self.entries.iter() {
+            if entry.expires_at().is_some_and(|at| at <= now) || queue.pending.contains_key(&*key) {
+                continue;
+            }
+            stats.bytes += entry.weight() as u64;
+            let fresh = entry.content.as_ref().is_some_and(|c| now < c.fresh_until);
+            match &entry.status {
+                Status::Pass(p) if now < p.until => stats.pass += 1,
+                Status::Failed(f) if now < f.until => stats.failed += 1,
+                _ if fresh => stats.fresh += 1,
+                _ => stats.stale += 1,
+            }
+        }
+        stats.pending = queue.pending.len() as u64;
+        stats.ready = queue.ready.len() as u64;
+        stats.scheduled = queue.scheduled.len() as u64;
+        stats.running = queue.leased.len() as u64;
+        stats.oldest_ready_ms = queue
+            .ready
+            .iter()
+            .map(|(_, run_at, _, _)| now.since(*run_at))
+            .max()
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Ok(stats)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let after = match &query.after {
+            Some(cursor) => Some(Key::parse(cursor).ok_or_else(|| {
+                StoreError::Invalid(format!("{cursor:?} is not a cursor of this store"))
+            })?),
+            None => None,
+        };
+        let now = self.clock.now();
+        let limit = query.limit.max(1);
+        let wanted = |state: State| query.state.is_none_or(|s| s == state);
+        // The keys after the cursor whose entry is in the state asked for, judged as lookup
+        // would (a pending job hides the settled copy it refreshes).
+        let mut keys: Vec<Key> = {
+            let queue = self.queue();
+            let mut keys: Vec<Key> = if wanted(State::Pending) {
+                queue.pending.keys().copied().collect()
+            } else {
+                Vec::new()
+            };
+            keys.extend(
+                self.entries
+                    .iter()
+                    .filter(|(key, entry)| {
+                        !queue.pending.contains_key(&**key)
+                            && entry.expires_at().is_none_or(|at| at > now)
+                            && wanted(entry.state(now))
+                    })
+                    .map(|(key, _)| *key),
+            );
+            keys
+        };
+        keys.retain(|k| after.is_none_or(|a| *k > a));
+        keys.sort_unstable();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        // Read each as lookup does; one that changed state meanwhile is left out.
+        let entries = keys
+            .iter()
+            .filter_map(|key| self.lookup_now(key))
+            .filter(|entry| wanted(entry.state(now)))
+            .collect();
+        Ok(ListPage {
+            entries,
+            next: more.then(|| keys.last().map(Key::to_hex)).flatten(),
+        })
+    }
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     fn now(&self) -> Timestamp {
@@ -448,55 +581,18 @@ impl Store for MemoryStore {
         Ok(until)
     }
 
-    async fn complete(&self, lease: &LeaseToken, completion: Completion) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        let mut queue = self.queue();
-        queue.promote(now);
-        let job = queue.held(lease)?;
-        let held_until = job.info.lease_until.unwrap_or(now);
-        let (content, status) = match completion {
-            Completion::Retry { run_at, error } => {
-                // The job stays pending (its marker keeps a live job); only its schedule moves.
-                job.info.lease_until = None;
-                job.info.run_at = run_at;
-                job.info.last_error = Some(error);
-                job.token = None;
-                job.version = self.versions.fetch_add(1, Ordering::Relaxed);
-                queue.leased.remove(&(held_until, lease.job, lease.key));
-                queue.scheduled.insert((run_at, lease.job, lease.key));
-                drop(queue);
-                self.work.notify_waiters();
-                return Ok(());
-            }
-            Completion::Store(content) => (Some(content), Status::Idle),
-            Completion::Pass(pass) => (None, Status::Pass(pass)),
-            Completion::Fail(failure) => (
-                self.settled(&lease.key, now)
-                    .and_then(|e| e.content.clone()),
-                Status::Failed(Failure {
-                    request: Some(job.request.clone()),
-                    ..failure
-                }),
-            ),
-        };
-        queue.leased.remove(&(held_until, lease.job, lease.key));
-        let Some(job) = queue.pending.remove(&lease.key) else {
-            return Err(StoreError::LeaseLost);
-        };
-        let entry = Entry {
-            key: lease.key,
-            uri: job.uri,
-            version: self.version(),
-            content,
-            status,
-        };
-        self.insert_settled(lease.key, entry);
-        drop(queue);
-        self.wakeups.wake(&lease.key);
-        Ok(())
+    async fn complete(&self, jobs: Vec<(LeaseToken, Completion)>) -> Vec<Result<(), StoreError>> {
+        jobs.into_iter()
+            .map(|(lease, completion)| self.complete_job(&lease, completion))
+            .collect()
     }
 
-    async fn wait(&self, key: &Key, timeout: Duration) -> Result<Option<Entry>, StoreError> {
+    async fn wait(
+        &self,
+        key: &Key,
+        _seen: Option<std::time::Instant>,
+        timeout: Duration,
+    ) -> Result<Option<Entry>, StoreError> {
         self.wakeups
             .wait_settled(key, timeout, None, || async { Ok(self.lookup_now(key)) })
             .await
@@ -555,85 +651,6 @@ impl Store for MemoryStore {
         }
         Ok(purged + requeued)
     }
-
-    async fn stats(&self) -> Result<Stats, StoreError> {
-        let now = self.clock.now();
-        let mut stats = Stats::default();
-        self.entries.run_pending_tasks();
-        let mut queue = self.queue();
-        queue.promote(now);
-        for (key, entry) in self.entries.iter() {
-            if entry.expires_at().is_some_and(|at| at <= now) || queue.pending.contains_key(&*key) {
-                continue;
-            }
-            stats.bytes += entry.weight() as u64;
-            let fresh = entry.content.as_ref().is_some_and(|c| now < c.fresh_until);
-            match &entry.status {
-                Status::Pass(p) if now < p.until => stats.pass += 1,
-                Status::Failed(f) if now < f.until => stats.failed += 1,
-                _ if fresh => stats.fresh += 1,
-                _ => stats.stale += 1,
-            }
-        }
-        stats.pending = queue.pending.len() as u64;
-        stats.ready = queue.ready.len() as u64;
-        stats.scheduled = queue.scheduled.len() as u64;
-        stats.running = queue.leased.len() as u64;
-        stats.oldest_ready_ms = queue
-            .ready
-            .iter()
-            .map(|(_, run_at, _, _)| now.since(*run_at))
-            .max()
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Ok(stats)
-    }
-
-    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
-        let after = match &query.after {
-            Some(cursor) => Some(Key::parse(cursor).ok_or_else(|| {
-                StoreError::Invalid(format!("{cursor:?} is not a cursor of this store"))
-            })?),
-            None => None,
-        };
-        let now = self.clock.now();
-        let limit = query.limit.max(1);
-        let wanted = |state: State| query.state.is_none_or(|s| s == state);
-        // The keys after the cursor whose entry is in the state asked for, judged as lookup
-        // would (a pending job hides the settled copy it refreshes).
-        let mut keys: Vec<Key> = {
-            let queue = self.queue();
-            let mut keys: Vec<Key> = if wanted(State::Pending) {
-                queue.pending.keys().copied().collect()
-            } else {
-                Vec::new()
-            };
-            keys.extend(
-                self.entries
-                    .iter()
-                    .filter(|(key, entry)| {
-                        !queue.pending.contains_key(&**key)
-                            && entry.expires_at().is_none_or(|at| at > now)
-                            && wanted(entry.state(now))
-                    })
-                    .map(|(key, _)| *key),
-            );
-            keys
-        };
-        keys.retain(|k| after.is_none_or(|a| *k > a));
-        keys.sort_unstable();
-        let more = keys.len() > limit;
-        keys.truncate(limit);
-        // Read each as lookup does; one that changed state meanwhile is left out.
-        let entries = keys
-            .iter()
-            .filter_map(|key| self.lookup_now(key))
-            .filter(|entry| wanted(entry.state(now)))
-            .collect();
-        Ok(ListPage {
-            entries,
-            next: more.then(|| keys.last().map(Key::to_hex)).flatten(),
-        })
-    }
 }
 
 #[cfg(test)]
@@ -644,7 +661,7 @@ mod tests {
 
     use super::*;
     use crate::pattern::{Content, Signature};
-    use crate::store::{Claim, Completion};
+    use crate::store::{Claim, Completion, StoreExt};
 
     fn signature(n: usize) -> Signature {
         let mut headers = HeaderMap::new();
@@ -686,7 +703,7 @@ mod tests {
             job_millis: 1,
         };
         store
-            .complete(&job.lease, Completion::Store(content))
+            .complete_one(&job.lease, Completion::Store(content))
             .await
             .expect("complete");
     }

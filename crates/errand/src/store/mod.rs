@@ -10,8 +10,12 @@
 //!
 //! Around them: [`Store::lookup`] (the hit path), [`Store::take`] (ready jobs by priority then
 //! run time, each with a lease), [`Store::heartbeat`], [`Store::wait`] (wake-up for a key),
-//! [`Store::wait_for_jobs`], [`Store::take_once`], [`Store::purge`], [`Store::stats`],
-//! [`Store::list`]; and, built on them, [`retry`] (a failed entry's job again, now).
+//! [`Store::wait_for_jobs`], [`Store::take_once`], [`Store::purge`]; the operator's path,
+//! [`Inspect::stats`] and [`Inspect::list`], is a trait of its own; and, built on them,
+//! [`retry`] (a failed entry's job again, now).
+//!
+//! A store can compose another: [`L1`] keeps in-process copies of fresh entries in front of a
+//! shared store, [`Coalesced`] turns concurrent reads of one key into one.
 //!
 //! Every implementation must pass the conformance suite in `contract` (feature
 //! `contract-tests`), unchanged.
@@ -358,45 +362,28 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         extend: Duration,
     ) -> Result<Timestamp, StoreError>;
 
-    /// Stores a job's result and acknowledges it, in one step, fenced by `lease`: a token that
-    /// no longer holds the job gets [`StoreError::LeaseLost`] and changes nothing. Publishes
-    /// the wake-up for the key (except for a [`Completion::Retry`], which only reschedules).
-    async fn complete(&self, lease: &LeaseToken, completion: Completion) -> Result<(), StoreError>;
-
-    /// Completes several jobs, each exactly as [`complete`](Self::complete) would (fenced by
-    /// its own lease), in as few round trips as the backend allows; returns one result per
-    /// job, in order. The default completes them one by one.
-    async fn complete_many(
-        &self,
-        jobs: Vec<(LeaseToken, Completion)>,
-    ) -> Vec<Result<(), StoreError>> {
-        let mut results = Vec::with_capacity(jobs.len());
-        for (lease, completion) in jobs {
-            results.push(self.complete(&lease, completion).await);
-        }
-        results
-    }
+    /// Stores each job's result and acknowledges it, in one step per job, fenced by its
+    /// lease: a token that no longer holds its job gets [`StoreError::LeaseLost`] and changes
+    /// nothing. Publishes the wake-up for each key (except for a [`Completion::Retry`], which
+    /// only reschedules). Returns one result per job, in order; a backend sends them in as
+    /// few round trips as it can. [`StoreExt::complete_one`] completes a single job.
+    async fn complete(&self, jobs: Vec<(LeaseToken, Completion)>) -> Vec<Result<(), StoreError>>;
 
     /// Waits until `key` is no longer pending (woken by a notification, not by polling in a
-    /// loop) and returns its entry; `Ok(None)` if it is still pending after `timeout`. Returns
-    /// at once when the entry is already not pending (or absent, as `Some` of nothing is not
-    /// possible: an absent entry also returns `Ok(None)` at once).
-    async fn wait(&self, key: &Key, timeout: Duration) -> Result<Option<Entry>, StoreError>;
-
-    /// [`wait`](Self::wait) for a caller that has just read `key` as pending (a lookup or a
-    /// claim): `seen` is an instant taken before that read began. A store that hears of
-    /// every settlement may then skip reading the entry again before it waits (a remote
-    /// store saves a round trip on every waited miss); the answer is the same. The default
-    /// is `wait`.
-    async fn wait_pending(
+    /// loop) and returns its entry.
+    ///
+    /// - `Ok(None)` if it is still pending after `timeout`, or absent.
+    /// - At once if the entry is already settled.
+    /// - `seen`: an instant taken before the caller's own read that found `key` pending (a
+    ///   lookup or a claim), if it made one. A store that hears of every settlement may then
+    ///   skip reading the entry again before it waits (a remote store saves a round trip on
+    ///   every waited miss); the answer is the same.
+    async fn wait(
         &self,
         key: &Key,
-        seen: std::time::Instant,
+        seen: Option<std::time::Instant>,
         timeout: Duration,
-    ) -> Result<Option<Entry>, StoreError> {
-        let _ = seen;
-        self.wait(key, timeout).await
-    }
+    ) -> Result<Option<Entry>, StoreError>;
 
     /// Returns when a job may have become ready (a claim, a retry coming due, a lease
     /// expiring) or after `timeout`, whichever is first. Idle workers call it between takes.
@@ -422,14 +409,38 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// it is ready again at once; its next take is another attempt, and its waiters get
     /// that attempt's result.
     async fn purge(&self, purge: Purge) -> Result<u64, StoreError>;
+}
 
+/// The operator's path: what a store holds, counted and listed. Never on the request path
+/// (a listing may scan); the admin API and `errand stats` use it. Every backend implements
+/// it; a store that composes another ([`L1`], [`Coalesced`]) passes it through.
+#[async_trait]
+pub trait Inspect: Store {
     /// Counts by state and queue figures.
     async fn stats(&self) -> Result<Stats, StoreError>;
 
-    /// Lists entries, one page at a time, optionally only those in one state (for operators:
-    /// it may scan, and is never on the request path). Expired entries are never listed.
+    /// Lists entries, one page at a time, optionally only those in one state. Expired
+    /// entries are never listed.
     async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
 }
+
+/// Conveniences over [`Store`] for one job at a time.
+#[async_trait]
+pub trait StoreExt: Store {
+    /// [`complete`](Store::complete) of one job.
+    async fn complete_one(
+        &self,
+        lease: &LeaseToken,
+        completion: Completion,
+    ) -> Result<(), StoreError> {
+        self.complete(vec![(lease.clone(), completion)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("no result for a completion".into())))
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}
 
 /// A backend URL with its password replaced by `***`, for messages and logs.
 pub fn redact(url: &str) -> String {

@@ -17,7 +17,7 @@ type Pending = (
 );
 
 /// Sends finished jobs' completions to the store: at once when they come one at a time, and
-/// everything that finished meanwhile in one [`complete_many`](crate::store::Store::complete_many)
+/// everything that finished meanwhile in one [`complete`](crate::store::Store::complete)
 /// when they pile up, so a busy worker pays one round trip for many jobs.
 #[derive(Clone, Debug)]
 pub(super) struct Completer {
@@ -46,7 +46,7 @@ impl Completer {
                     .map(|(lease, c, reply)| ((lease, c), reply))
                     .unzip();
                 let count = jobs.len();
-                let results = match tokio::time::timeout(limit, store.complete_many(jobs)).await {
+                let results = match tokio::time::timeout(limit, store.complete(jobs)).await {
                     Ok(results) => results,
                     Err(_) => (0..count)
                         .map(|_| Err(StoreError::Timeout(limit)))

@@ -21,7 +21,7 @@ use crate::Errand;
 use crate::body::BoxError;
 use crate::config::JobConfig;
 use crate::pattern::TraceParent;
-use crate::pattern::outcome::{Attempt, AttemptError, Rules, kept_response, settle};
+use crate::pattern::outcome::{Attempt, AttemptError, Rules, received, settle};
 use crate::replay::{JobBody, build_request};
 use crate::store::{Job, LeaseToken, StoreError, timed};
 
@@ -217,7 +217,7 @@ where
             return Attempt::TooLarge;
         }
         match collect(body, max_body, declared.unwrap_or(0)).await {
-            Ok(bytes) => Attempt::Response(kept_response(parts, bytes)),
+            Ok(bytes) => received(parts, bytes),
             Err(e) if e.is::<LengthLimitError>() => Attempt::TooLarge,
             Err(e) => Attempt::Failed(AttemptError::Upstream(format!("reading the body: {e}"))),
         }

@@ -36,7 +36,7 @@ use crate::body::BoxError;
 use crate::config::JobConfig;
 use crate::pattern::Completion;
 use crate::replay::JobBody;
-use crate::store::{LeaseToken, timed};
+use crate::store::{LeaseToken, StoreExt, timed};
 
 /// How long an idle worker sleeps when no notification comes (a fallback, not the wake-up
 /// mechanism).
@@ -254,7 +254,7 @@ async fn drain(
             run_at: store.now(),
             error: "worker shut down before the job finished".into(),
         };
-        match timed(config.store_timeout, store.complete(&lease, back)).await {
+        match timed(config.store_timeout, store.complete_one(&lease, back)).await {
             Ok(()) => tracing::info!(key = %lease.key, "handed back a running job at shutdown"),
             Err(e) => {
                 tracing::warn!(key = %lease.key, error = %e, "could not hand back a job; its lease will expire")

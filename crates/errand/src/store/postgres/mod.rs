@@ -91,6 +91,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
 use tokio_postgres::Row;
 
+use super::Inspect;
 use super::codec::encode_headers;
 use super::{
     Claim, ClaimOutcome, Clock, Completion, Job, LeaseToken, ListPage, ListQuery, Purge,
@@ -482,6 +483,187 @@ fn valid_schema(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+impl PgStore {
+    async fn complete_job(
+        &self,
+        lease: &LeaseToken,
+        completion: Completion,
+    ) -> Result<(), StoreError> {
+        let key = lease.key.as_bytes().as_slice();
+        let (job, token) = (i64_of(lease.job.0), i64_of(lease.token));
+        let rows = match &completion {
+            Completion::Store(c) => {
+                let r = &c.response;
+                let status = i16::try_from(r.status.as_u16()).unwrap_or(0);
+                let headers = encode_headers(&r.headers);
+                let body: &[u8] = &r.body;
+                let job_millis = i64_of(c.job_millis);
+                self.query(
+                    &self.sql.complete_store,
+                    &[
+                        &key,
+                        &job,
+                        &token,
+                        &status,
+                        &headers,
+                        &body,
+                        &ms(c.generated_at),
+                        &ms(c.fresh_until),
+                        &ms(c.stale_until),
+                        &ms(c.stale_if_error_until),
+                        &job_millis,
+                        &c.tags,
+                    ],
+                )
+                .await?
+            }
+            Completion::Fail(f) => {
+                let r = &f.response;
+                let status = i16::try_from(r.status.as_u16()).unwrap_or(0);
+                let headers = encode_headers(&r.headers);
+                let body: &[u8] = &r.body;
+                let attempts = i32::try_from(f.attempts).unwrap_or(i32::MAX);
+                self.query(
+                    &self.sql.complete_fail,
+                    &[
+                        &key,
+                        &job,
+                        &token,
+                        &ms(f.until),
+                        &status,
+                        &headers,
+                        &body,
+                        &f.error,
+                        &attempts,
+                        &ms(f.at),
+                    ],
+                )
+                .await?
+            }
+            Completion::Pass(p) => {
+                let status = p
+                    .once
+                    .as_ref()
+                    .map(|r| i16::try_from(r.status.as_u16()).unwrap_or(0));
+                let headers = p.once.as_ref().map(|r| encode_headers(&r.headers));
+                let body = p.once.as_ref().map(|r| r.body.to_vec());
+                self.query(
+                    &self.sql.complete_pass,
+                    &[
+                        &key,
+                        &job,
+                        &token,
+                        &ms(p.until),
+                        &status,
+                        &headers,
+                        &body,
+                        &p.reason,
+                    ],
+                )
+                .await?
+            }
+            Completion::Retry { run_at, error } => {
+                self.query(
+                    &self.sql.complete_retry,
+                    &[&key, &job, &token, &ms(*run_at), error],
+                )
+                .await?
+            }
+        };
+        let Some(row) = rows.first() else {
+            return Err(StoreError::LeaseLost);
+        };
+        match &completion {
+            Completion::Retry { run_at, .. } => {
+                // Ready now: this process's workers look at once. A later retry is found
+                // when they look again (within the recheck).
+                if *run_at <= self.now() {
+                    self.work.announce();
+                }
+                return Ok(());
+            }
+            // Waiters of this process at once, with the entry so they need no read.
+            Completion::Store(content) => self.wake_stored(lease.key, row, content),
+            _ => self.wakeups.wake(&lease.key),
+        }
+        // Those elsewhere through NOTIFY.
+        self.announcer.done(lease.key);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Inspect for PgStore {
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        let now = ms(self.now());
+        let rows = self.query(&self.sql.stats, &[&now]).await?;
+        let row = rows.first().ok_or_else(|| corrupt("stats"))?;
+        let n = |name: &str| -> Result<u64, StoreError> {
+            let v: i64 = row
+                .try_get(name)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(u64::try_from(v).unwrap_or(0))
+        };
+        Ok(Stats {
+            fresh: n("fresh")?,
+            stale: n("stale")?,
+            pending: n("pending")?,
+            failed: n("failed")?,
+            pass: n("pass")?,
+            bytes: n("bytes")?,
+            ready: n("ready")?,
+            scheduled: n("scheduled")?,
+            running: n("running")?,
+            oldest_ready_ms: n("oldest")?,
+        })
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let after: Vec<u8> = match &query.after {
+            Some(cursor) => Key::parse(cursor)
+                .ok_or_else(|| {
+                    StoreError::Invalid(format!("{cursor:?} is not a cursor of this store"))
+                })?
+                .as_bytes()
+                .to_vec(),
+            None => Vec::new(),
+        };
+        // The same state rules as `stats`; $1 is now. Keyset paging on the primary key.
+        let verdict = "(v_kind IN (1, 2) AND v_until > $1)";
+        let state = match query.state {
+            None => "true".to_owned(),
+            Some(State::Pending) => "pending".to_owned(),
+            Some(State::Failed) => "NOT pending AND v_kind = 1 AND v_until > $1".to_owned(),
+            Some(State::Pass) => "NOT pending AND v_kind = 2 AND v_until > $1".to_owned(),
+            Some(State::Fresh) => {
+                format!("NOT pending AND NOT {verdict} AND c_fresh_until > $1")
+            }
+            Some(State::Stale) => {
+                format!("NOT pending AND NOT {verdict} AND NOT COALESCE(c_fresh_until > $1, false)")
+            }
+        };
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM {}.entries
+             WHERE (pending OR expires_at > $1) AND key > $2 AND {state}
+             ORDER BY key LIMIT $3",
+            self.config.schema
+        );
+        let now = ms(self.now());
+        let limit = i64::try_from(query.limit.max(1)).unwrap_or(i64::MAX);
+        let rows = self.query(&sql, &[&now, &after.as_slice(), &limit]).await?;
+        let entries = rows
+            .iter()
+            .map(entry_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if rows.len() as i64 == limit {
+            entries.last().map(|e| e.key.to_hex())
+        } else {
+            None
+        };
+        Ok(ListPage { entries, next })
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn now(&self) -> Timestamp {
@@ -641,110 +823,7 @@ impl Store for PgStore {
         Ok(ts(until))
     }
 
-    async fn complete(&self, lease: &LeaseToken, completion: Completion) -> Result<(), StoreError> {
-        let key = lease.key.as_bytes().as_slice();
-        let (job, token) = (i64_of(lease.job.0), i64_of(lease.token));
-        let rows = match &completion {
-            Completion::Store(c) => {
-                let r = &c.response;
-                let status = i16::try_from(r.status.as_u16()).unwrap_or(0);
-                let headers = encode_headers(&r.headers);
-                let body: &[u8] = &r.body;
-                let job_millis = i64_of(c.job_millis);
-                self.query(
-                    &self.sql.complete_store,
-                    &[
-                        &key,
-                        &job,
-                        &token,
-                        &status,
-                        &headers,
-                        &body,
-                        &ms(c.generated_at),
-                        &ms(c.fresh_until),
-                        &ms(c.stale_until),
-                        &ms(c.stale_if_error_until),
-                        &job_millis,
-                        &c.tags,
-                    ],
-                )
-                .await?
-            }
-            Completion::Fail(f) => {
-                let r = &f.response;
-                let status = i16::try_from(r.status.as_u16()).unwrap_or(0);
-                let headers = encode_headers(&r.headers);
-                let body: &[u8] = &r.body;
-                let attempts = i32::try_from(f.attempts).unwrap_or(i32::MAX);
-                self.query(
-                    &self.sql.complete_fail,
-                    &[
-                        &key,
-                        &job,
-                        &token,
-                        &ms(f.until),
-                        &status,
-                        &headers,
-                        &body,
-                        &f.error,
-                        &attempts,
-                        &ms(f.at),
-                    ],
-                )
-                .await?
-            }
-            Completion::Pass(p) => {
-                let status = p
-                    .once
-                    .as_ref()
-                    .map(|r| i16::try_from(r.status.as_u16()).unwrap_or(0));
-                let headers = p.once.as_ref().map(|r| encode_headers(&r.headers));
-                let body = p.once.as_ref().map(|r| r.body.to_vec());
-                self.query(
-                    &self.sql.complete_pass,
-                    &[
-                        &key,
-                        &job,
-                        &token,
-                        &ms(p.until),
-                        &status,
-                        &headers,
-                        &body,
-                        &p.reason,
-                    ],
-                )
-                .await?
-            }
-            Completion::Retry { run_at, error } => {
-                self.query(
-                    &self.sql.complete_retry,
-                    &[&key, &job, &token, &ms(*run_at), error],
-                )
-                .await?
-            }
-        };
-        let Some(row) = rows.first() else {
-            return Err(StoreError::LeaseLost);
-        };
-        match &completion {
-            Completion::Retry { run_at, .. } => {
-                // Ready now: this process's workers look at once. A later retry is found
-                // when they look again (within the recheck).
-                if *run_at <= self.now() {
-                    self.work.announce();
-                }
-                return Ok(());
-            }
-            // Waiters of this process at once, with the entry so they need no read.
-            Completion::Store(content) => self.wake_stored(lease.key, row, content),
-            _ => self.wakeups.wake(&lease.key),
-        }
-        // Those elsewhere through NOTIFY.
-        self.announcer.done(lease.key);
-        Ok(())
-    }
-
-    async fn complete_many(
+    async fn complete(
         &self,
         mut jobs: Vec<(LeaseToken, Completion)>,
     ) -> Vec<Result<(), StoreError>> {
@@ -752,7 +831,7 @@ impl Store for PgStore {
         if jobs.len() == 1
             && let Some((lease, completion)) = jobs.pop()
         {
-            return vec![self.complete(&lease, completion).await];
+            return vec![self.complete_job(&lease, completion).await];
         }
         // Stored results go in one statement; anything else (rare) one by one.
         let (stored, other): (Vec<_>, Vec<_>) = jobs
@@ -762,7 +841,7 @@ impl Store for PgStore {
         let mut results: Vec<Option<Result<(), StoreError>>> =
             (0..stored.len() + other.len()).map(|_| None).collect();
         for (i, (lease, completion)) in other {
-            results[i] = Some(self.complete(&lease, completion).await);
+            results[i] = Some(self.complete_job(&lease, completion).await);
         }
         if !stored.is_empty() {
             // In key order, as grouped claims lock rows: two statements never wait on each
@@ -821,7 +900,7 @@ impl Store for PgStore {
                     // Left out: its lease is lost, or its row changed after it was found (a
                     // heartbeat that was on its way). The single statement tells which.
                     for (i, lease, completion) in again {
-                        results[i] = Some(self.complete(lease, completion.clone()).await);
+                        results[i] = Some(self.complete_job(lease, completion.clone()).await);
                     }
                 }
                 Err(e) => {
@@ -838,21 +917,15 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn wait(&self, key: &Key, timeout: Duration) -> Result<Option<Entry>, StoreError> {
-        self.wakeups
-            .wait_settled(key, timeout, Some(self.config.recheck), || self.lookup(key))
-            .await
-    }
-
-    async fn wait_pending(
+    async fn wait(
         &self,
         key: &Key,
-        seen: std::time::Instant,
+        seen: Option<std::time::Instant>,
         timeout: Duration,
     ) -> Result<Option<Entry>, StoreError> {
         // Without LISTEN the wake-ups never say they hear everything, so waiters look first.
         self.wakeups
-            .wait_settled_since(key, Some(seen), timeout, Some(self.config.recheck), || {
+            .wait_settled_since(key, seen, timeout, Some(self.config.recheck), || {
                 self.lookup(key)
             })
             .await
@@ -997,75 +1070,6 @@ impl Store for PgStore {
             .map_err(|e| StoreError::Corrupt(e.to_string()))?
             .unwrap_or(0);
         Ok(u64::try_from(count).unwrap_or(0) + requeued)
-    }
-
-    async fn stats(&self) -> Result<Stats, StoreError> {
-        let now = ms(self.now());
-        let rows = self.query(&self.sql.stats, &[&now]).await?;
-        let row = rows.first().ok_or_else(|| corrupt("stats"))?;
-        let n = |name: &str| -> Result<u64, StoreError> {
-            let v: i64 = row
-                .try_get(name)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            Ok(u64::try_from(v).unwrap_or(0))
-        };
-        Ok(Stats {
-            fresh: n("fresh")?,
-            stale: n("stale")?,
-            pending: n("pending")?,
-            failed: n("failed")?,
-            pass: n("pass")?,
-            bytes: n("bytes")?,
-            ready: n("ready")?,
-            scheduled: n("scheduled")?,
-            running: n("running")?,
-            oldest_ready_ms: n("oldest")?,
-        })
-    }
-
-    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
-        let after: Vec<u8> = match &query.after {
-            Some(cursor) => Key::parse(cursor)
-                .ok_or_else(|| {
-                    StoreError::Invalid(format!("{cursor:?} is not a cursor of this store"))
-                })?
-                .as_bytes()
-                .to_vec(),
-            None => Vec::new(),
-        };
-        // The same state rules as `stats`; $1 is now. Keyset paging on the primary key.
-        let verdict = "(v_kind IN (1, 2) AND v_until > $1)";
-        let state = match query.state {
-            None => "true".to_owned(),
-            Some(State::Pending) => "pending".to_owned(),
-            Some(State::Failed) => "NOT pending AND v_kind = 1 AND v_until > $1".to_owned(),
-            Some(State::Pass) => "NOT pending AND v_kind = 2 AND v_until > $1".to_owned(),
-            Some(State::Fresh) => {
-                format!("NOT pending AND NOT {verdict} AND c_fresh_until > $1")
-            }
-            Some(State::Stale) => {
-                format!("NOT pending AND NOT {verdict} AND NOT COALESCE(c_fresh_until > $1, false)")
-            }
-        };
-        let sql = format!(
-            "SELECT {ENTRY_COLUMNS} FROM {}.entries
-             WHERE (pending OR expires_at > $1) AND key > $2 AND {state}
-             ORDER BY key LIMIT $3",
-            self.config.schema
-        );
-        let now = ms(self.now());
-        let limit = i64::try_from(query.limit.max(1)).unwrap_or(i64::MAX);
-        let rows = self.query(&sql, &[&now, &after.as_slice(), &limit]).await?;
-        let entries = rows
-            .iter()
-            .map(entry_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let next = if rows.len() as i64 == limit {
-            entries.last().map(|e| e.key.to_hex())
-        } else {
-            None
-        };
-        Ok(ListPage { entries, next })
     }
 }
 

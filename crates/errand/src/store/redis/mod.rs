@@ -69,6 +69,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::Notify;
 
+use super::Inspect;
 use super::codec::{decode_headers, encode_headers};
 use super::{
     Claim, ClaimOutcome, Clock, Completion, Job, LeaseToken, ListPage, ListQuery, Purge,
@@ -859,6 +860,105 @@ impl RedisStore {
 }
 
 #[async_trait]
+impl Inspect for RedisStore {
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        let now = self.now().0;
+        let mut stats = Stats::default();
+        let mut cursor = String::new();
+        let mut first = true;
+        loop {
+            let reply = self
+                .script(
+                    &self.scripts.stats,
+                    vec![Arg::Num(now), Arg::Text(&cursor), Arg::Num(1000)],
+                )
+                .await?;
+            let parts = array(&reply)?;
+            let n = |i: usize| parts.get(i).and_then(int).unwrap_or(0);
+            stats.fresh += n(1);
+            stats.stale += n(2);
+            stats.pending += n(3);
+            stats.failed += n(4);
+            stats.pass += n(5);
+            stats.bytes += n(6);
+            if first {
+                first = false;
+                stats.ready = n(7);
+                stats.scheduled = n(8);
+                stats.running = n(9);
+                stats.oldest_ready_ms = parts
+                    .get(10)
+                    .and_then(signed)
+                    .filter(|t| *t >= 0)
+                    .map_or(0, |t| now.saturating_sub(u64::try_from(t).unwrap_or(now)));
+            }
+            cursor = parts.first().map(text).unwrap_or_default();
+            if cursor.is_empty() {
+                return Ok(stats);
+            }
+        }
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let cursor = query.after.clone().unwrap_or_default();
+        if !cursor.is_empty()
+            && cursor
+                .rsplit_once('\n')
+                .is_none_or(|(_, hex)| Key::parse(hex).is_none())
+        {
+            return Err(StoreError::Invalid(format!(
+                "{cursor:?} is not a cursor of this store"
+            )));
+        }
+        let limit = query.limit.max(1) as u64;
+        let state = query.state.map_or("", State::as_str);
+        // One script call walks at most this many index records, so a listing of a rare
+        // state never holds Redis for long; the caller follows `next`.
+        let budget = (limit * 20).clamp(1_000, 10_000);
+        let reply = self
+            .script(
+                &self.scripts.list,
+                vec![
+                    Arg::Num(self.now().0),
+                    Arg::Text(&cursor),
+                    Arg::Num(limit),
+                    Arg::Text(state),
+                    Arg::Num(budget),
+                ],
+            )
+            .await?;
+        let parts = array(&reply)?;
+        let keys = parts.first().map(array).transpose()?.unwrap_or_default();
+        let next = parts.get(1).map(text).filter(|c| !c.is_empty());
+        let keys = keys
+            .iter()
+            .map(|k| Key::parse(&text(k)).ok_or_else(|| corrupt("listed key")))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The entries themselves, in one round trip.
+        let mut pipe = ::redis::pipe();
+        for key in &keys {
+            pipe.cmd("HGETALL")
+                .arg(format!("{}e:{}", self.tag, key.to_hex()));
+        }
+        let replies: Vec<Value> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.pipeline(pipe).await?
+        };
+        let mut entries = Vec::with_capacity(keys.len());
+        for (key, reply) in keys.iter().zip(&replies) {
+            // An entry that settled, expired or was purged since the walk is skipped.
+            if let Some(entry) = Self::read_entry(key, reply)?
+                && query.state.is_none_or(|s| entry.state(self.now()) == s)
+            {
+                entries.push(entry);
+            }
+        }
+        Ok(ListPage { entries, next })
+    }
+}
+
+#[async_trait]
 impl Store for RedisStore {
     fn now(&self) -> Timestamp {
         self.clock.now()
@@ -993,17 +1093,7 @@ impl Store for RedisStore {
         }
     }
 
-    async fn complete(&self, lease: &LeaseToken, completion: Completion) -> Result<(), StoreError> {
-        self.complete_many(vec![(lease.clone(), completion)])
-            .await
-            .pop()
-            .unwrap_or(Err(corrupt("complete reply")))
-    }
-
-    async fn complete_many(
-        &self,
-        jobs: Vec<(LeaseToken, Completion)>,
-    ) -> Vec<Result<(), StoreError>> {
+    async fn complete(&self, jobs: Vec<(LeaseToken, Completion)>) -> Vec<Result<(), StoreError>> {
         if jobs.is_empty() {
             return Vec::new();
         }
@@ -1066,20 +1156,14 @@ impl Store for RedisStore {
         }
     }
 
-    async fn wait(&self, key: &Key, timeout: Duration) -> Result<Option<Entry>, StoreError> {
-        self.wakeups
-            .wait_settled(key, timeout, Some(self.config.recheck), || self.lookup(key))
-            .await
-    }
-
-    async fn wait_pending(
+    async fn wait(
         &self,
         key: &Key,
-        seen: std::time::Instant,
+        seen: Option<std::time::Instant>,
         timeout: Duration,
     ) -> Result<Option<Entry>, StoreError> {
         self.wakeups
-            .wait_settled_since(key, Some(seen), timeout, Some(self.config.recheck), || {
+            .wait_settled_since(key, seen, timeout, Some(self.config.recheck), || {
                 self.lookup(key)
             })
             .await
@@ -1146,101 +1230,5 @@ impl Store for RedisStore {
                 return Ok(total);
             }
         }
-    }
-
-    async fn stats(&self) -> Result<Stats, StoreError> {
-        let now = self.now().0;
-        let mut stats = Stats::default();
-        let mut cursor = String::new();
-        let mut first = true;
-        loop {
-            let reply = self
-                .script(
-                    &self.scripts.stats,
-                    vec![Arg::Num(now), Arg::Text(&cursor), Arg::Num(1000)],
-                )
-                .await?;
-            let parts = array(&reply)?;
-            let n = |i: usize| parts.get(i).and_then(int).unwrap_or(0);
-            stats.fresh += n(1);
-            stats.stale += n(2);
-            stats.pending += n(3);
-            stats.failed += n(4);
-            stats.pass += n(5);
-            stats.bytes += n(6);
-            if first {
-                first = false;
-                stats.ready = n(7);
-                stats.scheduled = n(8);
-                stats.running = n(9);
-                stats.oldest_ready_ms = parts
-                    .get(10)
-                    .and_then(signed)
-                    .filter(|t| *t >= 0)
-                    .map_or(0, |t| now.saturating_sub(u64::try_from(t).unwrap_or(now)));
-            }
-            cursor = parts.first().map(text).unwrap_or_default();
-            if cursor.is_empty() {
-                return Ok(stats);
-            }
-        }
-    }
-
-    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
-        let cursor = query.after.clone().unwrap_or_default();
-        if !cursor.is_empty()
-            && cursor
-                .rsplit_once('\n')
-                .is_none_or(|(_, hex)| Key::parse(hex).is_none())
-        {
-            return Err(StoreError::Invalid(format!(
-                "{cursor:?} is not a cursor of this store"
-            )));
-        }
-        let limit = query.limit.max(1) as u64;
-        let state = query.state.map_or("", State::as_str);
-        // One script call walks at most this many index records, so a listing of a rare
-        // state never holds Redis for long; the caller follows `next`.
-        let budget = (limit * 20).clamp(1_000, 10_000);
-        let reply = self
-            .script(
-                &self.scripts.list,
-                vec![
-                    Arg::Num(self.now().0),
-                    Arg::Text(&cursor),
-                    Arg::Num(limit),
-                    Arg::Text(state),
-                    Arg::Num(budget),
-                ],
-            )
-            .await?;
-        let parts = array(&reply)?;
-        let keys = parts.first().map(array).transpose()?.unwrap_or_default();
-        let next = parts.get(1).map(text).filter(|c| !c.is_empty());
-        let keys = keys
-            .iter()
-            .map(|k| Key::parse(&text(k)).ok_or_else(|| corrupt("listed key")))
-            .collect::<Result<Vec<_>, _>>()?;
-        // The entries themselves, in one round trip.
-        let mut pipe = ::redis::pipe();
-        for key in &keys {
-            pipe.cmd("HGETALL")
-                .arg(format!("{}e:{}", self.tag, key.to_hex()));
-        }
-        let replies: Vec<Value> = if keys.is_empty() {
-            Vec::new()
-        } else {
-            self.pipeline(pipe).await?
-        };
-        let mut entries = Vec::with_capacity(keys.len());
-        for (key, reply) in keys.iter().zip(&replies) {
-            // An entry that settled, expired or was purged since the walk is skipped.
-            if let Some(entry) = Self::read_entry(key, reply)?
-                && query.state.is_none_or(|s| entry.state(self.now()) == s)
-            {
-                entries.push(entry);
-            }
-        }
-        Ok(ListPage { entries, next })
     }
 }

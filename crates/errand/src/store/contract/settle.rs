@@ -1,0 +1,264 @@
+//! Completions: what each kind of result makes of the entry, batches, lifetimes, expiry,
+//! the one-time response of hit-for-pass.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use super::*;
+
+pub async fn complete_turns_pending_into_fresh_failed_or_pass(
+    store: Arc<dyn Inspect>,
+    clock: Arc<ManualClock>,
+) {
+    // fresh
+    fill(&*store, "/c", 10, 0, 100, &[]).await;
+    let key = signature("/c").key;
+    let fresh = store.lookup(&key).await.unwrap().unwrap();
+    assert_eq!(fresh.status, Status::Idle);
+    assert_eq!(decide(Some(&fresh), store.now()), Decision::Hit);
+
+    // failed, keeping the old content for stale-if-error
+    clock.advance(Duration::from_secs(20));
+    enqueued(
+        store
+            .claim(claim("/c", Priority::Refresh, Some(fresh.version)))
+            .await
+            .unwrap(),
+    );
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    let failure = failure(&*store, 10);
+    store
+        .complete_one(&job.lease, Completion::Fail(failure.clone()))
+        .await
+        .unwrap();
+    let failed = store.lookup(&key).await.unwrap().unwrap();
+    assert_eq!(
+        failed.status,
+        Status::Failed(Failure {
+            request: Some(job.request.clone()),
+            ..failure
+        }),
+        "a failure keeps the job's request, for a retry"
+    );
+    assert_eq!(failed.content, fresh.content, "the stale copy is kept");
+    assert_eq!(
+        decide(Some(&failed), store.now()),
+        Decision::StaleIfError { refresh: false }
+    );
+    assert!(failed.version > fresh.version);
+
+    // pass, dropping the stale copy
+    enqueued(
+        store
+            .claim(claim("/c", Priority::Miss, Some(failed.version)))
+            .await
+            .unwrap(),
+    );
+    let pending = store.lookup(&key).await.unwrap().unwrap();
+    assert!(
+        pending.job().unwrap().after_failure,
+        "the job knows the origin was failing"
+    );
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    let pass = PassInfo {
+        until: store.now().plus(Duration::from_secs(30)),
+        once: None,
+        reason: "private".into(),
+    };
+    store
+        .complete_one(&job.lease, Completion::Pass(pass.clone()))
+        .await
+        .unwrap();
+    let passed = store.lookup(&key).await.unwrap().unwrap();
+    assert_eq!(passed.status, Status::Pass(pass));
+    assert_eq!(passed.content, None);
+    assert_eq!(
+        decide(Some(&passed), store.now()),
+        Decision::Pass { once: false }
+    );
+}
+
+pub async fn a_batch_completion_fences_each_job(store: Arc<dyn Inspect>, clock: Arc<ManualClock>) {
+    for path in ["/many/1", "/many/2", "/many/3"] {
+        enqueued(
+            store
+                .claim(claim(path, Priority::Miss, None))
+                .await
+                .unwrap(),
+        );
+    }
+    let first = store.take(10, LEASE).await.unwrap();
+    assert_eq!(first.len(), 3);
+    // The leases run out and another worker takes the jobs over.
+    clock.advance(LEASE + Duration::from_secs(1));
+    let retaken = store.take(10, LEASE).await.unwrap();
+    assert_eq!(retaken.len(), 3, "all three were redelivered");
+    let late = first[0].lease.clone();
+    let mut batch: Vec<_> = retaken[1..]
+        .iter()
+        .map(|job| {
+            let c = content(&*store, "batched", 60, 0, 0, &["batch"]);
+            (job.lease.clone(), Completion::Store(c))
+        })
+        .collect();
+    batch.push((
+        late,
+        Completion::Store(content(&*store, "late", 60, 0, 0, &[])),
+    ));
+    let results = store.complete(batch).await;
+    assert_eq!(results.len(), 3);
+    assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[2], Err(StoreError::LeaseLost)),
+        "the superseded lease is fenced"
+    );
+    for job in &retaken[1..] {
+        let entry = store.lookup(&job.lease.key).await.unwrap().unwrap();
+        assert_eq!(entry.content.as_ref().unwrap().response.body, "batched");
+        assert_eq!(entry.content.unwrap().tags, vec!["batch".to_owned()]);
+    }
+    let unfinished = store.lookup(&retaken[0].lease.key).await.unwrap().unwrap();
+    assert!(
+        unfinished.job().is_some(),
+        "the job whose late completion was refused stays pending"
+    );
+}
+
+/// Completions whose windows reach absurdly far (a `max-age` of 10^14 s, or a caller's own
+/// `Content` at the end of time) are applied whole, in a batch with ordinary ones: the entry
+/// is stored with a finite expiry, its waiters are woken, and the completions after it in
+/// the batch are applied too.
+pub async fn far_future_lifetimes_apply_whole(store: Arc<dyn Inspect>, _clock: Arc<ManualClock>) {
+    let paths = ["/far/1", "/far/2", "/far/3"];
+    for path in paths {
+        enqueued(
+            store
+                .claim(claim(path, Priority::Miss, None))
+                .await
+                .unwrap(),
+        );
+    }
+    let far_key = signature(paths[0]).key;
+    let waiter = waiter(&store, far_key, Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut jobs = store.take(10, LEASE).await.unwrap();
+    jobs.sort_by_key(|job| paths.iter().position(|p| signature(p).key == job.lease.key));
+    let now = store.now();
+    let mut far = content(&*store, "far", 60, 0, 0, &["far"]);
+    far.fresh_until = now.plus(Duration::from_secs(100_000_000_000_000));
+    far.stale_until = crate::pattern::Timestamp(u64::MAX);
+    far.stale_if_error_until = crate::pattern::Timestamp(u64::MAX - 1);
+    let batch = vec![
+        (jobs[0].lease.clone(), Completion::Store(far)),
+        (
+            jobs[1].lease.clone(),
+            Completion::Pass(PassInfo {
+                until: crate::pattern::Timestamp(u64::MAX),
+                once: None,
+                reason: "private".into(),
+            }),
+        ),
+        (
+            jobs[2].lease.clone(),
+            Completion::Store(content(&*store, "near", 60, 0, 0, &[])),
+        ),
+    ];
+    let results = store.complete(batch).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let (woken, elapsed) = waiter.await.unwrap();
+    assert!(
+        woken.is_some() && elapsed < Duration::from_secs(10),
+        "the far entry's waiter was woken"
+    );
+    let far = store.lookup(&far_key).await.unwrap().expect("stored");
+    assert_eq!(decide(Some(&far), store.now()), Decision::Hit);
+    assert!(
+        far.expires_at()
+            .is_some_and(|at| at > now.plus(Duration::from_secs(1 << 31)))
+    );
+    let pass = store
+        .lookup(&signature(paths[1]).key)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert!(matches!(pass.status, Status::Pass(_)), "{:?}", pass.status);
+    let near = store
+        .lookup(&signature(paths[2]).key)
+        .await
+        .unwrap()
+        .expect("the completion after the far ones was applied");
+    assert_eq!(near.content.unwrap().response.body, "near");
+}
+
+pub async fn take_once_delivers_exactly_once(store: Arc<dyn Inspect>, _clock: Arc<ManualClock>) {
+    enqueued(
+        store
+            .claim(claim("/once", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    let pass = PassInfo {
+        until: store.now().plus(Duration::from_secs(30)),
+        once: Some(response("for one client")),
+        reason: "status".into(),
+    };
+    store
+        .complete_one(&job.lease, Completion::Pass(pass))
+        .await
+        .unwrap();
+    let key = signature("/once").key;
+    let entry = store.lookup(&key).await.unwrap().unwrap();
+    assert_eq!(
+        decide(Some(&entry), store.now()),
+        Decision::Pass { once: true }
+    );
+    let takers: Vec<_> = (0..20)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.take_once(&key).await.unwrap() })
+        })
+        .collect();
+    let mut delivered = 0;
+    for taker in takers {
+        if let Some(r) = taker.await.unwrap() {
+            assert_eq!(r.body, "for one client");
+            delivered += 1;
+        }
+    }
+    assert_eq!(delivered, 1, "delivered once, never shared beyond it");
+    let entry = store.lookup(&key).await.unwrap().unwrap();
+    assert_eq!(
+        decide(Some(&entry), store.now()),
+        Decision::Pass { once: false }
+    );
+}
+
+pub async fn expired_entries_are_absent(store: Arc<dyn Inspect>, clock: Arc<ManualClock>) {
+    fill(&*store, "/ttl", 5, 5, 10, &[]).await;
+    let key = signature("/ttl").key;
+    clock.advance(Duration::from_secs(14));
+    let entry = store.lookup(&key).await.unwrap().unwrap();
+    assert_eq!(
+        decide(Some(&entry), store.now()),
+        Decision::Miss {
+            expect: Some(entry.version)
+        }
+    );
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        store.lookup(&key).await.unwrap(),
+        None,
+        "past every window: absent"
+    );
+    assert_eq!(
+        store.stats().await.unwrap().fresh + store.stats().await.unwrap().stale,
+        0
+    );
+    // An expired entry does not block a claim "only if absent".
+    enqueued(
+        store
+            .claim(claim("/ttl", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+}
