@@ -23,7 +23,7 @@ pub(super) struct Sql {
     pub(super) count_pending: String,
 }
 
-/// The columns an [`Entry`](crate::pattern::Entry) is read from, in [`entry_from_row`](super::rows::entry_from_row)'s order.
+/// The columns an [`Entry`](crate::pattern::Entry) is read from, in [`entry_from_row`](super::decode::entry_from_row)'s order.
 pub(super) const ENTRY_COLUMNS: &str = "key, uri, version, pending, job_id, priority, created_at, run_at, \
      attempts, lease_until, last_error, after_failure, \
      c_status, c_headers, c_body, c_generated_at, c_fresh_until, c_stale_until, c_sie_until, \
@@ -32,7 +32,7 @@ pub(super) const ENTRY_COLUMNS: &str = "key, uri, version, pending, job_id, prio
 
 /// What a claim returns: the row's new version and job id, whether the entry was `failed`
 /// before, and the copy it keeps (a stale copy the claim revalidates); the rest of the pending
-/// entry is what the claim wrote ([`claimed_entry`](super::rows::claimed_entry)).
+/// entry is what the claim wrote ([`claimed_entry`](super::decode::claimed_entry)).
 pub(super) const CLAIM_COLUMNS: &str = "version, job_id, after_failure, c_status, c_headers, c_body, \
      c_generated_at, c_fresh_until, c_stale_until, c_sie_until, c_job_millis, tags";
 
