@@ -52,7 +52,7 @@ const DURATION_BUCKETS: &[f64] = &[
 ];
 
 /// Installs the process's Prometheus recorder. Call before anything counts.
-pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+pub(crate) fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     PrometheusBuilder::new()
         .set_buckets(DURATION_BUCKETS)
         .context("metrics buckets")?
@@ -61,7 +61,7 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
 }
 
 /// Checks the admin flags before anything starts: a listener off loopback needs a token.
-pub fn check(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn check(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
     if token.is_some_and(str::is_empty) {
         bail!("--admin-token: must not be empty");
     }
@@ -75,7 +75,7 @@ pub fn check(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
 }
 
 /// Binds the admin listener and serves it until `shutdown`.
-pub async fn spawn(
+pub(crate) async fn spawn(
     addr: SocketAddr,
     token: Option<String>,
     store: Arc<dyn Inspect>,
@@ -514,7 +514,7 @@ async fn retry(State(admin): State<Admin>, Path(key): Path<String>) -> Response 
 /// The body of `POST /api/purge`: exactly one target.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PurgeRequest {
+pub(crate) struct PurgeRequest {
     /// One signature (32 hex digits).
     pub key: Option<String>,
     /// Every variant of one canonical URI.
@@ -655,7 +655,7 @@ fn print(text: &str) {
 }
 
 /// `errand stats`.
-pub async fn stats_verb(args: crate::cli::StatsArgs) -> anyhow::Result<()> {
+pub(crate) async fn stats_verb(args: crate::cli::StatsArgs) -> anyhow::Result<()> {
     let value = call(&args.client, http::Method::GET, "/api/stats", None).await?;
     if args.client.json {
         print(&value.to_string());
@@ -682,7 +682,7 @@ pub async fn stats_verb(args: crate::cli::StatsArgs) -> anyhow::Result<()> {
 }
 
 /// `errand purge`.
-pub async fn purge_verb(args: crate::cli::PurgeArgs) -> anyhow::Result<()> {
+pub(crate) async fn purge_verb(args: crate::cli::PurgeArgs) -> anyhow::Result<()> {
     if let Some(key) = &args.key
         && Key::parse(key).is_none()
     {
@@ -707,7 +707,7 @@ pub async fn purge_verb(args: crate::cli::PurgeArgs) -> anyhow::Result<()> {
 }
 
 /// `errand retry`.
-pub async fn retry_verb(args: crate::cli::RetryArgs) -> anyhow::Result<()> {
+pub(crate) async fn retry_verb(args: crate::cli::RetryArgs) -> anyhow::Result<()> {
     let key = parse_key(&args.key).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
     let path = format!("/api/entries/{}/retry", key.to_hex());
     let value = call(&args.client, http::Method::POST, &path, None).await?;

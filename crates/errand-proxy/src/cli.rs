@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 /// upstream; the next GET is served from the cache.
 #[derive(Debug, Parser)]
 #[command(name = "errand", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -22,7 +22,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// The front (cache + queue) plus in-process workers.
     Serve(Serve),
     /// Workers only, sharing a backend with fronts elsewhere.
@@ -39,7 +39,7 @@ pub enum Command {
 
 /// The admin listener of `serve` and `work`.
 #[derive(Debug, Args)]
-pub struct AdminFlags {
+pub(crate) struct AdminFlags {
     /// Address of the admin listener (metrics, JSON API); off unless given. Off loopback it
     /// needs --admin-token.
     #[arg(long, env = "ERRAND_ADMIN_LISTEN")]
@@ -52,7 +52,7 @@ pub struct AdminFlags {
 
 /// How the admin verbs reach a running errand.
 #[derive(Debug, Args)]
-pub struct AdminClient {
+pub(crate) struct AdminClient {
     /// The admin listener's URL, e.g. http://127.0.0.1:9090.
     #[arg(long, env = "ERRAND_ADMIN", default_value = "http://127.0.0.1:9090")]
     pub admin: String,
@@ -68,7 +68,7 @@ pub struct AdminClient {
 
 /// `errand stats`.
 #[derive(Debug, Args)]
-pub struct StatsArgs {
+pub(crate) struct StatsArgs {
     #[command(flatten)]
     pub client: AdminClient,
 }
@@ -76,7 +76,7 @@ pub struct StatsArgs {
 /// `errand purge`.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["key", "prefix", "tag", "uri"])))]
-pub struct PurgeArgs {
+pub(crate) struct PurgeArgs {
     /// One entry, by its key (32 hex digits, as in the job log lines).
     #[arg(long)]
     pub key: Option<String>,
@@ -99,7 +99,7 @@ pub struct PurgeArgs {
 
 /// `errand retry`.
 #[derive(Debug, Args)]
-pub struct RetryArgs {
+pub(crate) struct RetryArgs {
     /// The failed entry's key (32 hex digits, as in the job log lines and the dashboard).
     #[arg(long)]
     pub key: String,
@@ -110,7 +110,7 @@ pub struct RetryArgs {
 
 /// `errand migrate`.
 #[derive(Debug, Args)]
-pub struct Migrate {
+pub(crate) struct Migrate {
     /// The shared backend (a postgres:// URL; a redis:// URL is checked and its scripts loaded).
     #[arg(long, env = "ERRAND_BACKEND")]
     pub backend: String,
@@ -122,7 +122,7 @@ pub struct Migrate {
 
 /// `errand serve`.
 #[derive(Debug, Args)]
-pub struct Serve {
+pub(crate) struct Serve {
     /// The slow HTTP service to put errand in front of: http://host:port, optionally with a base path.
     #[arg(long, env = "ERRAND_UPSTREAM")]
     pub upstream: String,
@@ -173,7 +173,7 @@ pub struct Serve {
 
 /// `errand work`.
 #[derive(Debug, Args)]
-pub struct Work {
+pub(crate) struct Work {
     /// The slow HTTP service the jobs call.
     #[arg(long, env = "ERRAND_UPSTREAM")]
     pub upstream: String,
@@ -202,7 +202,7 @@ pub struct Work {
 
 /// Defaults of every route (a route in `--config` may override them).
 #[derive(Debug, Args)]
-pub struct RouteFlags {
+pub(crate) struct RouteFlags {
     /// How long a response is fresh when the upstream's Cache-Control does not say.
     #[arg(long, env = "ERRAND_TTL", default_value = "60s", value_parser = parse_duration)]
     pub ttl: Duration,
@@ -222,7 +222,7 @@ pub struct RouteFlags {
 
 /// How jobs run.
 #[derive(Debug, Args)]
-pub struct JobFlags {
+pub(crate) struct JobFlags {
     /// Attempts per job before its URL turns failed (5xx, timeouts and connection errors retry).
     #[arg(long, env = "ERRAND_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,

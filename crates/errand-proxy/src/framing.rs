@@ -47,14 +47,14 @@ enum State {
 
 /// An IO wrapper that rejects requests with both `Content-Length` and `Transfer-Encoding`.
 #[derive(Debug)]
-pub struct FramingGuard<IO> {
+pub(crate) struct FramingGuard<IO> {
     io: IO,
     state: State,
 }
 
 impl<IO> FramingGuard<IO> {
     /// Guards `io`.
-    pub fn new(io: IO) -> Self {
+    pub(crate) fn new(io: IO) -> Self {
         Self {
             io,
             state: State::Head(Vec::new()),

@@ -29,7 +29,7 @@ use crate::stall::SendTimeout;
 use crate::upstream::{BodyLimits, ClientAddr, ClientError, Upstream};
 
 /// `errand serve`.
-pub async fn serve(args: Serve) -> anyhow::Result<()> {
+pub(crate) async fn serve(args: Serve) -> anyhow::Result<()> {
     let upstream_uri = settings::upstream(&args.upstream)?;
     let backend = settings::backend(&args.backend)?;
     let metrics = admin_recorder(&args.admin)?;
@@ -143,7 +143,7 @@ fn body_limits(file: &File) -> BodyLimits {
 }
 
 /// `errand work`.
-pub async fn work(args: Work) -> anyhow::Result<()> {
+pub(crate) async fn work(args: Work) -> anyhow::Result<()> {
     let upstream_uri = settings::upstream(&args.upstream)?;
     let metrics = admin_recorder(&args.admin)?;
     let file = match &args.config {
@@ -181,7 +181,7 @@ pub async fn work(args: Work) -> anyhow::Result<()> {
 }
 
 /// `errand migrate`.
-pub async fn migrate(args: Migrate) -> anyhow::Result<()> {
+pub(crate) async fn migrate(args: Migrate) -> anyhow::Result<()> {
     let file = match &args.config {
         Some(path) => File::load(path)?,
         None => File::default(),
@@ -310,7 +310,7 @@ async fn connect(backend: &Backend, file: &File) -> anyhow::Result<Arc<dyn Inspe
         match attempt {
             // Reads coalesced and large bodies shared: many clients of one body hold one copy.
             Ok(store) => return Ok(Arc::new(Coalesced::new(store))),
-            Err(e @ StoreError::Unsuitable(_)) => bail!("--backend: {e}"),
+            Err(e @ StoreError::Unsuitable { .. }) => bail!("--backend: {e}"),
             Err(e) if started.elapsed() + pause < CONNECT_FOR => {
                 tracing::warn!(error = %e, "cannot reach {}; retrying", backend.name());
                 tokio::time::sleep(pause).await;

@@ -16,7 +16,7 @@ use crate::cli::{JobFlags, RouteFlags};
 /// The `--config` TOML file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct File {
+pub(crate) struct File {
     /// Server limits.
     #[serde(default)]
     pub server: ServerSection,
@@ -31,7 +31,7 @@ pub struct File {
 /// `[backend]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BackendSection {
+pub(crate) struct BackendSection {
     /// PostgreSQL schema holding errand's table (one per deployment or tenant).
     #[serde(default = "default_schema")]
     pub schema: String,
@@ -113,7 +113,7 @@ fn default_call_timeout() -> Duration {
 /// `[server]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerSection {
+pub(crate) struct ServerSection {
     /// Hosts served, for every method and route (others get 421); empty = any.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
@@ -194,7 +194,7 @@ fn default_pass_ttl() -> Duration {
 /// `[[route]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteSection {
+pub(crate) struct RouteSection {
     /// `/exact`, `/prefix/*` or `*`.
     pub path: String,
     /// `defer` (default) or `pass`.
@@ -222,7 +222,7 @@ mod humantime_serde_compat {
 
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map_err(|e| {
             serde::de::Error::custom(format!(
@@ -237,7 +237,9 @@ mod opt_duration {
 
     use serde::Deserializer;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         super::humantime_serde_compat::deserialize(d).map(Some)
     }
 }
@@ -245,7 +247,7 @@ mod opt_duration {
 mod size {
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         let text = String::deserialize(d)?;
         text.parse::<bytesize::ByteSize>()
             .map(|b| b.as_u64())
@@ -259,7 +261,7 @@ mod size {
 
 impl File {
     /// Reads and parses `path`.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("--config: cannot read {}", path.display()))?;
         let file: Self = toml::from_str(&text).with_context(|| {
@@ -277,7 +279,7 @@ impl File {
 }
 
 /// The upstream URL, checked: `http://host[:port][/base]`.
-pub fn upstream(text: &str) -> anyhow::Result<http::Uri> {
+pub(crate) fn upstream(text: &str) -> anyhow::Result<http::Uri> {
     let uri: http::Uri = text
         .parse()
         .with_context(|| format!("--upstream: {text:?} is not a URL"))?;
@@ -301,7 +303,7 @@ pub fn upstream(text: &str) -> anyhow::Result<http::Uri> {
 
 /// Which store `--backend` names.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     /// The embedded store.
     Memory,
     /// PostgreSQL at this URL.
@@ -312,7 +314,7 @@ pub enum Backend {
 
 impl Backend {
     /// How logs and messages name it (password hidden).
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         match self {
             Self::Memory => "memory".to_owned(),
             Self::Postgres(url) | Self::Redis(url) => errand::store::redact(url),
@@ -320,18 +322,27 @@ impl Backend {
     }
 }
 
+/// A backend URL's fault, as `--backend`'s error.
+fn backend_error(e: errand::store::StoreError) -> anyhow::Error {
+    match e {
+        errand::store::StoreError::Unsuitable { message, .. } => {
+            anyhow::anyhow!("--backend: {message}")
+        }
+        other => anyhow::anyhow!("--backend: {other}"),
+    }
+}
+
 /// Parses `--backend`.
-pub fn backend(text: &str) -> anyhow::Result<Backend> {
+pub(crate) fn backend(text: &str) -> anyhow::Result<Backend> {
     let scheme = text.split_once("://").map_or(text, |(s, _)| s);
     match scheme {
         "memory" => Ok(Backend::Memory),
         "postgres" | "postgresql" => {
-            errand::store::postgres::check_url(text)
-                .map_err(|e| anyhow::anyhow!("--backend: {e}"))?;
+            errand::store::postgres::check_url(text).map_err(backend_error)?;
             Ok(Backend::Postgres(text.to_owned()))
         }
         "redis" | "rediss" => {
-            errand::store::redis::check_url(text).map_err(|e| anyhow::anyhow!("--backend: {e}"))?;
+            errand::store::redis::check_url(text).map_err(backend_error)?;
             Ok(Backend::Redis(text.to_owned()))
         }
         _ => bail!(
@@ -343,7 +354,7 @@ pub fn backend(text: &str) -> anyhow::Result<Backend> {
 }
 
 /// Builds errand's configuration from the flags and the file.
-pub fn config(
+pub(crate) fn config(
     route: &RouteFlags,
     jobs: &JobFlags,
     workers: usize,

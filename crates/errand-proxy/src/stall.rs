@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep};
 
 /// An IO wrapper that fails a write stalled for longer than its limit.
 #[derive(Debug)]
-pub struct SendTimeout<IO> {
+pub(crate) struct SendTimeout<IO> {
     io: IO,
     limit: Duration,
     /// The timer, kept between stalls so that one connection allocates it at most once.
@@ -31,7 +31,7 @@ pub struct SendTimeout<IO> {
 
 impl<IO> SendTimeout<IO> {
     /// Guards `io`: a write that makes no progress for `limit` fails.
-    pub fn new(io: IO, limit: Duration) -> Self {
+    pub(crate) fn new(io: IO, limit: Duration) -> Self {
         Self {
             io,
             limit,

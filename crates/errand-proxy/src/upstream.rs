@@ -24,12 +24,12 @@ use tower_service::Service;
 /// The client's address, put in the request's extensions by the server (for
 /// `X-Forwarded-For` on requests that pass through; jobs carry no client).
 #[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub SocketAddr);
+pub(crate) struct ClientAddr(pub SocketAddr);
 
 /// An HTTP client bound to one upstream base URL. Cheap to clone (the front clones it per
 /// request).
 #[derive(Clone, Debug)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     target: std::sync::Arc<Target>,
     client: Client<HttpConnector, Body>,
 }
@@ -45,7 +45,7 @@ struct Target {
 
 /// How much of a client's request body errand takes, and how long it waits for it.
 #[derive(Clone, Copy, Debug)]
-pub struct BodyLimits {
+pub(crate) struct BodyLimits {
     /// Largest body (`413` beyond it).
     pub max_bytes: usize,
     /// The whole body must arrive within this (`408` otherwise).
@@ -64,7 +64,7 @@ impl Default for BodyLimits {
 /// A request that failed on the client's side, before anything reached the upstream: the
 /// server answers it with its own status, never as the upstream's failure.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// The body is larger than [`BodyLimits::max_bytes`].
     #[error("the request body is larger than {0} bytes")]
     TooLarge(usize),
@@ -78,7 +78,7 @@ pub enum ClientError {
 
 impl ClientError {
     /// The answer's status.
-    pub fn status(&self) -> http::StatusCode {
+    pub(crate) fn status(&self) -> http::StatusCode {
         match self {
             Self::TooLarge(_) => http::StatusCode::PAYLOAD_TOO_LARGE,
             Self::Malformed(_) => http::StatusCode::BAD_REQUEST,
@@ -114,7 +114,7 @@ async fn buffer(mut body: Body, limits: BodyLimits) -> Result<Body, ClientError>
 impl Upstream {
     /// A client for `base` (`http://host[:port][/prefix]`); `timeout` bounds the wait for the
     /// response head.
-    pub fn new(base: &Uri, timeout: Duration, body: BodyLimits) -> Self {
+    pub(crate) fn new(base: &Uri, timeout: Duration, body: BodyLimits) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));

@@ -53,19 +53,31 @@ impl Default for RoutePolicy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathPattern(String);
 
+/// Why a route path pattern was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PatternError {
+    /// It starts with neither `/` nor is it `*`.
+    #[error("route path {0:?} must start with '/' (or be \"*\")")]
+    NotAbsolute(String),
+    /// It has a `*` before its end.
+    #[error("route path {0:?} may only have '*' at its end")]
+    InnerStar(String),
+}
+
 impl PathPattern {
     /// Parses a pattern; it must start with `/` (or be `*`) and may only end with `*`.
-    pub fn parse(pattern: &str) -> Result<Self, String> {
+    ///
+    /// # Errors
+    ///
+    /// [`PatternError`] saying which of those rules `pattern` breaks.
+    pub fn parse(pattern: &str) -> Result<Self, PatternError> {
         let star = pattern.find('*');
         if pattern != "*" && !pattern.starts_with('/') {
-            return Err(format!(
-                "route path {pattern:?} must start with '/' (or be \"*\")"
-            ));
+            return Err(PatternError::NotAbsolute(pattern.to_owned()));
         }
         if star.is_some_and(|i| i != pattern.len() - 1) {
-            return Err(format!(
-                "route path {pattern:?} may only have '*' at its end"
-            ));
+            return Err(PatternError::InnerStar(pattern.to_owned()));
         }
         Ok(Self(pattern.to_owned()))
     }

@@ -345,7 +345,7 @@ mod redis_specific {
         let mut config = RedisConfig::new("redis://127.0.0.1:6379");
         config.ca_file = Some(data("test-ca.pem"));
         let err = RedisStore::connect(config.clone()).await.unwrap_err();
-        assert!(matches!(err, StoreError::Unsuitable(_)), "{err}");
+        assert!(matches!(err, StoreError::Unsuitable { .. }), "{err}");
         assert!(err.to_string().contains("use a rediss:// URL"), "{err}");
         config.url = "rediss://127.0.0.1:6379".into();
         config.ca_file = Some(data("missing.pem"));
@@ -354,7 +354,7 @@ mod redis_specific {
         assert!(err.to_string().contains("missing.pem"), "{err}");
         config.ca_file = Some(data("README.md"));
         let err = RedisStore::connect(config.clone()).await.unwrap_err();
-        assert!(matches!(err, StoreError::Unsuitable(_)), "{err}");
+        assert!(matches!(err, StoreError::Unsuitable { .. }), "{err}");
         assert!(
             err.to_string().contains("holds no PEM certificate"),
             "{err}"
@@ -362,7 +362,7 @@ mod redis_specific {
         config.ca_file = None;
         config.client_cert = Some((data("client.pem"), data("client.pem")));
         let err = RedisStore::connect(config).await.unwrap_err();
-        assert!(matches!(err, StoreError::Unsuitable(_)), "{err}");
+        assert!(matches!(err, StoreError::Unsuitable { .. }), "{err}");
         assert!(err.to_string().contains("Redis client key"), "{err}");
     }
 

@@ -14,7 +14,7 @@ use axum::routing::get;
 use super::{Counter, Errand, Http, origin};
 
 /// A shared backend with a namespace (schema, key prefix) of one test's own.
-pub struct Shared {
+pub(crate) struct Shared {
     /// The `--backend` URL.
     pub url: String,
     /// A TOML file whose `[backend]` section names the namespace.
@@ -22,7 +22,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn config(&self) -> &str {
+    pub(crate) fn config(&self) -> &str {
         self.config_file.to_str().unwrap()
     }
 }
@@ -32,7 +32,7 @@ static NAMESPACES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsi
 
 /// A namespace of one test's own on a shared backend (a PostgreSQL schema, a Redis key
 /// prefix), with the config file that names it; emptied and removed when dropped.
-pub struct Namespace {
+pub(crate) struct Namespace {
     pub shared: Shared,
     cleanup: Option<Box<dyn FnOnce() + Send>>,
 }
@@ -43,7 +43,7 @@ impl Namespace {
     /// namespace, which `cleanup` then removes): when it fails the test is skipped
     /// with a message (`None`), except under `CI=true`, where it fails. `cleanup` empties the
     /// namespace; it runs on a runtime of its own when the guard drops (Drop cannot await).
-    pub async fn new<P, PF, C, F>(
+    pub(crate) async fn new<P, PF, C, F>(
         backend: &str,
         url: String,
         setting: &str,
@@ -97,7 +97,7 @@ impl Drop for Namespace {
 }
 
 /// `errand work` on `shared`, with `extra` flags.
-pub fn worker(upstream: std::net::SocketAddr, shared: &Shared, extra: &[&str]) -> Errand {
+pub(crate) fn worker(upstream: std::net::SocketAddr, shared: &Shared, extra: &[&str]) -> Errand {
     let mut command = Command::new(env!("CARGO_BIN_EXE_errand"));
     command
         .args([
@@ -113,7 +113,7 @@ pub fn worker(upstream: std::net::SocketAddr, shared: &Shared, extra: &[&str]) -
 }
 
 /// Two `serve --workers 0` fronts on `shared`, with the config file at `config`.
-pub fn two_fronts(
+pub(crate) fn two_fronts(
     upstream: std::net::SocketAddr,
     shared: &Shared,
     config: &str,
@@ -134,7 +134,7 @@ pub fn two_fronts(
 
 /// Two `serve --workers 0` fronts and a `work` process: 100 concurrent first GETs over both
 /// fronts make exactly one upstream request, and both fronts then serve it.
-pub async fn two_fronts_and_a_worker_make_one_upstream_request(shared: &Shared) {
+pub(crate) async fn two_fronts_and_a_worker_make_one_upstream_request(shared: &Shared) {
     let counter = Counter::default();
     let c = counter.clone();
     let up = origin(Router::new().route(
@@ -198,7 +198,7 @@ pub async fn two_fronts_and_a_worker_make_one_upstream_request(shared: &Shared) 
 
 /// `kill -9` of the only worker while it runs a job: the fronts stay pending with no second
 /// job, and a worker started afterwards finishes it once the lease ends.
-pub async fn a_killed_workers_job_is_finished_by_another_after_its_lease(shared: &Shared) {
+pub(crate) async fn a_killed_workers_job_is_finished_by_another_after_its_lease(shared: &Shared) {
     let counter = Counter::default();
     let c = counter.clone();
     let up = origin(Router::new().route(
@@ -266,7 +266,10 @@ pub async fn a_killed_workers_job_is_finished_by_another_after_its_lease(shared:
 
 /// `errand serve` with an unreachable backend exits non-zero within 30 s, naming `url` with
 /// its password hidden (`shown`).
-pub fn an_unreachable_backend_at_start_is_named_without_its_password(url: &str, shown: &str) {
+pub(crate) fn an_unreachable_backend_at_start_is_named_without_its_password(
+    url: &str,
+    shown: &str,
+) {
     let (stderr, took) = super::refused_serve(&["--backend", url]);
     assert!(took < Duration::from_secs(30), "{took:?}");
     assert!(
@@ -280,7 +283,7 @@ pub fn an_unreachable_backend_at_start_is_named_without_its_password(url: &str, 
 /// every answer comes within 3 s, a request while it is down gets `503` + `Retry-After`
 /// without internals (no `internals` in the body), and service resumes by itself. Returns
 /// the first `200` after the outage.
-pub async fn through_an_outage(
+pub(crate) async fn through_an_outage(
     errand: &Errand,
     stop: impl FnOnce(),
     start: impl FnOnce(),
@@ -352,10 +355,10 @@ pub async fn through_an_outage(
 
 /// A copy of `shared`'s config file with `backend` lines added to its `[backend]` section and
 /// `rest` (more sections) after it; removed on drop.
-pub struct ConfigCopy(PathBuf);
+pub(crate) struct ConfigCopy(PathBuf);
 
 impl ConfigCopy {
-    pub fn new(shared: &Shared, backend: &str, rest: &str) -> Self {
+    pub(crate) fn new(shared: &Shared, backend: &str, rest: &str) -> Self {
         let original = std::fs::read_to_string(&shared.config_file).unwrap();
         let n = NAMESPACES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let path = shared
@@ -365,7 +368,7 @@ impl ConfigCopy {
         Self(path)
     }
 
-    pub fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.0.to_str().unwrap()
     }
 }
@@ -379,7 +382,7 @@ impl Drop for ConfigCopy {
 /// `[server] max_pending` holds across two fronts: a flood of distinct URLs gets `202` up to
 /// the cap and `503` + `Retry-After` beyond it, while a cached URL stays a hit; the upstream
 /// sees no more jobs than the cap let in.
-pub async fn the_flood_cap_holds_across_fronts(shared: &Shared) {
+pub(crate) async fn the_flood_cap_holds_across_fronts(shared: &Shared) {
     const CAP: usize = 20;
     let counter = Counter::default();
     let c = counter.clone();
@@ -466,7 +469,7 @@ pub async fn the_flood_cap_holds_across_fronts(shared: &Shared) {
 /// Lifetimes of 10^14 s (beyond what a store's timer takes) are clamped to 2^31 s: the job's
 /// result is stored, the front waiting for it is woken by the store's notification (its
 /// recheck is 30 s), and another front serves it as a hit with that lifetime.
-pub async fn far_future_lifetimes_are_clamped(shared: &Shared) {
+pub(crate) async fn far_future_lifetimes_are_clamped(shared: &Shared) {
     let up = origin(Router::new().route(
         "/forever",
         get(|| async {
@@ -513,7 +516,7 @@ pub async fn far_future_lifetimes_are_clamped(shared: &Shared) {
 
 /// An origin whose `GET /doc` reads the document, then takes 600 ms to answer with what it
 /// read; `POST /doc` replaces it at once. Returns its address.
-pub async fn slow_document() -> std::net::SocketAddr {
+pub(crate) async fn slow_document() -> std::net::SocketAddr {
     use std::sync::{Arc, Mutex};
     let doc = Arc::new(Mutex::new(String::from("v1")));
     let (read, write) = (Arc::clone(&doc), doc);
@@ -543,7 +546,7 @@ pub async fn slow_document() -> std::net::SocketAddr {
 /// A write's invalidation is not undone by a job that read the old value before it: a GET's
 /// job reads `v1`, a POST to the same URL succeeds while the job runs (through `post_via`),
 /// and a client waiting on `front` then gets `v2`, as does every later request.
-pub async fn a_write_fences_the_job_running_for_its_url(front: &Errand, post_via: &Errand) {
+pub(crate) async fn a_write_fences_the_job_running_for_its_url(front: &Errand, post_via: &Errand) {
     let http = Http::new();
     let host = ("host", "site.example");
     let first = http.get(&front.url("/doc"), &[host]).await;
@@ -567,7 +570,7 @@ pub async fn a_write_fences_the_job_running_for_its_url(front: &Errand, post_via
 }
 
 /// [`a_write_fences_the_job_running_for_its_url`] with two fronts and a worker on `shared`.
-pub async fn a_write_fences_the_job_running_for_its_url_across_processes(shared: &Shared) {
+pub(crate) async fn a_write_fences_the_job_running_for_its_url_across_processes(shared: &Shared) {
     let up = slow_document().await;
     let (front_a, front_b) = two_fronts(up, shared, shared.config());
     let _worker = worker(up, shared, &[]);
@@ -577,7 +580,7 @@ pub async fn a_write_fences_the_job_running_for_its_url_across_processes(shared:
 /// 100 clients ask for one cached 8 MiB body and never read it, with no in-process copy of
 /// fresh entries (`l1_ttl = "0s"`, so every request reads the shared store): the front holds
 /// one copy of the body, not one per client. Returns the growth of its resident memory.
-pub async fn stalled_readers_share_one_body(shared: &Shared) -> u64 {
+pub(crate) async fn stalled_readers_share_one_body(shared: &Shared) -> u64 {
     use std::io::Write;
     const BODY: usize = 8 << 20;
     let up = origin(Router::new().route(

@@ -2,7 +2,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-pub mod fleet;
+pub(crate) mod fleet;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -21,19 +21,19 @@ use hyper_util::rt::TokioExecutor;
 
 /// Counts requests the origin received.
 #[derive(Clone, Default)]
-pub struct Counter(Arc<AtomicUsize>);
+pub(crate) struct Counter(Arc<AtomicUsize>);
 
 impl Counter {
-    pub fn bump(&self) -> usize {
+    pub(crate) fn bump(&self) -> usize {
         self.0.fetch_add(1, Ordering::SeqCst) + 1
     }
-    pub fn get(&self) -> usize {
+    pub(crate) fn get(&self) -> usize {
         self.0.load(Ordering::SeqCst)
     }
 }
 
 /// Serves `router` on 127.0.0.1:0.
-pub async fn origin(router: Router) -> SocketAddr {
+pub(crate) async fn origin(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
@@ -41,7 +41,7 @@ pub async fn origin(router: Router) -> SocketAddr {
 }
 
 /// A running `errand` process; killed on drop.
-pub struct Errand {
+pub(crate) struct Errand {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: Arc<std::sync::Mutex<Vec<String>>>,
@@ -50,7 +50,7 @@ pub struct Errand {
 impl Errand {
     /// Starts `errand serve --upstream http://{upstream} --listen 127.0.0.1:0 {args}` and
     /// waits for its "listening" line.
-    pub fn serve(upstream: SocketAddr, args: &[&str]) -> Self {
+    pub(crate) fn serve(upstream: SocketAddr, args: &[&str]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_errand"));
         command
             .args([
@@ -64,12 +64,12 @@ impl Errand {
         Self::start(command)
     }
 
-    pub fn start(command: Command) -> Self {
+    pub(crate) fn start(command: Command) -> Self {
         Self::start_matching(command, "listening on http://")
     }
 
     /// Starts `command` and waits for a log line containing `ready`.
-    pub fn start_matching(mut command: Command, ready: &str) -> Self {
+    pub(crate) fn start_matching(mut command: Command, ready: &str) -> Self {
         let ready = ready.to_owned();
         command
             .env("ERRAND_LOG", "info")
@@ -104,16 +104,16 @@ impl Errand {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The address of the admin listener, from its start-up line.
-    pub fn admin_addr(&self) -> String {
+    pub(crate) fn admin_addr(&self) -> String {
         for _ in 0..100 {
             let found = self.log.lock().unwrap().iter().find_map(|line| {
                 line.split("errand admin on http://")
@@ -129,7 +129,7 @@ impl Errand {
         panic!("no admin listener: {:?}", self.log.lock().unwrap());
     }
 
-    pub fn log_contains(&self, needle: &str) -> bool {
+    pub(crate) fn log_contains(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 }
@@ -143,7 +143,7 @@ impl Drop for Errand {
 
 /// Runs `errand serve --upstream http://127.0.0.1:9 --listen 127.0.0.1:0 {args}`, which must
 /// refuse to start; returns its stderr and how long it took to give up.
-pub fn refused_serve(args: &[&str]) -> (String, Duration) {
+pub(crate) fn refused_serve(args: &[&str]) -> (String, Duration) {
     let started = std::time::Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_errand"))
         .args([
@@ -163,34 +163,34 @@ pub fn refused_serve(args: &[&str]) -> (String, Duration) {
 
 /// A response as a test looks at it.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: String,
 }
 
 impl Reply {
-    pub fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     }
-    pub fn cache_status(&self) -> &str {
+    pub(crate) fn cache_status(&self) -> &str {
         self.header("cache-status")
     }
 }
 
 /// An HTTP client.
 #[derive(Clone)]
-pub struct Http(Client<HttpConnector, Empty<Bytes>>);
+pub(crate) struct Http(Client<HttpConnector, Empty<Bytes>>);
 
 impl Http {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(Client::builder(TokioExecutor::new()).build_http())
     }
 
-    pub async fn send(&self, method: &str, url: &str, headers: &[(&str, &str)]) -> Reply {
+    pub(crate) async fn send(&self, method: &str, url: &str, headers: &[(&str, &str)]) -> Reply {
         let mut request = Request::builder().method(method).uri(url);
         for (n, v) in headers {
             request = request.header(*n, *v);
@@ -210,13 +210,13 @@ impl Http {
         }
     }
 
-    pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Reply {
+    pub(crate) async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Reply {
         self.send("GET", url, headers).await
     }
 }
 
 /// Sends raw bytes and returns everything the server answered before closing (or 3 s).
-pub fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+pub(crate) fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
@@ -229,7 +229,7 @@ pub fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
 }
 
 /// Resident memory of a process, in bytes (Linux).
-pub fn rss(pid: u32) -> u64 {
+pub(crate) fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: u64 = status
         .lines()

@@ -5,7 +5,7 @@ use http::{HeaderMap, header};
 
 /// Whether a stored response with `stored` headers satisfies the request's validators, so the
 /// answer is `304 Not Modified`.
-pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+pub(super) fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
     if let Some(inm) = request.get(header::IF_NONE_MATCH) {
         let Some(etag) = stored.get(header::ETAG).and_then(|e| e.to_str().ok()) else {
             return false;
@@ -28,7 +28,7 @@ pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
 }
 
 /// Headers a `304` repeats from the stored response (RFC 9110 §15.4.5).
-pub const KEPT_ON_304: [header::HeaderName; 6] = [
+pub(super) const KEPT_ON_304: [header::HeaderName; 6] = [
     header::CACHE_CONTROL,
     header::CONTENT_LOCATION,
     header::DATE,

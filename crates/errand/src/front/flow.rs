@@ -390,7 +390,7 @@ impl FrontRequest<'_> {
             }
         }
         // Four rounds without an answer: the entry changes faster than we can act on it.
-        Answer::Respond(self.unavailable(&StoreError::Unavailable("entry kept changing".into())))
+        Answer::Respond(self.unavailable(&StoreError::unavailable("entry kept changing")))
     }
 
     fn claim(&self, priority: Priority, expect: Option<u64>) -> Claim {

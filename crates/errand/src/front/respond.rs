@@ -11,7 +11,7 @@ use crate::pattern::{CacheStatus, StoredResponse};
 
 /// Adds `Cache-Status` and `Prefer` to `Vary` (RFC 7240 §2: the answer depends on it).
 /// Every answer passes here once, so this is also where it is counted.
-pub fn mark(headers: &mut HeaderMap, status: &CacheStatus) {
+pub(super) fn mark(headers: &mut HeaderMap, status: &CacheStatus) {
     crate::metrics::counters().request(status.phase);
     // From the String itself: no second copy.
     if let Ok(value) = HeaderValue::try_from(status.to_string()) {
@@ -30,7 +30,7 @@ pub fn mark(headers: &mut HeaderMap, status: &CacheStatus) {
 
 /// A stored response as the answer: `Age` counted from when it was generated, `304` when the
 /// request's validators match, no body for `HEAD` (but the GET's `Content-Length`).
-pub fn stored(
+pub(super) fn stored(
     response: &StoredResponse,
     age_secs: Option<u64>,
     request: &HeaderMap,
@@ -73,7 +73,7 @@ pub fn stored(
 }
 
 /// A generated answer with a JSON body (`202`, `503`) or a plain-text error (`400`, `414`, …).
-pub fn generated(
+pub(super) fn generated(
     code: StatusCode,
     content_type: &'static str,
     text: String,
@@ -98,7 +98,7 @@ pub fn generated(
 }
 
 /// A plain-text error naming what was wrong with the request.
-pub fn bad_request(code: StatusCode, why: &str) -> Response<Body> {
+pub(super) fn bad_request(code: StatusCode, why: &str) -> Response<Body> {
     let mut answer = generated(
         code,
         "text/plain; charset=utf-8",
@@ -116,7 +116,7 @@ pub fn bad_request(code: StatusCode, why: &str) -> Response<Body> {
 }
 
 /// Sets `Retry-After` in whole seconds.
-pub fn retry_after(answer: &mut Response<Body>, secs: u64) {
+pub(super) fn retry_after(answer: &mut Response<Body>, secs: u64) {
     answer
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -39,6 +39,10 @@ impl Refusal {
 }
 
 /// Checks a request's framing headers and `Host`; `Ok` when the request may go on.
+///
+/// # Errors
+///
+/// The [`Refusal`] of the first rule the request breaks, with the status to answer.
 pub fn check_request(headers: &HeaderMap) -> Result<(), Refusal> {
     let hosts = headers.get_all(header::HOST).iter().count();
     if hosts > 1 {

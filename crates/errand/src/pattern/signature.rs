@@ -173,6 +173,11 @@ impl Signature {
     ///
     /// `scheme` is used when the URI is not absolute (the usual origin-form of HTTP/1.1);
     /// `key_headers` are the headers the route declares, in order.
+    ///
+    /// # Errors
+    ///
+    /// [`SignatureError`] when the request cannot name one resource: no host, a target that
+    /// is not a path, a key header that is not text.
     pub fn of(
         method: &Method,
         uri: &Uri,
@@ -245,6 +250,10 @@ impl Signature {
 
 /// The canonical URI of a request without its key headers, as used to find every stored
 /// variant of one URI (invalidation after an unsafe method, purge by URI).
+///
+/// # Errors
+///
+/// As [`Signature::of`].
 pub fn canonical_uri(
     uri: &Uri,
     headers: &HeaderMap,
@@ -256,6 +265,10 @@ pub fn canonical_uri(
 /// The site a request names, as its signature has it: the URI's authority, else the `Host`
 /// header, lower-cased, without a trailing dot or the scheme's default port. The front
 /// checks `allowed_hosts` against this, for every method and route.
+///
+/// # Errors
+///
+/// [`SignatureError`] when the request names no host, or an invalid one.
 pub fn request_authority(
     uri: &Uri,
     headers: &HeaderMap,

@@ -594,7 +594,9 @@ impl Store for MemoryStore {
         timeout: Duration,
     ) -> Result<Option<Entry>, StoreError> {
         self.wakeups
-            .wait_settled(key, timeout, None, || async { Ok(self.lookup_now(key)) })
+            .wait(key, None, timeout, None, || async {
+                Ok(self.lookup_now(key))
+            })
             .await
     }
 

@@ -52,7 +52,7 @@ pub use memory::{MemoryConfig, MemoryStore};
 pub use postgres::{PgConfig, PgStore};
 #[cfg(feature = "redis")]
 pub use redis::{RedisConfig, RedisStore};
-pub use wakeup::{Subscription, Wakeups};
+pub(crate) use wakeup::Wakeups;
 
 /// Where a store reads the time. Fronts and workers read it through [`Store::now`], so a test
 /// can drive a whole store, front and worker with a [`ManualClock`].
@@ -243,6 +243,10 @@ pub enum Retried {
 /// Retries a failed entry now: enqueues a new job with the request the failed job ran,
 /// conditional on the entry being the failure that was read (a concurrent retry or
 /// request that already claimed it wins, and this call reports what it found).
+///
+/// # Errors
+///
+/// The store's own errors, from the lookup or the claim.
 pub async fn retry(store: &dyn Store, key: &Key) -> Result<Retried, StoreError> {
     let Some(entry) = store.lookup(key).await? else {
         return Ok(Retried::Missing);
@@ -295,14 +299,28 @@ pub struct Stats {
     pub oldest_ready_ms: u64,
 }
 
+/// The cause of a [`StoreError`]: the driver's or the system's own error, kept so a caller
+/// can inspect it ([`std::error::Error::source`]). Shared, because one failed round trip can
+/// answer many callers at once (a batch of claims, a batch of completions).
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why a store call failed. The front maps every variant to an answer (`503` +
 /// `Retry-After` for an unreachable store); none of them is a panic.
+///
+/// The message says what went wrong in full, for logs; the cause, when there is one, is the
+/// error it came from.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The backend could not be reached or answered with an error.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    #[error("store unavailable: {message}")]
+    Unavailable {
+        /// What failed, for people.
+        message: String,
+        /// The error it came from.
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The backend did not answer in time.
     #[error("store call timed out after {0:?}")]
     Timeout(Duration),
@@ -315,12 +333,65 @@ pub enum StoreError {
     /// Stored data could not be read back.
     #[error("corrupt store record: {0}")]
     Corrupt(String),
-    /// The backend was reached but cannot be used as configured (retrying will not help).
-    #[error("unsuitable backend: {0}")]
-    Unsuitable(String),
+    /// The backend was reached but cannot be used as configured (retrying will not help), or
+    /// its settings (a URL, a certificate file) are wrong.
+    #[error("unsuitable backend: {message}")]
+    Unsuitable {
+        /// What is wrong, naming the setting or file.
+        message: String,
+        /// The error it came from.
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The caller's input cannot be used (e.g. a cursor that no listing gave).
     #[error("invalid request: {0}")]
     Invalid(String),
+}
+
+impl StoreError {
+    /// [`Unavailable`](Self::Unavailable), with no cause beyond the message.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// [`Unavailable`](Self::Unavailable) because of `cause`.
+    pub fn unavailable_because(
+        message: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+
+    /// [`Unsuitable`](Self::Unsuitable), with no cause beyond the message.
+    pub fn unsuitable(message: impl Into<String>) -> Self {
+        Self::Unsuitable {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// [`Unsuitable`](Self::Unsuitable) because of `cause`.
+    pub fn unsuitable_because(
+        message: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Unsuitable {
+            message: message.into(),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+
+    /// Whether the store could not be reached or did not answer in time: a call that may
+    /// succeed if made again.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Timeout(_))
+    }
 }
 
 /// The store contract. Every method is one atomic step with respect to every other call on

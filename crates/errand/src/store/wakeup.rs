@@ -25,7 +25,7 @@ const RECENT: Duration = Duration::from_secs(5);
 /// Waiters by key, and the wake-ups of the last five seconds. A `std::sync::Mutex` is right
 /// here: the critical sections are map lookups and inserts, never held across an `.await`.
 #[derive(Debug, Default)]
-pub struct Wakeups {
+pub(crate) struct Wakeups {
     state: Mutex<State>,
 }
 
@@ -70,7 +70,7 @@ impl State {
 /// What the waiters of one key share: the wake-up, and the settled entry when the
 /// completion that woke them brought it along.
 #[derive(Debug, Default)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     notify: Notify,
     settled: OnceLock<Entry>,
 }
@@ -79,12 +79,12 @@ impl Subscription {
     /// Completes at the next wake-up of this key. Create it and `enable()` it *before*
     /// checking the entry's state, so a wake-up between the check and the await is not
     /// missed.
-    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.notify.notified()
     }
 
     /// The entry as its completion left it, if the wake-up carried it.
-    pub fn settled(&self) -> Option<&Entry> {
+    pub(crate) fn settled(&self) -> Option<&Entry> {
         self.settled.get()
     }
 }
@@ -94,13 +94,8 @@ impl Wakeups {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The subscription for `key`, shared with its other waiters in this process.
-    pub fn subscribe(&self, key: &Key) -> Arc<Subscription> {
-        Arc::clone(self.state().waiters.entry(*key).or_default())
-    }
-
     /// Drops the subscription of a waiter that gave up, if nobody else waits on the key.
-    pub fn unsubscribe(&self, key: &Key, subscription: &Arc<Subscription>) {
+    pub(crate) fn unsubscribe(&self, key: &Key, subscription: &Arc<Subscription>) {
         let mut state = self.state();
         if let Some(current) = state.waiters.get(key) {
             // Two references: the map's and ours. Anyone else still waits.
@@ -118,7 +113,7 @@ impl Wakeups {
     }
 
     /// Wakes every waiter of `key` in this process; each looks its entry up again.
-    pub fn wake(&self, key: &Key) {
+    pub(crate) fn wake(&self, key: &Key) {
         if let Some(subscription) = self.take(*key) {
             subscription.notify.notify_waiters();
         }
@@ -127,7 +122,7 @@ impl Wakeups {
     /// Wakes every waiter of `entry`'s key in this process and hands them `entry`, which
     /// must be exactly what a lookup would return right after the completion that settled
     /// it (so only a completion that has just committed may call this).
-    pub fn wake_settled(&self, entry: Entry) {
+    pub(crate) fn wake_settled(&self, entry: Entry) {
         if let Some(subscription) = self.take(entry.key) {
             // Each subscription is removed from the map before it is woken, so it is
             // settled at most once.
@@ -138,7 +133,7 @@ impl Wakeups {
 
     /// Wakes every waiter in this process (after a notification channel was lost, so each
     /// one looks at its entry again).
-    pub fn wake_all(&self) {
+    pub(crate) fn wake_all(&self) {
         let all: Vec<Arc<Subscription>> = {
             let mut state = self.state();
             state.all = Some(Instant::now());
@@ -152,51 +147,43 @@ impl Wakeups {
     /// Whether the store's notification channel is up, so that this process hears of every
     /// settlement, wherever it happens. Turning it on wakes every waiter (anything may have
     /// happened while no one listened). Off, as at first, every waiter looks before it waits.
-    pub fn listening(&self, on: bool) {
+    pub(crate) fn listening(&self, on: bool) {
         self.state().listening = on;
         if on {
             self.wake_all();
         }
     }
 
-    /// How many keys have waiters (for tests and metrics).
-    pub fn len(&self) -> usize {
+    /// How many keys have waiters.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.state().waiters.len()
     }
 
     /// Whether nobody waits.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 impl Wakeups {
-    /// The generic body of [`Store::wait`](super::Store::wait): subscribe, look the entry up,
-    /// and sleep until a wake-up for `key` or the deadline; repeat while it is still pending.
-    /// `lookup` is the store's own lookup. With `recheck`, the entry is also looked at again
-    /// that often: the fallback of a store whose notifications can be missed. A wake-up that
-    /// carries the settled entry ([`wake_settled`](Self::wake_settled)) is answered with it,
-    /// without another lookup.
-    pub async fn wait_settled<F, Fut>(
-        &self,
-        key: &Key,
-        timeout: Duration,
-        recheck: Option<Duration>,
-        lookup: F,
-    ) -> Result<Option<Entry>, super::StoreError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<Option<Entry>, super::StoreError>>,
-    {
-        self.wait_settled_since(key, None, timeout, recheck, lookup)
-            .await
-    }
-
-    /// [`wait_settled`](Self::wait_settled) for a caller that read the entry as pending
-    /// after `seen`: unless this process heard of a wake-up for `key` since then, the first
-    /// lookup is skipped. Sound only for a store whose every settlement wakes this process's
-    /// waiters (a missed notification costs a `recheck`, as for any waiter).
-    pub async fn wait_settled_since<F, Fut>(
+    /// The one body of [`Store::wait`](super::Store::wait) for every store: subscribe, look
+    /// the entry up, and sleep until a wake-up for `key` or the deadline; repeat while it is
+    /// still pending. `lookup` is the store's own lookup. With `recheck`, the entry is also
+    /// looked at again that often: the fallback of a store whose notifications can be
+    /// missed. A wake-up that carries the settled entry ([`wake_settled`](Self::wake_settled))
+    /// is answered with it, without another lookup.
+    ///
+    /// With `seen` (the caller read the entry as pending after that instant), the first
+    /// lookup is skipped unless this process heard of a wake-up for `key` since. Sound only
+    /// for a store whose every settlement wakes this process's waiters (a missed
+    /// notification costs a `recheck`, as for any waiter).
+    ///
+    /// # Errors
+    ///
+    /// What `lookup` returns.
+    pub(crate) async fn wait<F, Fut>(
         &self,
         key: &Key,
         seen: Option<Instant>,
@@ -291,7 +278,7 @@ mod tests {
                 let (wakeups, lookups) = (Arc::clone(wakeups), Arc::clone(lookups));
                 tokio::spawn(async move {
                     wakeups
-                        .wait_settled(&key, Duration::from_secs(20), None, || {
+                        .wait(&key, None, Duration::from_secs(20), None, || {
                             lookups.fetch_add(1, Ordering::SeqCst);
                             async move { Ok(Some(pending(key))) }
                         })
@@ -341,7 +328,7 @@ mod tests {
             let (wakeups, lookups) = (Arc::clone(wakeups), Arc::clone(&lookups));
             tokio::spawn(async move {
                 wakeups
-                    .wait_settled_since(&key, Some(seen), Duration::from_secs(20), None, || {
+                    .wait(&key, Some(seen), Duration::from_secs(20), None, || {
                         lookups.fetch_add(1, Ordering::SeqCst);
                         let read = read.clone();
                         async move { Ok(Some(read)) }

@@ -64,10 +64,10 @@ impl Completer {
         let (reply, result) = tokio::sync::oneshot::channel();
         self.queue
             .send((lease, completion, reply))
-            .map_err(|_| StoreError::Unavailable("the worker is shutting down".into()))?;
+            .map_err(|_| StoreError::unavailable("the worker is shutting down"))?;
         result
             .await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("the completer stopped".into())))
+            .unwrap_or_else(|_| Err(StoreError::unavailable("the completer stopped")))
     }
 
     /// Sends a job's completion. While the store cannot be reached (unavailable, or too
@@ -90,7 +90,7 @@ impl Completer {
             let result = self.complete(job.lease.clone(), completion.clone()).await;
             let unreachable = matches!(
                 result,
-                Err(StoreError::Unavailable(_) | StoreError::Timeout(_))
+                Err(StoreError::Unavailable { .. } | StoreError::Timeout(_))
             );
             let until = Timestamp(leased_until.load(Ordering::Acquire));
             if !unreachable || self.queue.is_closed() || store.now().plus(pause + limit) >= until {

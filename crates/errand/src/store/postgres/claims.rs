@@ -161,8 +161,8 @@ impl ClaimQueue {
         let limit = self.limit;
         match tokio::time::timeout(limit, answer).await {
             Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(StoreError::Unavailable(
-                "the claim was dropped before it was sent".into(),
+            Ok(Err(_)) => Err(StoreError::unavailable(
+                "the claim was dropped before it was sent",
             )),
             Err(_) => Err(StoreError::Timeout(limit)),
         }

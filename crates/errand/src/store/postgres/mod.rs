@@ -229,20 +229,25 @@ pub use super::redact;
 /// Checks that `url` is a PostgreSQL connection URL whose TLS settings hold (a known
 /// `sslmode`, readable certificate files), without connecting; the error says why not (and
 /// never shows the password).
-pub fn check_url(url: &str) -> Result<(), String> {
+///
+/// # Errors
+///
+/// [`StoreError::Unsuitable`] naming what is wrong with the URL.
+pub fn check_url(url: &str) -> Result<(), StoreError> {
     tls::target(url).map(|_| ())
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::unavailable(e.to_string())
 }
 
 /// A database error with the server's own message (`db error` alone says nothing).
 fn db(e: tokio_postgres::Error) -> StoreError {
-    match e.as_db_error() {
-        Some(server) => StoreError::Unavailable(format!("postgres: {}", server.message())),
-        None => StoreError::Unavailable(with_causes(&e)),
-    }
+    let message = match e.as_db_error() {
+        Some(server) => format!("postgres: {}", server.message()),
+        None => with_causes(&e),
+    };
+    StoreError::unavailable_because(message, e)
 }
 
 /// Why the pool gave no connection: the driver's own error when opening one failed, without
@@ -294,11 +299,22 @@ impl PgStore {
 
     /// Connects, applies the schema migrations (safe when several processes start at once)
     /// and starts the notification listener.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unsuitable`] for a URL or TLS setting that cannot work, or a schema
+    /// name that is not a plain identifier; [`StoreError::Unavailable`] or
+    /// [`StoreError::Timeout`] when the database cannot be reached or refuses the
+    /// migration. Fails at once: callers that want to wait for the database retry.
     pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
         Self::connect_with_clock(config, Arc::new(SystemClock)).await
     }
 
     /// [`connect`](Self::connect) with a clock of the caller's (tests).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
     pub async fn connect_with_clock(
         config: PgConfig,
         clock: Arc<dyn Clock>,
@@ -309,7 +325,7 @@ impl PgStore {
                 config.schema
             )));
         }
-        let target = tls::target(&config.url).map_err(unavailable)?;
+        let target = tls::target(&config.url)?;
         let manager = Manager::from_config(
             target.config.clone(),
             target.tls.clone(),
@@ -418,6 +434,10 @@ impl PgStore {
 
     /// Creates or upgrades the schema. Serialized across processes by a transaction-scoped
     /// advisory lock (only here: claims rely on the primary key, never on advisory locks).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Timeout`] when a statement fails.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let sql = self.sql.migration();
         let schema = self.config.schema.clone();
@@ -441,6 +461,10 @@ impl PgStore {
     }
 
     /// Drops this store's schema and everything in it (tests, retired tenants).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Timeout`] when the statement fails.
     pub async fn drop_schema(&self) -> Result<(), StoreError> {
         let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.config.schema);
         self.run(|client| async move { client.batch_execute(&sql).await.map_err(db) })
@@ -490,6 +514,10 @@ fn valid_schema(name: &str) -> bool {
 impl PgStore {
     /// Deletes up to `batch` rows whose every window has ended; returns how many. Bounded, so
     /// it never holds long locks; call it periodically ([`PgStore::spawn_pruner`] does).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Timeout`] when the statement fails.
     pub async fn prune(&self, batch: i64) -> Result<u64, StoreError> {
         let t = format!("{}.entries", self.config.schema);
         let sql = format!(

@@ -12,7 +12,7 @@ use tokio_postgres::AsyncMessage;
 
 use super::signal::JobSignal;
 use super::tls::Target;
-use super::{db, pool_error, unavailable, with_causes};
+use super::{db, pool_error, with_causes};
 use crate::pattern::Key;
 use crate::store::{StoreError, Wakeups, redact};
 
@@ -86,7 +86,10 @@ impl Announcer {
                 continue;
             }
             let sent = async {
-                let client = pool.get().await.map_err(|e| unavailable(pool_error(&e)))?;
+                let client = pool
+                    .get()
+                    .await
+                    .map_err(|e| StoreError::unavailable_because(pool_error(&e), e))?;
                 let statement = client.prepare_cached(ANNOUNCE).await.map_err(db)?;
                 client
                     .execute(&statement, &[&channels, &payloads])

@@ -5,7 +5,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 
-use super::{db, pool_error, unavailable};
+use super::{db, pool_error};
 use crate::store::{StoreError, redact};
 
 /// Why a claim statement failed: the server refused it (a group is then claimed row by row,
@@ -36,7 +36,10 @@ where
 {
     let call = async {
         let client = pool.get().await.map_err(|e| {
-            SendError::Down(unavailable(format!("{}: {}", redact(url), pool_error(&e))))
+            SendError::Down(StoreError::unavailable_because(
+                format!("{}: {}", redact(url), pool_error(&e)),
+                e,
+            ))
         })?;
         f(client).await
     };

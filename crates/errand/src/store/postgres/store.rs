@@ -283,8 +283,8 @@ impl Store for PgStore {
                 return Ok(ClaimOutcome::Exists(entry));
             }
         }
-        Err(StoreError::Unavailable(
-            "the entry kept changing during claim".into(),
+        Err(StoreError::unavailable(
+            "the entry kept changing during claim",
         ))
     }
 
@@ -426,14 +426,14 @@ impl Store for PgStore {
                 Err(e) => {
                     let text = e.to_string();
                     for (i, _) in &stored {
-                        results[*i] = Some(Err(StoreError::Unavailable(text.clone())));
+                        results[*i] = Some(Err(StoreError::unavailable(text.clone())));
                     }
                 }
             }
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or(Err(StoreError::Unavailable("not completed".into()))))
+            .map(|r| r.unwrap_or(Err(StoreError::unavailable("not completed"))))
             .collect()
     }
 
@@ -445,7 +445,7 @@ impl Store for PgStore {
     ) -> Result<Option<Entry>, StoreError> {
         // Without LISTEN the wake-ups never say they hear everything, so waiters look first.
         self.wakeups
-            .wait_settled_since(key, seen, timeout, Some(self.config.recheck), || {
+            .wait(key, seen, timeout, Some(self.config.recheck), || {
                 self.lookup(key)
             })
             .await

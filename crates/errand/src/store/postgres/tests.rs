@@ -193,7 +193,8 @@ fn a_client_certificate_is_read_with_its_key() {
         "postgres://db.example/app?sslmode=require&sslcert={data}/unrelated-ca.pem\
          &sslkey={data}/unrelated-ca.pem"
     ))
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("sslkey: cannot read a PEM private key"), "{e}");
 }
 

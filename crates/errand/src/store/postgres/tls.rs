@@ -30,7 +30,7 @@ use rustls::{
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::store::redact;
+use crate::store::{StoreError, redact};
 
 /// How the connection is encrypted and the server's certificate checked (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,9 +131,14 @@ fn split(url: &str) -> Result<(String, TlsParams), String> {
 
 /// Reads `url` for connecting: its driver settings and its TLS. The error names what is wrong
 /// (the URL shown without its password).
-pub(super) fn target(url: &str) -> Result<Target, String> {
+///
+/// # Errors
+///
+/// [`StoreError::Unsuitable`] naming the URL's fault: an unknown `sslmode`, a certificate
+/// file that cannot be read or holds no certificate, a URL the driver cannot parse.
+pub(super) fn target(url: &str) -> Result<Target, StoreError> {
     let shown = redact(url);
-    let fail = |e: String| format!("{shown}: {e}");
+    let fail = |e: String| StoreError::unsuitable(format!("{shown}: {e}"));
     let (rest, params) = split(url).map_err(fail)?;
     let mode = params
         .mode
@@ -142,9 +147,9 @@ pub(super) fn target(url: &str) -> Result<Target, String> {
         .transpose()
         .map_err(fail)?
         .unwrap_or(Mode::Prefer);
-    let mut config: tokio_postgres::Config = rest
-        .parse()
-        .map_err(|e| format!("{shown} is not a valid PostgreSQL URL: {e}"))?;
+    let mut config: tokio_postgres::Config = rest.parse().map_err(|e| {
+        StoreError::unsuitable_because(format!("{shown} is not a valid PostgreSQL URL: {e}"), e)
+    })?;
     // A key=value string's own sslmode (disable, prefer, require) stands.
     if params.mode.is_some() {
         config.ssl_mode(mode.wire());
@@ -444,7 +449,7 @@ mod tests {
 
     #[test]
     fn bad_tls_settings_are_named() {
-        let err = |url: &str| target(url).unwrap_err();
+        let err = |url: &str| target(url).unwrap_err().to_string();
         let e = err("postgres://u:secret@db/app?sslmode=allow");
         assert!(e.contains("sslmode=allow is not one of"), "{e}");
         assert!(!e.contains("secret"), "{e}");

@@ -139,17 +139,18 @@ impl RedisConfig {
     /// [`client_cert`](Self::client_cert) read; the error names the file or setting at fault.
     fn client(&self) -> Result<Client, StoreError> {
         let shown = redact(&self.url);
-        let named = |e: ::redis::RedisError| unavailable(format!("{shown}: {e}"));
+        let named =
+            |e: ::redis::RedisError| StoreError::unavailable_because(format!("{shown}: {e}"), e);
         if self.ca_file.is_none() && self.client_cert.is_none() {
             return Client::open(self.url.as_str()).map_err(named);
         }
         if !self.url.starts_with("rediss://") {
-            return Err(StoreError::Unsuitable(format!(
+            return Err(StoreError::unsuitable(format!(
                 "{shown}: a CA file or a client certificate needs TLS: use a rediss:// URL"
             )));
         }
         let unsuitable = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
-            StoreError::Unsuitable(format!("{what} {}: {e}", path.display()))
+            StoreError::unsuitable(format!("{what} {}: {e}", path.display()))
         };
         let read =
             |what: &str, path: &Path| std::fs::read(path).map_err(|e| unsuitable(what, path, &e));
@@ -190,7 +191,7 @@ impl RedisConfig {
                 root_cert,
             },
         )
-        .map_err(|e| StoreError::Unsuitable(format!("{shown}: Redis TLS files: {e}")))
+        .map_err(|e| StoreError::unsuitable(format!("{shown}: Redis TLS files: {e}")))
     }
 }
 
@@ -226,14 +227,14 @@ pub use super::redact;
 
 /// Checks that `url` is a Redis URL this build can use, without connecting; the error says
 /// why not (and never shows the password).
-pub fn check_url(url: &str) -> Result<(), String> {
-    Client::open(url)
-        .map(|_| ())
-        .map_err(|e| format!("{} is not a valid Redis URL: {e}", redact(url)))
-}
-
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+///
+/// # Errors
+///
+/// [`StoreError::Unsuitable`] saying why the URL cannot be used.
+pub fn check_url(url: &str) -> Result<(), StoreError> {
+    Client::open(url).map(|_| ()).map_err(|e| {
+        StoreError::unsuitable_because(format!("{} is not a valid Redis URL: {e}", redact(url)), e)
+    })
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -252,22 +253,34 @@ impl RedisStore {
     /// Connects, checks that the server is usable (not a cluster, no eviction of keys without
     /// a TTL) and starts the subscriber. Fails at once if Redis cannot be reached: callers
     /// that want to wait for it retry.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unsuitable`] for a prefix, URL or TLS file that cannot work, a Redis
+    /// Cluster, or an eviction policy that could drop jobs; [`StoreError::Unavailable`] or
+    /// [`StoreError::Timeout`] when Redis cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<Self, StoreError> {
         Self::connect_with_clock(config, Arc::new(SystemClock)).await
     }
 
     /// [`connect`](Self::connect) with a clock of the caller's (tests).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
     pub async fn connect_with_clock(
         config: RedisConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
         if !valid_prefix(&config.prefix) {
-            return Err(StoreError::Unsuitable(format!(
+            return Err(StoreError::unsuitable(format!(
                 "Redis key prefix {:?} must be 1-64 letters, digits, '_', '-', '.' or ':'",
                 config.prefix
             )));
         }
-        let named = |e: ::redis::RedisError| unavailable(format!("{}: {e}", redact(&config.url)));
+        let named = |e: ::redis::RedisError| {
+            StoreError::unavailable_because(format!("{}: {e}", redact(&config.url)), e)
+        };
         // The redis crate's TLS (rediss://) uses rustls's process-wide provider: this build's
         // own (ring) unless the application installed one first.
         if rustls::crypto::CryptoProvider::get_default().is_none() {
@@ -325,7 +338,7 @@ impl RedisStore {
         };
         let cluster = text(&info("cluster").await?);
         if cluster.contains("cluster_enabled:1") {
-            return Err(StoreError::Unsuitable(format!(
+            return Err(StoreError::unsuitable(format!(
                 "{} is a Redis Cluster node; errand needs one standalone primary",
                 redact(&self.config.url)
             )));
@@ -336,7 +349,7 @@ impl RedisStore {
             .find_map(|l| l.strip_prefix("maxmemory_policy:"))
             .filter(|p| p.trim().starts_with("allkeys"))
         {
-            return Err(StoreError::Unsuitable(format!(
+            return Err(StoreError::unsuitable(format!(
                 "{} evicts keys without a TTL (maxmemory-policy {}), which would lose queued \
                  jobs; use noeviction or a volatile-* policy",
                 redact(&self.config.url),
@@ -364,6 +377,10 @@ impl RedisStore {
     }
 
     /// Deletes every key under this store's prefix (tests, retired tenants).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Timeout`] when a command fails.
     pub async fn delete_all(&self) -> Result<u64, StoreError> {
         let pattern = format!("{}*", escape_glob(&self.tag));
         let mut cursor = 0u64;
@@ -406,6 +423,10 @@ impl RedisStore {
     /// Removes up to `batch` entries whose every window has ended, with their index records;
     /// returns how many expiry records it looked at. Bounded, so it never blocks Redis for
     /// long; [`RedisStore::spawn_pruner`] calls it periodically.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Timeout`] when the script fails.
     pub async fn prune(&self, batch: u64) -> Result<u64, StoreError> {
         let now = self.clock.now().0;
         let v = self

@@ -101,7 +101,7 @@ pub(super) fn time_arg<'a>(t: Timestamp) -> Arg<'a> {
 }
 
 pub(super) fn redis_error(e: ::redis::RedisError) -> StoreError {
-    StoreError::Unavailable(format!("redis: {e}"))
+    StoreError::unavailable_because(format!("redis: {e}"), e)
 }
 
 pub(super) fn escape_glob(text: &str) -> String {

@@ -294,7 +294,7 @@ impl Store for RedisStore {
             Err(e) => {
                 let text = e.to_string();
                 jobs.iter()
-                    .map(|_| Err(StoreError::Unavailable(text.clone())))
+                    .map(|_| Err(StoreError::unavailable(text.clone())))
                     .collect()
             }
         }
@@ -307,7 +307,7 @@ impl Store for RedisStore {
         timeout: Duration,
     ) -> Result<Option<Entry>, StoreError> {
         self.wakeups
-            .wait_settled_since(key, seen, timeout, Some(self.config.recheck), || {
+            .wait(key, seen, timeout, Some(self.config.recheck), || {
                 self.lookup(key)
             })
             .await
