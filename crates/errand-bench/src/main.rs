@@ -585,8 +585,9 @@ async fn work_once(
     batch: usize,
     body: &Arc<errand::pattern::StoredResponse>,
 ) -> Option<u64> {
+    use errand::pattern::Completion;
     use errand::pattern::Content;
-    use errand::store::{Completion, StoreExt};
+    use errand::store::StoreExt;
 
     let jobs = store.take(batch, Duration::from_secs(30)).await.ok()?;
     if jobs.is_empty() {

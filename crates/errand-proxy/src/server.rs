@@ -404,7 +404,7 @@ fn bad_gateway(error: &errand::body::BoxError) -> Response<Body> {
         } else {
             format!("{error}\n")
         };
-        (errand::pattern::outcome::gateway_status(timed_out), text)
+        (errand::pattern::gateway_status(timed_out), text)
     };
     let client_error = error.is::<ClientError>();
     let mut response = Response::new(body::full(text));

@@ -338,11 +338,11 @@ pub(crate) fn backend(text: &str) -> anyhow::Result<Backend> {
     match scheme {
         "memory" => Ok(Backend::Memory),
         "postgres" | "postgresql" => {
-            errand::store::postgres::check_url(text).map_err(backend_error)?;
+            errand::store::PgConfig::check_url(text).map_err(backend_error)?;
             Ok(Backend::Postgres(text.to_owned()))
         }
         "redis" | "rediss" => {
-            errand::store::redis::check_url(text).map_err(backend_error)?;
+            errand::store::RedisConfig::check_url(text).map_err(backend_error)?;
             Ok(Backend::Redis(text.to_owned()))
         }
         _ => bail!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use errand::body::{Body, BoxError};
-use errand::pattern::freshness::remove_hop_headers;
+use errand::pattern::remove_hop_headers;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
@@ -241,7 +241,7 @@ fn refuse_response(response: &Response<Incoming>) -> Option<String> {
     if !(200..600).contains(&status) {
         return Some(format!("upstream sent an invalid final status {status}"));
     }
-    errand::pattern::hygiene::unknown_coding(response.headers())
+    errand::pattern::unknown_coding(response.headers())
         .map(|coding| format!("upstream sent unknown Transfer-Encoding {coding:?}"))
 }
 

@@ -65,7 +65,7 @@ impl Errand {
     }
 
     /// Per-route job duration estimates (feeding `Retry-After`).
-    pub fn estimates(&self) -> &JobEstimates {
+    pub(crate) fn estimates(&self) -> &JobEstimates {
         &self.shared.estimates
     }
 

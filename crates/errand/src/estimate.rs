@@ -10,7 +10,7 @@ use crate::config::RouteId;
 /// Lock-free: fronts read it on every `202`, workers and fronts update it when they see a
 /// job's duration.
 #[derive(Debug)]
-pub struct JobEstimates {
+pub(crate) struct JobEstimates {
     millis: Vec<AtomicU64>,
 }
 
@@ -22,7 +22,7 @@ const UNSEEN: u64 = 0;
 
 impl JobEstimates {
     /// Estimates for `routes` routes.
-    pub fn new(routes: usize) -> Self {
+    pub(crate) fn new(routes: usize) -> Self {
         Self {
             millis: (0..routes).map(|_| AtomicU64::new(UNSEEN)).collect(),
         }
@@ -30,7 +30,7 @@ impl JobEstimates {
 
     /// Folds one observed duration in (weight 1/4: adapts within a few jobs); the first
     /// observation of a route is taken as it is.
-    pub fn observe(&self, route: RouteId, took: Duration) {
+    pub(crate) fn observe(&self, route: RouteId, took: Duration) {
         let Some(slot) = self.millis.get(route.0) else {
             return;
         };
@@ -45,7 +45,7 @@ impl JobEstimates {
     }
 
     /// The expected duration of a route's job.
-    pub fn expected(&self, route: RouteId) -> Duration {
+    pub(crate) fn expected(&self, route: RouteId) -> Duration {
         let ms = self
             .millis
             .get(route.0)

@@ -38,30 +38,29 @@
 //!   `store::postgres` (feature `postgres`) and `store::redis` (feature `redis`); the
 //!   in-process [`L1`](store::L1) in front of a shared store; the conformance suite every
 //!   backend runs ([`store_contract!`], feature `contract-tests`).
-//! - [`front`]: the tower [`ErrandLayer`] and its service; the request flow (hygiene,
+//! - `front`: the tower [`ErrandLayer`] and its service; the request flow (hygiene,
 //!   pass-through cases, lookup → decide → claim/wait/serve), the answers it builds.
-//! - [`worker`]: the [`Worker`] runtime: take jobs with leases, replay them through the app
+//! - `worker`: the [`Worker`] runtime: take jobs with leases, replay them through the app
 //!   or upstream, renew leases, classify, retry with backoff, complete; graceful shutdown.
 //! - [`config`]: routes and their policies, the front's limits, the job settings.
 //! - [`body`]: the one response body type.
 //!
 //! To add a backend: implement [`store::Store`] in a module of its own and run
 //! [`store_contract!`] against it. To change what a header does: the pure side is in
-//! [`pattern`] (signature, freshness, cache status), the HTTP side in [`front`].
+//! [`pattern`] (signature, freshness, cache status), the HTTP side in `front`.
 
 pub mod body;
 pub mod config;
 mod errand;
 mod estimate;
-pub mod front;
+mod front;
 pub mod metrics;
 pub mod pattern;
 mod replay;
 pub mod store;
-pub mod worker;
+mod worker;
 
 pub use errand::Errand;
-pub use estimate::JobEstimates;
 pub use front::{ErrandLayer, ErrandService};
 pub use replay::{JobBody, JobRequest};
 pub use worker::{Worker, WorkerError};

@@ -20,7 +20,7 @@
 //! | `errand_entry_bytes` | gauge | | bytes held by settled entries |
 //! | `errand_evictions_total` | counter | | entries the memory backend dropped to stay within its byte budget |
 //!
-//! The gauges are read from [`Store::stats`](crate::store::Store::stats) by whoever exports
+//! The gauges are read from [`Inspect::stats`](crate::store::Inspect::stats) by whoever exports
 //! them ([`record_stats`]), at scrape time.
 
 use metrics::{Counter, counter, gauge, histogram};

@@ -190,9 +190,10 @@ async fn claim_while_a_worker_idles(this: &Arc<PgStore>, path: &str) -> errand::
 /// table, so another process neither takes it meanwhile nor loses it if this process dies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_hands_its_job_to_an_idle_worker_of_its_process() {
+    use errand::pattern::Completion;
     use errand::pattern::Priority;
     use errand::store::contract::{claim, signature};
-    use errand::store::{Completion, Store, StoreError};
+    use errand::store::{Store, StoreError};
     use std::time::Duration;
 
     let lease = Duration::from_secs(30);

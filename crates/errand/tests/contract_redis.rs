@@ -43,9 +43,10 @@ errand::store_contract!(make, |store: Arc<RedisStore>| async move {
 mod redis_specific {
     use std::time::Duration;
 
+    use errand::pattern::Completion;
     use errand::pattern::Priority;
     use errand::store::contract::{claim, claims_from_two_stores, fill, signature};
-    use errand::store::{ClaimOutcome, Completion, Store, StoreError};
+    use errand::store::{ClaimOutcome, Store, StoreError};
 
     use super::*;
 

@@ -246,7 +246,7 @@ impl errand::store::Store for Recording {
     }
     async fn complete(
         &self,
-        jobs: Vec<(errand::store::LeaseToken, errand::store::Completion)>,
+        jobs: Vec<(errand::store::LeaseToken, errand::pattern::Completion)>,
     ) -> Vec<Result<(), errand::store::StoreError>> {
         self.batches.lock().unwrap().push(jobs.len());
         // A shared store's round trip: completions that finish meanwhile pile up.

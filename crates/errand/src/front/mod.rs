@@ -21,8 +21,6 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub use prefer::Prefer;
-
 use crate::Errand;
 use crate::body::{Body, BoxError};
 

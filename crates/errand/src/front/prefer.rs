@@ -6,7 +6,7 @@ use http::HeaderMap;
 
 /// The preferences errand honours.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Prefer {
+pub(crate) struct Prefer {
     /// `wait=N`: the client would rather wait up to N seconds than get a `202`.
     pub wait: Option<Duration>,
     /// `respond-async`: the client expects a `202` (acknowledged with `Preference-Applied`).
@@ -16,7 +16,7 @@ pub struct Prefer {
 impl Prefer {
     /// Reads every `Prefer` header; unknown or malformed preferences are ignored, as the RFC
     /// requires. When a preference repeats, the first one counts.
-    pub fn parse(headers: &HeaderMap) -> Self {
+    pub(crate) fn parse(headers: &HeaderMap) -> Self {
         let mut prefer = Self::default();
         for value in headers.get_all("prefer") {
             let Ok(value) = value.to_str() else { continue };

@@ -13,7 +13,7 @@ use super::entry::{Content, JobInfo, Timestamp};
 
 /// How a request came to the entry it is answered from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Arrival {
+pub(crate) struct Arrival {
     /// [`Phase::Miss`] if this request claimed the job, [`Phase::Collapsed`] if it found one
     /// claimed by another; `None` if it only looked up.
     pub claimed: Option<Phase>,
@@ -25,7 +25,7 @@ impl Arrival {
     /// The status of an answer that is `phase` for a request that only looked up. A request
     /// that waited is answered with the result of its job instead: its claim's phase, the
     /// result's `status` as `fwd-status`, and whether the result was `stored`.
-    pub fn status(self, phase: Phase, status: StatusCode, stored: bool) -> CacheStatus {
+    pub(crate) fn status(self, phase: Phase, status: StatusCode, stored: bool) -> CacheStatus {
         if self.waited {
             CacheStatus::new(self.claimed.unwrap_or(Phase::Pending)).waited(status.as_u16(), stored)
         } else {
@@ -37,7 +37,7 @@ impl Arrival {
 /// The `Cache-Status` of `content` served at `now` as `decision` said: a hit, stale while
 /// it is refreshed, or stale in place of an error; `None` for a decision that serves no
 /// content.
-pub fn served(
+pub(crate) fn served(
     decision: Decision,
     content: &Content,
     now: Timestamp,
@@ -60,7 +60,7 @@ pub fn served(
 
 /// The bounds of an adaptive `Retry-After`, in whole seconds (at least 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryBounds {
+pub(crate) struct RetryBounds {
     /// The shortest.
     pub min: Duration,
     /// The longest.
@@ -70,7 +70,7 @@ pub struct RetryBounds {
 /// `Retry-After` of a `202`: when the pending `job` should be done, given that the route's
 /// jobs take `expected`. A job backing off after a failed attempt runs again at its
 /// `run_at`, then takes as long as usual. Whole seconds, rounded up, within `bounds`.
-pub fn pending_retry_after(
+pub(crate) fn pending_retry_after(
     job: Option<&JobInfo>,
     expected: Duration,
     now: Timestamp,
@@ -85,14 +85,14 @@ pub fn pending_retry_after(
 
 /// `Retry-After` of a failure's answer: the rest of its error TTL (`until`), in whole
 /// seconds rounded up, so the client does not come back before a new job may run.
-pub fn failed_retry_after(until: Timestamp, now: Timestamp) -> u64 {
+pub(crate) fn failed_retry_after(until: Timestamp, now: Timestamp) -> u64 {
     u64::try_from(until.since(now).as_millis().div_ceil(1000))
         .unwrap_or(u64::MAX)
         .max(1)
 }
 
 /// `Retry-After` of a `503` (the store is unreachable or full): the shortest wait.
-pub fn unavailable_retry_after(bounds: RetryBounds) -> u64 {
+pub(crate) fn unavailable_retry_after(bounds: RetryBounds) -> u64 {
     bounds.min.as_secs().max(1)
 }
 

@@ -193,7 +193,7 @@ pub struct PassInfo {
     /// The job's response, delivered once to the next try (then removed), when it was safe to
     /// keep it for one client.
     pub once: Option<Arc<StoredResponse>>,
-    /// Why the response is not shared (a [`NoStore`](super::freshness::NoStore) reason).
+    /// Why the response is not shared (a [`NoStore`](super::NoStore) reason).
     pub reason: String,
 }
 

@@ -75,10 +75,10 @@ pub enum Classification {
 /// delta-seconds (or one that overflows) as 2^31 seconds, about 68 years. Every window is
 /// clamped to it, so stores never see a time they cannot represent (a Redis TTL, a
 /// PostgreSQL timestamp).
-pub const MAX_LIFETIME: Duration = Duration::from_secs(1 << 31);
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(1 << 31);
 
 /// `d`, at most [`MAX_LIFETIME`].
-pub fn clamp_lifetime(d: Duration) -> Duration {
+pub(crate) fn clamp_lifetime(d: Duration) -> Duration {
     d.min(MAX_LIFETIME)
 }
 
@@ -260,7 +260,7 @@ const NOT_STORED: [&str; 12] = [
 
 /// Removes hop-by-hop headers (including those listed in `Connection`) and the headers the
 /// cache consumes itself.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     remove_hop_headers(headers, &NOT_STORED);
 }
 
@@ -286,7 +286,7 @@ pub fn remove_hop_headers(headers: &mut HeaderMap, fixed: &[&str]) {
 
 /// Purge tags of a response: `Surrogate-Key` (space-separated) and `Cache-Tag`
 /// (comma-separated).
-pub fn tags(headers: &HeaderMap) -> Vec<String> {
+pub(crate) fn tags(headers: &HeaderMap) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
     for (name, sep) in [("surrogate-key", ' '), ("cache-tag", ',')] {
         for value in headers.get_all(name) {

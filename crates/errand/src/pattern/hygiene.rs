@@ -16,7 +16,7 @@ use http::header::{self, HeaderMap};
 /// Why a request is refused before it is planned.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// More than one `Host` header line.
     #[error("the request has {0} Host header lines; exactly one is allowed")]
     DuplicateHost(usize),
@@ -30,7 +30,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The status the front answers with.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::UnknownCoding(_) => StatusCode::NOT_IMPLEMENTED,
             Self::DuplicateHost(_) | Self::LengthAndChunked => StatusCode::BAD_REQUEST,
@@ -43,7 +43,7 @@ impl Refusal {
 /// # Errors
 ///
 /// The [`Refusal`] of the first rule the request breaks, with the status to answer.
-pub fn check_request(headers: &HeaderMap) -> Result<(), Refusal> {
+pub(crate) fn check_request(headers: &HeaderMap) -> Result<(), Refusal> {
     let hosts = headers.get_all(header::HOST).iter().count();
     if hosts > 1 {
         return Err(Refusal::DuplicateHost(hosts));

@@ -3,28 +3,33 @@
 //! Everything here is a pure function of its inputs (`now` is always a parameter), so the
 //! whole behaviour of a signature's life can be tested as tables:
 //!
-//! - [`signature`]: what makes two requests "the same request" ([`Signature`], [`Key`]);
-//! - [`entry`]: what the store holds for one signature ([`Entry`], [`Status`], [`Content`]);
-//! - [`hygiene`]: which requests are refused before anything else (framing, `Host`);
-//! - [`freshness`]: how a worker classifies an upstream response (store, pass, retry…);
-//! - [`outcome`]: what one attempt of a job comes to ([`outcome::settle`], [`Completion`],
-//!   the retry [`backoff`](outcome::backoff));
-//! - [`decide`](mod@decide): what the front does with an entry ([`decide()`], [`Decision`]);
-//! - [`answer`]: what the front's answer says of itself: its `Cache-Status` and the
-//!   `Retry-After` of the answers that send the client away;
-//! - [`cache_status`]: the vocabulary reported in `Cache-Status`, logs and metrics ([`Phase`]);
-//! - [`trace`]: the W3C trace context a job inherits from the request that created it
+//! - `signature.rs`: what makes two requests "the same request" ([`Signature`], [`Key`]);
+//! - `entry.rs`: what the store holds for one signature ([`Entry`], [`Status`], [`Content`]);
+//! - `hygiene.rs`: which requests are refused before anything else (framing, `Host`);
+//! - `freshness.rs`: how a worker classifies an upstream response ([`classify`]: store,
+//!   pass, retry…);
+//! - `outcome.rs`: what one attempt of a job comes to (a [`Completion`], a [`JobOutcome`],
+//!   the retry [`backoff`]), table-tested;
+//! - `decide.rs`: what the front does with an entry ([`decide()`], [`Decision`]);
+//! - `answer.rs`: what the front's answer says of itself: its `Cache-Status` and the
+//!   `Retry-After` of the answers that send the client away, table-tested;
+//! - `cache_status.rs`: the vocabulary reported in `Cache-Status`, logs and metrics
+//!   ([`Phase`], [`CacheStatus`]);
+//! - `trace.rs`: the W3C trace context a job inherits from the request that created it
 //!   ([`TraceParent`]; the one place that draws random numbers, for new trace ids).
+//!
+//! Each public item is reachable by one path, `errand::pattern::Name`; the modules are the
+//! crate's own.
 
-pub mod answer;
-pub mod cache_status;
-pub mod decide;
-pub mod entry;
-pub mod freshness;
-pub mod hygiene;
-pub mod outcome;
-pub mod signature;
-pub mod trace;
+pub(crate) mod answer;
+pub(crate) mod cache_status;
+pub(crate) mod decide;
+pub(crate) mod entry;
+pub(crate) mod freshness;
+pub(crate) mod hygiene;
+pub(crate) mod outcome;
+pub(crate) mod signature;
+pub(crate) mod trace;
 
 pub use cache_status::{CacheStatus, Detail, JobOutcome, Phase};
 pub use decide::{Decision, decide};
@@ -32,7 +37,8 @@ pub use entry::{
     Content, Entry, Failure, JobId, JobInfo, PassInfo, Priority, State, Status, StoredResponse,
     Timestamp,
 };
-pub use freshness::{Classification, Windows, classify};
-pub use outcome::Completion;
+pub use freshness::{Classification, NoStore, Windows, classify, remove_hop_headers};
+pub use hygiene::unknown_coding;
+pub use outcome::{Completion, backoff, gateway_status};
 pub use signature::{Key, RequestRecord, Signature, SignatureError};
 pub use trace::TraceParent;

@@ -39,7 +39,7 @@ pub enum Completion {
 
 /// What one attempt of a job produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Attempt {
+pub(crate) enum Attempt {
     /// A whole response, with every header it came with (see [`received`]).
     Response(StoredResponse),
     /// A response whose body exceeded the job's maximum.
@@ -50,7 +50,7 @@ pub enum Attempt {
 
 /// Why an attempt produced no response.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AttemptError {
+pub(crate) enum AttemptError {
     /// The job's time ran out (or the service gave up waiting for the upstream).
     TimedOut(Option<Duration>),
     /// The upstream or the handler failed: a connection error, a broken body, a bad request
@@ -61,7 +61,7 @@ pub enum AttemptError {
 impl AttemptError {
     /// The status a gateway answers for this error when no response is left to relay:
     /// `504` for a timeout, `502` for anything else. The one place that choice is made.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         gateway_status(matches!(self, Self::TimedOut(_)))
     }
 }
@@ -88,7 +88,7 @@ pub fn gateway_status(timed_out: bool) -> StatusCode {
 
 /// What [`settle`] needs to know of the route and the job settings.
 #[derive(Clone, Copy, Debug)]
-pub struct Rules<'a> {
+pub(crate) struct Rules<'a> {
     /// The route's freshness windows.
     pub windows: &'a Windows,
     /// The route's key headers (a response varying on others is not shared).
@@ -107,7 +107,7 @@ pub struct Rules<'a> {
 
 /// Decides what attempt number `attempt` of a job comes to, at `now`, after running for
 /// `took`. `jitter` in `[0, 1]` spreads the heuristic freshness and the retry delay.
-pub fn settle(
+pub(crate) fn settle(
     result: Attempt,
     attempt: u32,
     rules: &Rules<'_>,
@@ -253,7 +253,7 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Dura
 /// A whole response received: its framing length removed (the front sets `Content-Length`
 /// from the stored body), every header copied out of the buffer it was parsed from.
 /// [`settle`] classifies it on all its headers, then keeps it without the hop-by-hop ones.
-pub fn received(mut parts: http::response::Parts, body: Bytes) -> Attempt {
+pub(crate) fn received(mut parts: http::response::Parts, body: Bytes) -> Attempt {
     parts.headers.remove(header::CONTENT_LENGTH);
     Attempt::Response(StoredResponse {
         status: parts.status,

@@ -24,7 +24,7 @@ use super::trace::TraceParent;
 
 /// Headers whose values are secrets: keyed by hash, and their presence makes a request private
 /// unless the route keys on them.
-pub const CREDENTIAL_HEADERS: [HeaderName; 3] = [
+pub(crate) const CREDENTIAL_HEADERS: [HeaderName; 3] = [
     http::header::AUTHORIZATION,
     http::header::COOKIE,
     http::header::PROXY_AUTHORIZATION,
@@ -254,7 +254,7 @@ impl Signature {
 /// # Errors
 ///
 /// As [`Signature::of`].
-pub fn canonical_uri(
+pub(crate) fn canonical_uri(
     uri: &Uri,
     headers: &HeaderMap,
     scheme: &str,
@@ -269,7 +269,7 @@ pub fn canonical_uri(
 /// # Errors
 ///
 /// [`SignatureError`] when the request names no host, or an invalid one.
-pub fn request_authority(
+pub(crate) fn request_authority(
     uri: &Uri,
     headers: &HeaderMap,
     scheme: &str,
@@ -288,7 +288,7 @@ pub fn request_authority(
 /// The path as the signature has it (one percent-encoding spelling, no dot segments). The
 /// route, and so every route setting, is chosen from this: `/%6cive/x` and `/x/../live/x`
 /// fall under the route of `/live/x`, as their signature does.
-pub fn route_path(path: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn route_path(path: &str) -> std::borrow::Cow<'_, str> {
     if is_plain(path) {
         std::borrow::Cow::Borrowed(path)
     } else {

@@ -1,18 +1,4 @@
-//! One copy of each stored body in this process, however many clients read it at once, in
-//! front of a remote store.
-//!
-//! A remote store decodes a fresh copy of an entry at every read. A client that asks for a
-//! large body and then does not read it keeps its copy until its connection ends, so a
-//! hundred such clients held a hundred copies of the same 8 MB body. Two things stop that:
-//!
-//! - **single-flight reads**: lookups of one key made while a read of it is on its way share
-//!   that read (and so its one decoded copy) instead of sending their own;
-//! - **shared bodies**: a body of at least [`SHARED_FROM`] bytes is kept, for as long as
-//!   anything in the process still holds it, under its key and version; a later read of the
-//!   same version hands out that copy and drops the one it decoded. The table holds weak
-//!   references only: it never keeps a body alive by itself.
-//!
-//! The memory store needs neither: its entries are shared already.
+//! [`Coalesced`]: one read and one body per key in flight; the design is on the type.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -30,7 +16,7 @@ use super::{
 use crate::pattern::{Entry, Key, StoredResponse, Timestamp};
 
 /// Bodies smaller than this are not worth a table entry: copies of them cost little.
-pub const SHARED_FROM: usize = 64 * 1024;
+pub(crate) const SHARED_FROM: usize = 64 * 1024;
 
 /// One read of a key on its way, and its result for everyone who joined it.
 type Flight = Arc<OnceCell<Result<Option<Entry>, StoreError>>>;
@@ -44,8 +30,21 @@ impl AsRef<[u8]> for SharedBody {
     }
 }
 
-/// A store whose reads are coalesced and whose large bodies are shared. See the
-/// [module docs](self).
+/// One copy of each stored body in this process, however many clients read it at once, in
+/// front of a remote store.
+///
+/// A remote store decodes a fresh copy of an entry at every read. A client that asks for a
+/// large body and then does not read it keeps its copy until its connection ends, so a
+/// hundred such clients held a hundred copies of the same 8 MB body. Two things stop that:
+///
+/// - **single-flight reads**: lookups of one key made while a read of it is on its way share
+///   that read (and so its one decoded copy) instead of sending their own;
+/// - **shared bodies**: a body of at least 64 KiB is kept, for as long as
+///   anything in the process still holds it, under its key and version; a later read of the
+///   same version hands out that copy and drops the one it decoded. The table holds weak
+///   references only: it never keeps a body alive by itself.
+///
+/// The memory store needs neither: its entries are shared already.
 #[derive(Debug)]
 pub struct Coalesced<S: ?Sized = dyn Store> {
     inner: Arc<S>,

@@ -6,7 +6,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Encodes headers for storage.
-pub fn encode_headers(headers: &HeaderMap) -> Vec<u8> {
+pub(crate) fn encode_headers(headers: &HeaderMap) -> Vec<u8> {
     let mut out = Vec::with_capacity(headers.len() * 32);
     for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
@@ -19,7 +19,7 @@ pub fn encode_headers(headers: &HeaderMap) -> Vec<u8> {
 
 /// Decodes headers written by [`encode_headers`]; `None` if the bytes are not such a record
 /// list (a corrupt row).
-pub fn decode_headers(bytes: &[u8]) -> Option<HeaderMap> {
+pub(crate) fn decode_headers(bytes: &[u8]) -> Option<HeaderMap> {
     let mut headers = HeaderMap::new();
     for record in bytes.split(|b| *b == b'\n').filter(|r| !r.is_empty()) {
         let split = record.iter().position(|b| *b == 0)?;

@@ -1,14 +1,4 @@
-//! An in-process copy of fresh entries in front of a remote store, so a hit costs no round
-//! trip.
-//!
-//! Only entries that [`decide`](fn@crate::pattern::decide) would serve as a plain hit are kept
-//! (settled, fresh, no verdict), each for at most [`L1Config::ttl`] and never past its
-//! freshness. Everything else (stale entries, pending jobs, failures) is read from the
-//! shared store, so the pattern's decisions (one refresh, waits, fencing) stay with it.
-//!
-//! What this process writes (claim, complete, purge, take-once) drops the copies it may
-//! affect at once. A purge or a refresh made through *another* process is seen here within
-//! the TTL: that bound is the price of hits without a round trip.
+//! [`L1`]: in-process copies of fresh entries; the design is documented on the type.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,8 +38,17 @@ struct Copy {
     until: Timestamp,
 }
 
-/// A store with an in-process copy of fresh entries in front of it. See the
-/// [module docs](self).
+/// An in-process copy of fresh entries in front of a remote store, so a hit costs no round
+/// trip.
+///
+/// Only entries that [`decide`](fn@crate::pattern::decide) would serve as a plain hit are kept
+/// (settled, fresh, no verdict), each for at most [`L1Config::ttl`] and never past its
+/// freshness. Everything else (stale entries, pending jobs, failures) is read from the
+/// shared store, so the pattern's decisions (one refresh, waits, fencing) stay with it.
+///
+/// What this process writes (claim, complete, purge, take-once) drops the copies it may
+/// affect at once. A purge or a refresh made through *another* process is seen here within
+/// the TTL: that bound is the price of hits without a round trip.
 #[derive(Debug)]
 pub struct L1<S: ?Sized = dyn Store> {
     inner: Arc<S>,

@@ -1,17 +1,4 @@
-//! The embedded default store: one process, zero set-up, bounded memory.
-//!
-//! Two structures, one lock for every write:
-//! - `entries`, a [`moka`] cache of settled entries (fresh, stale, failed, pass) weighed in
-//!   bytes against [`MemoryConfig::capacity`], evicted least-recently-used first. It is the
-//!   hit path: a fresh hit is one lock-free `get`. LRU rather than moka's default TinyLFU
-//!   admission: TinyLFU may refuse a new key outright when the cache is full, and here every
-//!   new key is a result a client was just told to come back for.
-//! - `queue`, the pending entries (the jobs), bounded by [`MemoryConfig::max_pending`]. They
-//!   are kept out of the cache on purpose: eviction must never drop a live job.
-//!
-//! Every operation that reads and writes both (claim, complete, purge) holds the queue's
-//! `std::sync::Mutex` for a few map operations and never across an `.await`, which is what
-//! makes claim atomic ("a map entry under a lock").
+//! The embedded store, [`MemoryStore`]; its design is documented on the type.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,7 +37,20 @@ impl Default for MemoryConfig {
     }
 }
 
-/// The embedded store. See the [module docs](self).
+/// The embedded default store: one process, zero set-up, bounded memory.
+///
+/// Two structures, one lock for every write:
+/// - `entries`, a [`moka`] cache of settled entries (fresh, stale, failed, pass) weighed in
+///   bytes against [`MemoryConfig::capacity`], evicted least-recently-used first. It is the
+///   hit path: a fresh hit is one lock-free `get`. LRU rather than moka's default TinyLFU
+///   admission: TinyLFU may refuse a new key outright when the cache is full, and here every
+///   new key is a result a client was just told to come back for.
+/// - `queue`, the pending entries (the jobs), bounded by [`MemoryConfig::max_pending`]. They
+///   are kept out of the cache on purpose: eviction must never drop a live job.
+///
+/// Every operation that reads and writes both (claim, complete, purge) holds the queue's
+/// `std::sync::Mutex` for a few map operations and never across an `.await`, which is what
+/// makes claim atomic ("a map entry under a lock").
 #[derive(Debug)]
 pub struct MemoryStore {
     clock: Arc<dyn Clock>,

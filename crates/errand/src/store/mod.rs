@@ -28,23 +28,24 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
+use crate::pattern::Completion;
 use crate::pattern::{
     Entry, JobId, Key, Priority, RequestRecord, State, Status, StoredResponse, Timestamp,
 };
 
-pub mod coalesce;
-pub mod codec;
+pub(crate) mod coalesce;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+pub(crate) mod codec;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
-pub mod l1;
-pub mod memory;
+pub(crate) mod l1;
+pub(crate) mod memory;
 #[cfg(feature = "postgres")]
-pub mod postgres;
+mod postgres;
 #[cfg(feature = "redis")]
-pub mod redis;
+mod redis;
 mod wakeup;
 
-pub use crate::pattern::Completion;
 pub use coalesce::Coalesced;
 pub use l1::{L1, L1Config};
 pub use memory::{MemoryConfig, MemoryStore};
@@ -203,7 +204,7 @@ pub struct Purge {
     pub soft: bool,
 }
 
-/// One page of [`Store::list`].
+/// One page of [`Inspect::list`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListQuery {
     /// Only entries in this state (at the store's `now`); `None` lists every entry.
@@ -214,7 +215,7 @@ pub struct ListQuery {
     pub limit: usize,
 }
 
-/// Entries listed by [`Store::list`].
+/// Entries listed by [`Inspect::list`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListPage {
     /// The entries, in the backend's stable order (by key in memory and PostgreSQL, by URI

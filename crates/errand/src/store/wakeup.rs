@@ -122,6 +122,7 @@ impl Wakeups {
     /// Wakes every waiter of `entry`'s key in this process and hands them `entry`, which
     /// must be exactly what a lookup would return right after the completion that settled
     /// it (so only a completion that has just committed may call this).
+    #[cfg(any(test, feature = "postgres", feature = "redis"))]
     pub(crate) fn wake_settled(&self, entry: Entry) {
         if let Some(subscription) = self.take(entry.key) {
             // Each subscription is removed from the map before it is woken, so it is
@@ -133,6 +134,7 @@ impl Wakeups {
 
     /// Wakes every waiter in this process (after a notification channel was lost, so each
     /// one looks at its entry again).
+    #[cfg(any(test, feature = "postgres", feature = "redis"))]
     pub(crate) fn wake_all(&self) {
         let all: Vec<Arc<Subscription>> = {
             let mut state = self.state();
@@ -147,6 +149,7 @@ impl Wakeups {
     /// Whether the store's notification channel is up, so that this process hears of every
     /// settlement, wherever it happens. Turning it on wakes every waiter (anything may have
     /// happened while no one listened). Off, as at first, every waiter looks before it waits.
+    #[cfg(any(test, feature = "postgres", feature = "redis"))]
     pub(crate) fn listening(&self, on: bool) {
         self.state().listening = on;
         if on {

@@ -1,70 +1,4 @@
-//! The PostgreSQL store: many fronts and many workers on many machines share one durable
-//! table, in which **the pending entry is the job**.
-//!
-//! Every operation is one statement (one round trip, one implicit transaction):
-//!
-//! - `claim` is `INSERT … ON CONFLICT (key) DO UPDATE … WHERE <not pending, and expired or at
-//!   the expected version>`: the primary key makes it atomic however many fronts race; the
-//!   loser's statement changes nothing and it reads the winner's row. (It does lock that row
-//!   for a moment, and a worker's `take` skips locked rows, so a loser that finds the job
-//!   still waiting for a worker announces it again.)
-//!   It returns only what the caller does not know already (the version, the job id, and a
-//!   copy the row keeps); the rest of the pending entry is what the claim wrote.
-//!   Claims made while two claim statements are on their way wait for one of them, then go
-//!   together: one statement and one commit for many claims, each row the same insert or
-//!   update as alone, keys in order so that two statements never wait on each other. Under
-//!   light load every claim goes at once, alone ([`PgConfig::group_claims`] turns grouping
-//!   off).
-//! - `take` picks ready rows by priority then run time with `FOR UPDATE SKIP LOCKED` and
-//!   leases them in the same statement, so two workers never take one job and a worker that
-//!   dies holds nothing but a lease that runs out (at-least-once). Lapsed leases announce
-//!   nothing, so takes look for them in a statement of their own once per
-//!   [`PgConfig::recheck`]. A take that has found the queue empty does not ask again until a
-//!   job is announced (or the recheck passes).
-//! - `complete` updates the row only `WHERE job_id = … AND lease_token = …` (fencing).
-//!
-//! Hand-off: a claim made while a worker of the same process waits idle leases the new job
-//! to that worker in the claim's own statement, and the worker's next `take` gets it without
-//! asking the database. On the miss path of a front that also works, that saves a statement
-//! and a durable commit: the job costs two (claim and lease; acknowledge and store), not
-//! three. The lease is in the table like any other, so no other process takes
-//! the job meanwhile, and if this process dies first the job is taken over when the lease
-//! runs out. When its workers stop (shutdown), jobs handed over but not yet started are given
-//! back to the queue at once ([`Store::hand_back_unstarted`]). Fronts without workers never
-//! hand off.
-//!
-//! Wake-ups: after a claim or a completion commits, this process announces it with
-//! `NOTIFY`, coalesced: a lone event goes out at once, and during a burst one statement per
-//! 2 ms window carries every key completed in it and whether jobs were claimed (`NOTIFY`
-//! serializes commits cluster-wide, so one per write would cap throughput). A jobs
-//! notification carries the id of the process that sent it, and that process's own listener
-//! leaves it out: its workers were told directly. One
-//! `LISTEN` connection per process fans notifications out to the waiters of this process
-//! ([`Wakeups`]) and to its idle workers; waiters and idle workers also look again every
-//! [`PgConfig::recheck`], so a missed notification (a dropped listener connection, a pooler
-//! that breaks `LISTEN`) costs at most that much delay, never a lost answer. A result stored
-//! by this process reaches its own waiters with the settled entry, so they answer without
-//! reading it back.
-//!
-//! Every call runs under [`PgConfig::call_timeout`]; the pool waits at most that long for a
-//! connection, so a database that is down gives [`StoreError::Unavailable`] or
-//! [`StoreError::Timeout`] quickly, and the pool reconnects by itself when it is back.
-//! The pool hands out the connection given back last, so a steady load runs on as few
-//! server processes as it needs, and closes those left unused for
-//! [`PgConfig::idle_timeout`].
-//! Writes use the server's `synchronous_commit` (durable by default).
-//!
-//! TLS follows libpq: the URL's `sslmode` (`prefer` by default: encrypted when the server
-//! offers it), `sslrootcert`, `sslcert` and `sslkey`, read when the store is made; a file
-//! that cannot be read or a mode that does not exist is an error naming it. See `tls.rs`.
-//!
-//! The schema lives in its own PostgreSQL schema (`PgConfig::schema`), created and upgraded
-//! by idempotent migrations on start or by `errand migrate`. Its indexes are partial, so each
-//! write touches only those it needs: ready jobs by priority and run time, held jobs by lease
-//! end, settled rows by expiry, and by URI only the rows a purge can act on.
-//!
-//! Times are the store clock's milliseconds (the fronts' and workers' own clocks): keep the
-//! machines' clocks in sync (NTP), as any lease-based queue requires.
+//! The PostgreSQL store, [`PgStore`]; its design is documented on the type.
 //!
 //! # Layout
 //!
@@ -96,12 +30,12 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
 use tokio_postgres::Row;
 
-use super::Inspect;
 use super::codec::encode_headers;
 use super::{
     Claim, ClaimOutcome, Clock, Completion, Job, LeaseToken, ListPage, ListQuery, Purge,
     PurgeTarget, Stats, Store, StoreError, SystemClock, Wakeups,
 };
+use super::{Inspect, redact};
 use crate::pattern::{Content, Entry, JobId, Key, State, Status, StoredResponse, Timestamp};
 
 mod cap;
@@ -173,6 +107,17 @@ pub struct PgConfig {
 }
 
 impl PgConfig {
+    /// Checks that `url` is a PostgreSQL connection URL whose TLS settings hold (a known
+    /// `sslmode`, readable certificate files), without connecting; the error says why not (and
+    /// never shows the password).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unsuitable`] naming what is wrong with the URL.
+    pub fn check_url(url: &str) -> Result<(), StoreError> {
+        tls::target(url).map(|_| ())
+    }
+
     /// Defaults for `url`: schema `errand`, up to 16 connections closed after 60 s unused,
     /// 5 s per call, recheck every 1 s, 10,000 pending jobs.
     pub fn new(url: impl Into<String>) -> Self {
@@ -190,7 +135,73 @@ impl PgConfig {
     }
 }
 
-/// The PostgreSQL store. See the [module docs](self).
+/// The PostgreSQL store: many fronts and many workers on many machines share one durable
+/// table, in which **the pending entry is the job**.
+///
+/// Every operation is one statement (one round trip, one implicit transaction):
+///
+/// - `claim` is `INSERT … ON CONFLICT (key) DO UPDATE … WHERE <not pending, and expired or at
+///   the expected version>`: the primary key makes it atomic however many fronts race; the
+///   loser's statement changes nothing and it reads the winner's row. (It does lock that row
+///   for a moment, and a worker's `take` skips locked rows, so a loser that finds the job
+///   still waiting for a worker announces it again.)
+///   It returns only what the caller does not know already (the version, the job id, and a
+///   copy the row keeps); the rest of the pending entry is what the claim wrote.
+///   Claims made while two claim statements are on their way wait for one of them, then go
+///   together: one statement and one commit for many claims, each row the same insert or
+///   update as alone, keys in order so that two statements never wait on each other. Under
+///   light load every claim goes at once, alone ([`PgConfig::group_claims`] turns grouping
+///   off).
+/// - `take` picks ready rows by priority then run time with `FOR UPDATE SKIP LOCKED` and
+///   leases them in the same statement, so two workers never take one job and a worker that
+///   dies holds nothing but a lease that runs out (at-least-once). Lapsed leases announce
+///   nothing, so takes look for them in a statement of their own once per
+///   [`PgConfig::recheck`]. A take that has found the queue empty does not ask again until a
+///   job is announced (or the recheck passes).
+/// - `complete` updates the row only `WHERE job_id = … AND lease_token = …` (fencing).
+///
+/// Hand-off: a claim made while a worker of the same process waits idle leases the new job
+/// to that worker in the claim's own statement, and the worker's next `take` gets it without
+/// asking the database. On the miss path of a front that also works, that saves a statement
+/// and a durable commit: the job costs two (claim and lease; acknowledge and store), not
+/// three. The lease is in the table like any other, so no other process takes
+/// the job meanwhile, and if this process dies first the job is taken over when the lease
+/// runs out. When its workers stop (shutdown), jobs handed over but not yet started are given
+/// back to the queue at once ([`Store::hand_back_unstarted`]). Fronts without workers never
+/// hand off.
+///
+/// Wake-ups: after a claim or a completion commits, this process announces it with
+/// `NOTIFY`, coalesced: a lone event goes out at once, and during a burst one statement per
+/// 2 ms window carries every key completed in it and whether jobs were claimed (`NOTIFY`
+/// serializes commits cluster-wide, so one per write would cap throughput). A jobs
+/// notification carries the id of the process that sent it, and that process's own listener
+/// leaves it out: its workers were told directly. One
+/// `LISTEN` connection per process fans notifications out to the waiters of this process
+/// (its wake-ups) and to its idle workers; waiters and idle workers also look again every
+/// [`PgConfig::recheck`], so a missed notification (a dropped listener connection, a pooler
+/// that breaks `LISTEN`) costs at most that much delay, never a lost answer. A result stored
+/// by this process reaches its own waiters with the settled entry, so they answer without
+/// reading it back.
+///
+/// Every call runs under [`PgConfig::call_timeout`]; the pool waits at most that long for a
+/// connection, so a database that is down gives [`StoreError::Unavailable`] or
+/// [`StoreError::Timeout`] quickly, and the pool reconnects by itself when it is back.
+/// The pool hands out the connection given back last, so a steady load runs on as few
+/// server processes as it needs, and closes those left unused for
+/// [`PgConfig::idle_timeout`].
+/// Writes use the server's `synchronous_commit` (durable by default).
+///
+/// TLS follows libpq: the URL's `sslmode` (`prefer` by default: encrypted when the server
+/// offers it), `sslrootcert`, `sslcert` and `sslkey`, read when the store is made; a file
+/// that cannot be read or a mode that does not exist is an error naming it. See `tls.rs`.
+///
+/// The schema lives in its own PostgreSQL schema (`PgConfig::schema`), created and upgraded
+/// by idempotent migrations on start or by `errand migrate`. Its indexes are partial, so each
+/// write touches only those it needs: ready jobs by priority and run time, held jobs by lease
+/// end, settled rows by expiry, and by URI only the rows a purge can act on.
+///
+/// Times are the store clock's milliseconds (the fronts' and workers' own clocks): keep the
+/// machines' clocks in sync (NTP), as any lease-based queue requires.
 pub struct PgStore {
     pool: Pool,
     clock: Arc<dyn Clock>,
@@ -222,19 +233,6 @@ impl Drop for PgStore {
         self.announcing.abort();
         self.reaping.abort();
     }
-}
-
-pub use super::redact;
-
-/// Checks that `url` is a PostgreSQL connection URL whose TLS settings hold (a known
-/// `sslmode`, readable certificate files), without connecting; the error says why not (and
-/// never shows the password).
-///
-/// # Errors
-///
-/// [`StoreError::Unsuitable`] naming what is wrong with the URL.
-pub fn check_url(url: &str) -> Result<(), StoreError> {
-    tls::target(url).map(|_| ())
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {

@@ -1,59 +1,4 @@
-//! The Redis store: many fronts and many workers share one Redis, in which **the pending
-//! entry is the job**, as in every errand store.
-//!
-//! Every operation that changes more than one key is one server-side Lua script, so it is
-//! atomic with respect to every other client:
-//!
-//! - `claim` creates the pending entry unless a live one exists (or refreshes the version the
-//!   caller saw) and puts it in the ready set, in one step: however many fronts race, one
-//!   wins and the others read its entry.
-//! - `take` leases ready jobs (and jobs whose lease ran out) with a deadline and a fresh
-//!   token, moving each job's place in the job set to its lease end. Nothing is popped: a
-//!   worker that dies holds only a lease that runs out, and the job is taken again
-//!   (at-least-once).
-//! - `complete` checks the lease token (fencing), stores the result with its expiry and
-//!   acknowledges the job in the same step; a batch of completions is one script call.
-//! - `heartbeat` extends a held lease; `take_once`, `purge`, `stats`, `list` and the pruner are
-//!   scripts too.
-//!
-//! # Key layout
-//!
-//! All keys start with the configured prefix inside a hash tag, `{errand}:` by default, so
-//! tenants and tests sharing one Redis never collide:
-//!
-//! | key | type | holds |
-//! |---|---|---|
-//! | `{p}:e:<key hex>` | hash | one entry: its URI, version, job fields while pending, content, verdict |
-//! | `{p}:i:<key hex>` | hash | the entry's URI and tags, to clean the indexes once it is gone |
-//! | `{p}:jobs` | sorted set | every job, scored `priority × 10¹³ +` the time it is next available (ms): its run time while queued, its lease end while held, so a lapsed lease is ready again where it stands |
-//! | `{p}:expiry` | sorted set | settled entries, scored by the end of their last window |
-//! | `{p}:uris` | sorted set | `"<uri>\n<key hex>"` at score 0: purge by URI and prefix (lexical ranges) |
-//! | `{p}:tag:<tag>` | set | keys whose content carries the tag (`Surrogate-Key`, `Cache-Tag`) |
-//! | `{p}:ids` | string | counter for versions, job ids and lease tokens |
-//! | `{p}:ch:done`, `{p}:ch:jobs` | channels | wake-ups: keys that settled; "a job may be ready" |
-//!
-//! A settled entry carries a Redis TTL (its last window plus a minute), so memory stays
-//! bounded even when no errand process runs; a pruner in every process removes entries as
-//! their windows end, with their index records, in bounded batches. Pending entries (jobs)
-//! never expire: acknowledged work is not lost to a TTL. For the same reason the store
-//! refuses a Redis whose `maxmemory-policy` evicts keys without a TTL (`allkeys-*`): use
-//! `noeviction` (the default) or a `volatile-*` policy.
-//!
-//! **Redis Cluster is refused at start.** The scripts reach entries by keys computed from
-//! their data, which a cluster cannot route; the shared hash tag keeps one deployment in one
-//! slot, but errand does not speak the cluster protocol. Use one primary at one address.
-//!
-//! Wake-ups: scripts publish on `{p}:ch:done` (a batch of settled keys in one message) and
-//! `{p}:ch:jobs`; one subscriber connection per process fans them out to its waiters
-//! ([`Wakeups`]) and idle workers. Waiters and idle workers also look again every
-//! [`RedisConfig::recheck`], so a missed message (a dropped subscriber connection) costs at
-//! most that much delay, never a lost answer. A result stored by this process reaches its
-//! own waiters with the settled entry, so they answer without reading it back.
-//!
-//! Every call runs under [`RedisConfig::call_timeout`]; a Redis that is down gives
-//! [`StoreError::Unavailable`] or [`StoreError::Timeout`] at once, and the connection comes
-//! back by itself. Times are the store clock's milliseconds: keep the machines' clocks in sync
-//! (NTP), as any lease-based queue requires.
+//! The Redis store, [`RedisStore`]; its design is documented on the type.
 //!
 //! # Layout
 //!
@@ -84,12 +29,12 @@ mod store;
 use self::decode::*;
 use self::notify::*;
 use self::scripts::*;
-use super::Inspect;
 use super::codec::{decode_headers, encode_headers};
 use super::{
     Claim, ClaimOutcome, Clock, Completion, Job, LeaseToken, ListPage, ListQuery, Purge,
     PurgeTarget, Stats, Store, StoreError, SystemClock, Wakeups, timed,
 };
+use super::{Inspect, redact};
 use crate::pattern::{
     Content, Entry, Failure, JobId, JobInfo, Key, PassInfo, Priority, RequestRecord, State, Status,
     StoredResponse, Timestamp,
@@ -122,6 +67,21 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
+    /// Checks that `url` is a Redis URL this build can use, without connecting; the error says
+    /// why not (and never shows the password).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unsuitable`] saying why the URL cannot be used.
+    pub fn check_url(url: &str) -> Result<(), StoreError> {
+        Client::open(url).map(|_| ()).map_err(|e| {
+            StoreError::unsuitable_because(
+                format!("{} is not a valid Redis URL: {e}", redact(url)),
+                e,
+            )
+        })
+    }
+
     /// Defaults for `url`: prefix `errand`, 5 s per call, recheck every 1 s, 10,000 pending.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
@@ -195,7 +155,62 @@ impl RedisConfig {
     }
 }
 
-/// The Redis store. See the [module docs](self).
+/// The Redis store: many fronts and many workers share one Redis, in which **the pending
+/// entry is the job**, as in every errand store.
+///
+/// Every operation that changes more than one key is one server-side Lua script, so it is
+/// atomic with respect to every other client:
+///
+/// - `claim` creates the pending entry unless a live one exists (or refreshes the version the
+///   caller saw) and puts it in the ready set, in one step: however many fronts race, one
+///   wins and the others read its entry.
+/// - `take` leases ready jobs (and jobs whose lease ran out) with a deadline and a fresh
+///   token, moving each job's place in the job set to its lease end. Nothing is popped: a
+///   worker that dies holds only a lease that runs out, and the job is taken again
+///   (at-least-once).
+/// - `complete` checks the lease token (fencing), stores the result with its expiry and
+///   acknowledges the job in the same step; a batch of completions is one script call.
+/// - `heartbeat` extends a held lease; `take_once`, `purge`, `stats`, `list` and the pruner are
+///   scripts too.
+///
+/// # Key layout
+///
+/// All keys start with the configured prefix inside a hash tag, `{errand}:` by default, so
+/// tenants and tests sharing one Redis never collide:
+///
+/// | key | type | holds |
+/// |---|---|---|
+/// | `{p}:e:<key hex>` | hash | one entry: its URI, version, job fields while pending, content, verdict |
+/// | `{p}:i:<key hex>` | hash | the entry's URI and tags, to clean the indexes once it is gone |
+/// | `{p}:jobs` | sorted set | every job, scored `priority × 10¹³ +` the time it is next available (ms): its run time while queued, its lease end while held, so a lapsed lease is ready again where it stands |
+/// | `{p}:expiry` | sorted set | settled entries, scored by the end of their last window |
+/// | `{p}:uris` | sorted set | `"<uri>\n<key hex>"` at score 0: purge by URI and prefix (lexical ranges) |
+/// | `{p}:tag:<tag>` | set | keys whose content carries the tag (`Surrogate-Key`, `Cache-Tag`) |
+/// | `{p}:ids` | string | counter for versions, job ids and lease tokens |
+/// | `{p}:ch:done`, `{p}:ch:jobs` | channels | wake-ups: keys that settled; "a job may be ready" |
+///
+/// A settled entry carries a Redis TTL (its last window plus a minute), so memory stays
+/// bounded even when no errand process runs; a pruner in every process removes entries as
+/// their windows end, with their index records, in bounded batches. Pending entries (jobs)
+/// never expire: acknowledged work is not lost to a TTL. For the same reason the store
+/// refuses a Redis whose `maxmemory-policy` evicts keys without a TTL (`allkeys-*`): use
+/// `noeviction` (the default) or a `volatile-*` policy.
+///
+/// **Redis Cluster is refused at start.** The scripts reach entries by keys computed from
+/// their data, which a cluster cannot route; the shared hash tag keeps one deployment in one
+/// slot, but errand does not speak the cluster protocol. Use one primary at one address.
+///
+/// Wake-ups: scripts publish on `{p}:ch:done` (a batch of settled keys in one message) and
+/// `{p}:ch:jobs`; one subscriber connection per process fans them out to its waiters
+/// (its wake-ups) and idle workers. Waiters and idle workers also look again every
+/// [`RedisConfig::recheck`], so a missed message (a dropped subscriber connection) costs at
+/// most that much delay, never a lost answer. A result stored by this process reaches its
+/// own waiters with the settled entry, so they answer without reading it back.
+///
+/// Every call runs under [`RedisConfig::call_timeout`]; a Redis that is down gives
+/// [`StoreError::Unavailable`] or [`StoreError::Timeout`] at once, and the connection comes
+/// back by itself. Times are the store clock's milliseconds: keep the machines' clocks in sync
+/// (NTP), as any lease-based queue requires.
 pub struct RedisStore {
     conn: ConnectionManager,
     clock: Arc<dyn Clock>,
@@ -221,20 +236,6 @@ impl Drop for RedisStore {
     fn drop(&mut self) {
         self.subscriber.abort();
     }
-}
-
-pub use super::redact;
-
-/// Checks that `url` is a Redis URL this build can use, without connecting; the error says
-/// why not (and never shows the password).
-///
-/// # Errors
-///
-/// [`StoreError::Unsuitable`] saying why the URL cannot be used.
-pub fn check_url(url: &str) -> Result<(), StoreError> {
-    Client::open(url).map(|_| ()).map_err(|e| {
-        StoreError::unsuitable_because(format!("{} is not a valid Redis URL: {e}", redact(url)), e)
-    })
 }
 
 fn corrupt(what: &str) -> StoreError {
