@@ -8,12 +8,14 @@
 //! library.
 
 mod admin;
+mod backend;
 mod cli;
 mod framing;
 mod server;
 mod settings;
 mod stall;
 mod upstream;
+mod verbs;
 
 use std::process::ExitCode;
 
@@ -50,9 +52,9 @@ fn main() -> ExitCode {
             cli::Command::Serve(args) => server::serve(args).await,
             cli::Command::Work(args) => server::work(args).await,
             cli::Command::Migrate(args) => server::migrate(args).await,
-            cli::Command::Stats(args) => admin::stats_verb(args).await,
-            cli::Command::Purge(args) => admin::purge_verb(args).await,
-            cli::Command::Retry(args) => admin::retry_verb(args).await,
+            cli::Command::Stats(args) => verbs::stats_verb(args).await,
+            cli::Command::Purge(args) => verbs::purge_verb(args).await,
+            cli::Command::Retry(args) => verbs::retry_verb(args).await,
         }
     });
     match result {

@@ -9,10 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use errand::Errand;
 use errand::body::{self, Body};
-use errand::store::{
-    Coalesced, Inspect, L1, L1Config, MemoryConfig, MemoryStore, PgConfig, PgStore, RedisConfig,
-    RedisStore, StoreError, redact,
-};
+use errand::store::{Inspect, redact};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -22,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
+use crate::backend;
 use crate::cli::{Migrate, Serve, Work};
 use crate::framing::FramingGuard;
 use crate::settings::{self, Backend, File};
@@ -37,43 +35,12 @@ pub(crate) async fn serve(args: Serve) -> anyhow::Result<()> {
         Some(path) => File::load(path)?,
         None => File::default(),
     };
-    if file.server.max_header_bytes < 8192 {
-        bail!("--config: server.max_header_bytes must be at least 8KiB");
-    }
-    for (name, value) in [
-        ("send_timeout", file.server.send_timeout),
-        ("body_read_timeout", file.server.body_read_timeout),
-        ("header_read_timeout", file.server.header_read_timeout),
-    ] {
-        if value.is_zero() {
-            bail!("--config: server.{name} must be longer than 0s");
-        }
-    }
+    settings::check_listener(&file)?;
+    settings::check_cache(args.jobs.max_body, args.cache_size)?;
     let mut config = settings::config(&args.route, &args.jobs, args.workers, &file)?;
-    if args.jobs.max_body > args.cache_size {
-        bail!(
-            "--max-body ({}) is larger than --cache-size ({}): no response that large could be kept",
-            args.jobs.max_body,
-            args.cache_size
-        );
-    }
     config.front.max_wait = args.max_wait;
     config.front.retry_after_max = args.retry_after_max.max(Duration::from_secs(1));
-    let store: Arc<dyn Inspect> = match &backend {
-        Backend::Memory => Arc::new(MemoryStore::new(MemoryConfig {
-            capacity: args.cache_size,
-            max_pending: file.server.max_pending,
-        })),
-        // Hits are served from an in-process copy of fresh entries (within --cache-size).
-        shared if file.backend.l1_ttl.is_zero() => connect(shared, &file).await?,
-        shared => Arc::new(L1::new(
-            connect(shared, &file).await?,
-            L1Config {
-                capacity: args.cache_size,
-                ttl: file.backend.l1_ttl,
-            },
-        )),
-    };
+    let store = backend::front_store(&backend, &file, args.cache_size).await?;
     let backend_name = backend.name();
     let errand = Errand::new(store.clone(), config);
     let upstream = Upstream::new(&upstream_uri, args.jobs.job_timeout, body_limits(&file));
@@ -155,7 +122,7 @@ pub(crate) async fn work(args: Work) -> anyhow::Result<()> {
             "--backend: memory lives inside one process, so a separate `errand work` cannot share it; \
              use `errand serve` (front and workers in one process) or a shared backend"
         ),
-        shared => connect(&shared, &file).await?,
+        shared => backend::connect(&shared, &file).await?,
     };
     if args.workers == 0 {
         bail!("--workers: `errand work` needs at least 1");
@@ -190,7 +157,7 @@ pub(crate) async fn migrate(args: Migrate) -> anyhow::Result<()> {
         Backend::Memory => bail!("--backend: memory has no schema to migrate"),
         Backend::Postgres(url) => {
             // Connecting applies the migrations.
-            connect(&Backend::Postgres(url.clone()), &file).await?;
+            backend::connect(&Backend::Postgres(url.clone()), &file).await?;
             tracing::info!(
                 "schema {:?} at {} is up to date",
                 file.backend.schema,
@@ -199,7 +166,7 @@ pub(crate) async fn migrate(args: Migrate) -> anyhow::Result<()> {
         }
         Backend::Redis(url) => {
             // Redis has no schema: connecting checks the server and loads the scripts.
-            connect(&Backend::Redis(url.clone()), &file).await?;
+            backend::connect(&Backend::Redis(url.clone()), &file).await?;
             tracing::info!(
                 "Redis at {} is usable (prefix {:?}); it has no schema to migrate",
                 redact(&url),
@@ -218,7 +185,7 @@ fn admin_recorder(
     let Some(addr) = flags.admin_listen else {
         return Ok(None);
     };
-    crate::admin::check(addr, flags.admin_token.as_deref())?;
+    settings::check_admin(addr, flags.admin_token.as_deref())?;
     crate::admin::install_recorder().map(Some)
 }
 
@@ -249,84 +216,6 @@ async fn start_admin(
         }
     );
     Ok(())
-}
-
-/// How long start-up keeps trying to reach the database before giving up.
-const CONNECT_FOR: Duration = Duration::from_secs(20);
-
-/// Connects to a shared backend, retrying for a while (a database may still be starting),
-/// and starts its pruner. PostgreSQL's migrations are applied on connecting.
-async fn connect(backend: &Backend, file: &File) -> anyhow::Result<Arc<dyn Inspect>> {
-    let b = &file.backend;
-    let recheck = b.recheck.max(Duration::from_millis(10));
-    let client_cert = match (&b.redis_cert_file, &b.redis_key_file) {
-        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
-        (None, None) => None,
-        (Some(_), None) => bail!("[backend] redis_cert_file is set without redis_key_file"),
-        (None, Some(_)) => bail!("[backend] redis_key_file is set without redis_cert_file"),
-    };
-    if !matches!(backend, Backend::Redis(_)) && (b.redis_ca_file.is_some() || client_cert.is_some())
-    {
-        bail!(
-            "[backend] redis_ca_file, redis_cert_file and redis_key_file are for a rediss:// \
-             backend (PostgreSQL takes sslrootcert, sslcert and sslkey in its URL)"
-        );
-    }
-    let started = tokio::time::Instant::now();
-    let mut pause = Duration::from_millis(250);
-    loop {
-        let attempt: Result<Arc<dyn Inspect>, StoreError> = match backend {
-            Backend::Memory => bail!("--backend: memory is not a shared backend"),
-            Backend::Postgres(url) => {
-                let mut config = PgConfig::new(url);
-                config.schema = b.schema.clone();
-                config.pool_size = b.pool_size;
-                config.idle_timeout = b.pool_idle;
-                config.call_timeout = b.call_timeout;
-                config.listen = b.listen;
-                config.recheck = recheck;
-                config.max_pending = file.server.max_pending;
-                PgStore::connect(config).await.map(|store| {
-                    let store = Arc::new(store);
-                    store.spawn_pruner(Duration::from_secs(30));
-                    store as Arc<dyn Inspect>
-                })
-            }
-            Backend::Redis(url) => {
-                let mut config = RedisConfig::new(url);
-                config.prefix = b.prefix.clone();
-                config.call_timeout = b.call_timeout;
-                config.recheck = recheck;
-                config.max_pending = file.server.max_pending;
-                config.ca_file.clone_from(&b.redis_ca_file);
-                config.client_cert.clone_from(&client_cert);
-                RedisStore::connect(config).await.map(|store| {
-                    let store = Arc::new(store);
-                    store.spawn_pruner(Duration::from_secs(10));
-                    store as Arc<dyn Inspect>
-                })
-            }
-        };
-        match attempt {
-            // Reads coalesced and large bodies shared: many clients of one body hold one copy.
-            Ok(store) => return Ok(Arc::new(Coalesced::new(store))),
-            Err(e @ StoreError::Unsuitable { .. }) => bail!("--backend: {e}"),
-            Err(e) if started.elapsed() + pause < CONNECT_FOR => {
-                tracing::warn!(error = %e, "cannot reach {}; retrying", backend.name());
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(4));
-            }
-            Err(e) => {
-                let waited = format!("{:.0} s", started.elapsed().as_secs_f64());
-                let (name, text) = (backend.name(), e.to_string());
-                // The store's own error may name the database already.
-                if text.contains(&name) {
-                    bail!("--backend: gave up after {waited}: {text}")
-                }
-                bail!("--backend: cannot reach {name} after {waited}: {text}")
-            }
-        }
-    }
 }
 
 async fn accept_loop<S>(listener: TcpListener, service: S, file: &File, shutdown: CancellationToken)

@@ -42,21 +42,21 @@ pub(crate) struct BackendSection {
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// A PostgreSQL connection unused this long is closed (at least 1 s).
-    #[serde(default = "default_pool_idle", with = "humantime_serde_compat")]
+    #[serde(default = "default_pool_idle", with = "duration")]
     pub pool_idle: Duration,
     /// Upper bound of every backend call.
-    #[serde(default = "default_call_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "default_call_timeout", with = "duration")]
     pub call_timeout: Duration,
     /// How long a front serves its in-process copy of a fresh entry without asking the
     /// backend ("0s" turns the copy off): a purge made elsewhere is seen within it.
-    #[serde(default = "default_l1_ttl", with = "humantime_serde_compat")]
+    #[serde(default = "default_l1_ttl", with = "duration")]
     pub l1_ttl: Duration,
     /// PostgreSQL wake-ups through LISTEN/NOTIFY; false = poll-only mode (for poolers that
     /// break LISTEN).
     #[serde(default = "default_listen")]
     pub listen: bool,
     /// How often waiters and idle workers look again without a notification.
-    #[serde(default = "default_recheck", with = "humantime_serde_compat")]
+    #[serde(default = "default_recheck", with = "duration")]
     pub recheck: Duration,
     /// With a `rediss://` backend: the roots (PEM) the server's certificate is checked
     /// against, instead of the Mozilla root store. (PostgreSQL takes `sslrootcert` in its URL.)
@@ -130,19 +130,19 @@ pub(crate) struct ServerSection {
     #[serde(default = "default_max_header", with = "size")]
     pub max_header_bytes: u64,
     /// A client must send its request head within this.
-    #[serde(default = "default_header_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "default_header_timeout", with = "duration")]
     pub header_read_timeout: Duration,
     /// How long a URL whose response must not be shared goes straight through.
-    #[serde(default = "default_pass_ttl", with = "humantime_serde_compat")]
+    #[serde(default = "default_pass_ttl", with = "duration")]
     pub pass_ttl: Duration,
     /// Largest request body taken from a client (413 beyond it).
     #[serde(default = "default_max_request_body", with = "size")]
     pub max_request_body: u64,
     /// A client must send its whole request body within this (408 otherwise).
-    #[serde(default = "default_body_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "default_body_timeout", with = "duration")]
     pub body_read_timeout: Duration,
     /// A connection whose client reads nothing of its answer for this long is closed.
-    #[serde(default = "default_send_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "default_send_timeout", with = "duration")]
     pub send_timeout: Duration,
 }
 
@@ -199,7 +199,7 @@ pub(crate) struct RouteSection {
     pub path: String,
     /// `defer` (default) or `pass`.
     #[serde(default)]
-    pub mode: Option<String>,
+    pub mode: Mode,
     /// Freshness when the upstream does not say.
     #[serde(default, with = "opt_duration")]
     pub ttl: Option<Duration>,
@@ -217,7 +217,8 @@ pub(crate) struct RouteSection {
     pub key_headers: Vec<String>,
 }
 
-mod humantime_serde_compat {
+/// Durations written as humantime text (`"10s"`, `"1m 30s"`).
+mod duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
@@ -232,6 +233,7 @@ mod humantime_serde_compat {
     }
 }
 
+/// An optional [`duration`].
 mod opt_duration {
     use std::time::Duration;
 
@@ -240,10 +242,11 @@ mod opt_duration {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Duration>, D::Error> {
-        super::humantime_serde_compat::deserialize(d).map(Some)
+        super::duration::deserialize(d).map(Some)
     }
 }
 
+/// Sizes written as text (`"16KiB"`, `"8MiB"`).
 mod size {
     use serde::{Deserialize, Deserializer};
 
@@ -332,6 +335,70 @@ fn backend_error(e: errand::store::StoreError) -> anyhow::Error {
     }
 }
 
+/// Checks the public listener's limits in `[server]`.
+pub(crate) fn check_listener(file: &File) -> anyhow::Result<()> {
+    if file.server.max_header_bytes < 8192 {
+        bail!("--config: server.max_header_bytes must be at least 8KiB");
+    }
+    for (name, value) in [
+        ("send_timeout", file.server.send_timeout),
+        ("body_read_timeout", file.server.body_read_timeout),
+        ("header_read_timeout", file.server.header_read_timeout),
+    ] {
+        if value.is_zero() {
+            bail!("--config: server.{name} must be longer than 0s");
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a response of `--max-body` bytes fits in `--cache-size`.
+pub(crate) fn check_cache(max_body: u64, cache_size: u64) -> anyhow::Result<()> {
+    if max_body > cache_size {
+        bail!(
+            "--max-body ({max_body}) is larger than --cache-size ({cache_size}): no response \
+             that large could be kept"
+        );
+    }
+    Ok(())
+}
+
+/// Checks the admin flags before anything starts: a listener off loopback needs a token.
+pub(crate) fn check_admin(addr: std::net::SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
+    if token.is_some_and(str::is_empty) {
+        bail!("--admin-token: must not be empty");
+    }
+    if token.is_none() && !addr.ip().is_loopback() {
+        bail!(
+            "--admin-listen: {addr} is not a loopback address; give --admin-token \
+             (or ERRAND_ADMIN_TOKEN) to protect it"
+        );
+    }
+    Ok(())
+}
+
+/// The Redis client certificate and key of `[backend]`: both or neither, and only for a
+/// Redis backend (PostgreSQL takes its files in its URL).
+pub(crate) fn redis_client_cert(
+    backend: &Backend,
+    b: &BackendSection,
+) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
+    let client_cert = match (&b.redis_cert_file, &b.redis_key_file) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        (Some(_), None) => bail!("[backend] redis_cert_file is set without redis_key_file"),
+        (None, Some(_)) => bail!("[backend] redis_key_file is set without redis_cert_file"),
+    };
+    if !matches!(backend, Backend::Redis(_)) && (b.redis_ca_file.is_some() || client_cert.is_some())
+    {
+        bail!(
+            "[backend] redis_ca_file, redis_cert_file and redis_key_file are for a rediss:// \
+             backend (PostgreSQL takes sslrootcert, sslcert and sslkey in its URL)"
+        );
+    }
+    Ok(client_cert)
+}
+
 /// Parses `--backend`.
 pub(crate) fn backend(text: &str) -> anyhow::Result<Backend> {
     let scheme = text.split_once("://").map_or(text, |(s, _)| s);
@@ -379,11 +446,7 @@ pub(crate) fn config(
         if let Some(first) = seen.insert(r.path.clone(), i + 1) {
             bail!("{at}: the same path as route #{first}; the later one would never match");
         }
-        let mode = match r.mode.as_deref() {
-            None | Some("defer") => Mode::Defer,
-            Some("pass") => Mode::Pass,
-            Some(other) => bail!("{at}: mode {other:?} is not \"defer\" or \"pass\""),
-        };
+        let mode = r.mode;
         let key_headers = r
             .key_headers
             .iter()

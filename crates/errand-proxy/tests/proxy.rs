@@ -629,8 +629,9 @@ fn config_file_rules_are_checked_and_applied() {
         stderr
     };
     let stderr = refused("[[route]]\npath = \"/a\"\nmode = \"sometimes\"\n");
+    // The parser names the line, the value and the two words it takes.
     assert!(
-        stderr.contains("route #1") && stderr.contains("sometimes"),
+        stderr.contains("line 3") && stderr.contains("sometimes") && stderr.contains("`pass`"),
         "{stderr}"
     );
     let stderr = refused("[[route]]\npath = \"/a\"\nttl = \"forever\"\n");

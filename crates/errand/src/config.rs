@@ -8,8 +8,10 @@ use http::HeaderName;
 
 use crate::pattern::Windows;
 
-/// Whether a route's GETs are deferred to workers or go straight through.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Whether a route's GETs are deferred to workers or go straight through. Written `defer`
+/// or `pass` in a configuration file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// The Worker Pattern: answer from the store, defer misses to workers.
     #[default]

@@ -28,6 +28,40 @@ use metrics::{Counter, counter, gauge, histogram};
 use crate::pattern::{JobOutcome, Phase};
 use crate::store::Stats;
 
+use self::names::*;
+
+/// The metric names, for exporters and dashboards that read them back.
+pub mod names {
+    /// Requests by outcome (label `outcome`, a [`Phase`](crate::pattern::Phase)).
+    pub const REQUESTS: &str = "errand_requests_total";
+    /// `Prefer: wait` requests (label `outcome`: `ready` or `timeout`).
+    pub const WAITS: &str = "errand_waits_total";
+    /// Jobs enqueued by a request's claim.
+    pub const JOBS_CLAIMED: &str = "errand_jobs_claimed_total";
+    /// Claims that found a live job.
+    pub const JOBS_DEDUPLICATED: &str = "errand_jobs_deduplicated_total";
+    /// Jobs ended (label `outcome`, a [`JobOutcome`](crate::pattern::JobOutcome) that ends a job).
+    pub const JOBS_COMPLETED: &str = "errand_jobs_completed_total";
+    /// Attempts that failed and were scheduled again.
+    pub const JOBS_RETRIED: &str = "errand_jobs_retried_total";
+    /// Jobs taken again after a lease ran out.
+    pub const JOBS_REDELIVERED: &str = "errand_jobs_redelivered_total";
+    /// Results dropped because the lease was taken over.
+    pub const JOBS_LEASE_LOST: &str = "errand_jobs_lease_lost_total";
+    /// How long each attempt took (histogram, label `route`).
+    pub const JOB_DURATION: &str = "errand_job_duration_seconds";
+    /// Jobs by queue state (gauge, label `state`).
+    pub const QUEUE_JOBS: &str = "errand_queue_jobs";
+    /// Age of the oldest ready job (gauge).
+    pub const QUEUE_OLDEST_READY: &str = "errand_queue_oldest_ready_seconds";
+    /// Entries by state (gauge, label `state`).
+    pub const ENTRIES: &str = "errand_entries";
+    /// Bytes held by settled entries (gauge).
+    pub const ENTRY_BYTES: &str = "errand_entry_bytes";
+    /// Entries the memory backend dropped to stay within its budget.
+    pub const EVICTIONS: &str = "errand_evictions_total";
+}
+
 /// Counter handles, resolved on first use: install the recorder before serving.
 #[derive(Debug)]
 pub(crate) struct Counters {
@@ -46,17 +80,16 @@ pub(crate) struct Counters {
 pub(crate) fn counters() -> &'static Counters {
     static COUNTERS: std::sync::OnceLock<Counters> = std::sync::OnceLock::new();
     COUNTERS.get_or_init(|| Counters {
-        requests: Phase::ALL
-            .map(|phase| counter!("errand_requests_total", "outcome" => phase.as_str())),
-        wait_ready: counter!("errand_waits_total", "outcome" => "ready"),
-        wait_timeout: counter!("errand_waits_total", "outcome" => "timeout"),
-        claimed: counter!("errand_jobs_claimed_total"),
-        deduplicated: counter!("errand_jobs_deduplicated_total"),
+        requests: Phase::ALL.map(|phase| counter!(REQUESTS, "outcome" => phase.as_str())),
+        wait_ready: counter!(WAITS, "outcome" => "ready"),
+        wait_timeout: counter!(WAITS, "outcome" => "timeout"),
+        claimed: counter!(JOBS_CLAIMED),
+        deduplicated: counter!(JOBS_DEDUPLICATED),
         completed: JobOutcome::ENDED
-            .map(|outcome| counter!("errand_jobs_completed_total", "outcome" => outcome.as_str())),
-        retried: counter!("errand_jobs_retried_total"),
-        redelivered: counter!("errand_jobs_redelivered_total"),
-        lease_lost: counter!("errand_jobs_lease_lost_total"),
+            .map(|outcome| counter!(JOBS_COMPLETED, "outcome" => outcome.as_str())),
+        retried: counter!(JOBS_RETRIED),
+        redelivered: counter!(JOBS_REDELIVERED),
+        lease_lost: counter!(JOBS_LEASE_LOST),
     })
 }
 
@@ -81,21 +114,21 @@ impl Counters {
 
 /// Counts one entry evicted by a byte budget.
 pub(crate) fn evicted() {
-    counter!("errand_evictions_total").increment(1);
+    counter!(EVICTIONS).increment(1);
 }
 
 /// Records one attempt's duration on `route`.
 pub(crate) fn job_duration(route: &str, seconds: f64) {
-    histogram!("errand_job_duration_seconds", "route" => route.to_owned()).record(seconds);
+    histogram!(JOB_DURATION, "route" => route.to_owned()).record(seconds);
 }
 
 /// Sets the queue and entry gauges from a store's [`Stats`].
 pub fn record_stats(stats: &Stats) {
     let count = |n: u64| n as f64;
-    gauge!("errand_queue_jobs", "state" => "ready").set(count(stats.ready));
-    gauge!("errand_queue_jobs", "state" => "scheduled").set(count(stats.scheduled));
-    gauge!("errand_queue_jobs", "state" => "running").set(count(stats.running));
-    gauge!("errand_queue_oldest_ready_seconds").set(stats.oldest_ready_ms as f64 / 1000.0);
+    gauge!(QUEUE_JOBS, "state" => "ready").set(count(stats.ready));
+    gauge!(QUEUE_JOBS, "state" => "scheduled").set(count(stats.scheduled));
+    gauge!(QUEUE_JOBS, "state" => "running").set(count(stats.running));
+    gauge!(QUEUE_OLDEST_READY).set(stats.oldest_ready_ms as f64 / 1000.0);
     for (state, n) in [
         ("fresh", stats.fresh),
         ("stale", stats.stale),
@@ -103,9 +136,9 @@ pub fn record_stats(stats: &Stats) {
         ("failed", stats.failed),
         ("pass", stats.pass),
     ] {
-        gauge!("errand_entries", "state" => state).set(count(n));
+        gauge!(ENTRIES, "state" => state).set(count(n));
     }
-    gauge!("errand_entry_bytes").set(count(stats.bytes));
+    gauge!(ENTRY_BYTES).set(count(stats.bytes));
 }
 
 #[cfg(test)]

@@ -104,6 +104,9 @@ pub struct PgConfig {
     /// Each process counts the queue now and then instead of at every claim (see
     /// `cap.rs` for how closely that holds). `usize::MAX` turns the cap off.
     pub max_pending: usize,
+    /// How often the pruner started by `spawn_pruner` removes entries whose windows have
+    /// ended (default 30 s).
+    pub prune_every: Duration,
 }
 
 impl PgConfig {
@@ -122,6 +125,7 @@ impl PgConfig {
     /// 5 s per call, recheck every 1 s, 10,000 pending jobs.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
+            prune_every: Duration::from_secs(30),
             url: url.into(),
             schema: "errand".into(),
             pool_size: 16,
@@ -534,9 +538,10 @@ impl PgStore {
         .await
     }
 
-    /// Prunes expired rows in batches of 1,000 every `every`, until the store is dropped.
-    pub fn spawn_pruner(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
-        super::spawn_pruner(self, every)
+    /// Prunes expired rows in batches of 1,000 every [`PgConfig::prune_every`], until the
+    /// store is dropped.
+    pub fn spawn_pruner(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        super::spawn_pruner(self, self.config.prune_every)
     }
 }
 

@@ -64,6 +64,9 @@ pub struct RedisConfig {
     /// script reads the queue's size (`ZCARD`, O(1)) in the same atomic step, so the cap is
     /// exact cluster-wide.
     pub max_pending: usize,
+    /// How often the pruner started by `spawn_pruner` removes entries whose windows have
+    /// ended (default 10 s).
+    pub prune_every: Duration,
 }
 
 impl RedisConfig {
@@ -85,6 +88,7 @@ impl RedisConfig {
     /// Defaults for `url`: prefix `errand`, 5 s per call, recheck every 1 s, 10,000 pending.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
+            prune_every: Duration::from_secs(10),
             url: url.into(),
             prefix: "errand".into(),
             call_timeout: Duration::from_secs(5),
@@ -436,9 +440,10 @@ impl RedisStore {
         Ok(int(&v).unwrap_or(0))
     }
 
-    /// Prunes in batches of 1,000 every `every`, until the store is dropped.
-    pub fn spawn_pruner(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
-        super::spawn_pruner(self, every)
+    /// Prunes in batches of 1,000 every [`RedisConfig::prune_every`], until the store is
+    /// dropped.
+    pub fn spawn_pruner(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        super::spawn_pruner(self, self.config.prune_every)
     }
 }
 
