@@ -335,3 +335,19 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     tracing::info!("shutting down: no new connections or jobs; finishing what runs");
     shutdown.cancel();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicked_job_makes_the_process_fail_with_the_panic() {
+        assert!(workers_ended(Ok(Ok(()))).is_ok(), "a clean stop exits 0");
+        let panicked = Err(errand::WorkerError::Panicked("boom in the upstream".into()));
+        let error = workers_ended(Ok(panicked)).expect_err("a panic is the process's error");
+        assert!(
+            error.to_string().contains("boom in the upstream"),
+            "{error}"
+        );
+    }
+}
