@@ -40,6 +40,8 @@ pub(crate) mod codec;
 pub mod contract;
 pub(crate) mod l1;
 pub(crate) mod memory;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+mod pem;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]

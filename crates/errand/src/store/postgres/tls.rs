@@ -22,15 +22,14 @@ use percent_encoding::percent_decode_str;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::store::{StoreError, redact};
+use crate::store::{StoreError, pem, redact};
 
 /// How the connection is encrypted and the server's certificate checked (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,7 +205,7 @@ fn roots(mode: Mode, given: Option<&str>) -> Result<Option<RootCertStore>, Strin
             None => return Ok(None),
         },
     };
-    let certs = read_certs(&path).map_err(|e| format!("sslrootcert: {e}"))?;
+    let (_, certs) = pem::certificates(&path).map_err(|e| format!("sslrootcert: {e}"))?;
     let mut roots = RootCertStore::empty();
     for cert in certs {
         roots
@@ -214,19 +213,6 @@ fn roots(mode: Mode, given: Option<&str>) -> Result<Option<RootCertStore>, Strin
             .map_err(|e| format!("sslrootcert: {}: {e}", path.display()))?;
     }
     Ok(Some(roots))
-}
-
-/// Every certificate of a PEM file; an error when it has none.
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let shown = path.display();
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{shown}: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("{shown} holds no PEM certificate"));
-    }
-    Ok(certs)
 }
 
 /// The rustls client settings for `mode`, on the `ring` provider.
@@ -260,9 +246,9 @@ fn client_config(mode: Mode, params: &TlsParams) -> Result<ClientConfig, String>
     match (&params.cert, &params.key) {
         (None, None) => Ok(builder.with_no_client_auth()),
         (Some(cert), Some(key)) => {
-            let certs = read_certs(Path::new(cert)).map_err(|e| format!("sslcert: {e}"))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("sslkey: cannot read a PEM private key from {key}: {e}"))?;
+            let (_, certs) =
+                pem::certificates(Path::new(cert)).map_err(|e| format!("sslcert: {e}"))?;
+            let (_, key) = pem::private_key(Path::new(key)).map_err(|e| format!("sslkey: {e}"))?;
             builder
                 .with_client_auth_cert(certs, key)
                 .map_err(|e| format!("sslcert and sslkey: {e}"))

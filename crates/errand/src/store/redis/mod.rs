@@ -7,7 +7,7 @@
 //! operation), `scripts.rs` (the Lua scripts, `*.lua`, and their arguments), `decode.rs`
 //! (replies read back into entries and jobs) and `notify.rs` (the subscriber connection).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +17,6 @@ use ::redis::{Client, ClientTlsConfig, Script, TlsCertificates, Value};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::Notify;
 
 mod decode;
@@ -113,34 +111,23 @@ impl RedisConfig {
                 "{shown}: a CA file or a client certificate needs TLS: use a rediss:// URL"
             )));
         }
-        let unsuitable = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
-            StoreError::unsuitable(format!("{what} {}: {e}", path.display()))
-        };
-        let read =
-            |what: &str, path: &Path| std::fs::read(path).map_err(|e| unsuitable(what, path, &e));
-        // The redis crate takes a file without a certificate as no roots at all: check here.
-        let certs = |what: &str, path: &Path| {
-            let pem = read(what, path)?;
-            let found = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| unsuitable(what, path, &e))?;
-            if found.is_empty() {
-                return Err(unsuitable(what, path, &"holds no PEM certificate"));
-            }
-            Ok(pem)
-        };
+        fn named_file(what: &'static str) -> impl Fn(String) -> StoreError {
+            move |e| StoreError::unsuitable(format!("{what}: {e}"))
+        }
         let root_cert = self
             .ca_file
             .as_deref()
-            .map(|path| certs("Redis CA file", path))
-            .transpose()?;
+            .map(|path| super::pem::certificates(path).map_err(named_file("Redis CA file")))
+            .transpose()?
+            .map(|(pem, _)| pem);
         let client_tls = match &self.client_cert {
             Some((cert, key)) => {
-                let client_key = read("Redis client key", key)?;
-                PrivateKeyDer::from_pem_slice(&client_key)
-                    .map_err(|e| unsuitable("Redis client key", key, &e))?;
+                let (client_key, _) =
+                    super::pem::private_key(key).map_err(named_file("Redis client key"))?;
+                let (client_cert, _) = super::pem::certificates(cert)
+                    .map_err(named_file("Redis client certificate"))?;
                 Some(ClientTlsConfig {
-                    client_cert: certs("Redis client certificate", cert)?,
+                    client_cert,
                     client_key,
                 })
             }
