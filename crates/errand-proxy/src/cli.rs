@@ -218,6 +218,12 @@ pub(crate) struct RouteFlags {
     /// How long a URL whose job failed answers its error before a new job runs.
     #[arg(long, env = "ERRAND_ERROR_TTL", default_value = "10s", value_parser = parse_duration)]
     pub error_ttl: Duration,
+
+    /// Requests that send no `Prefer` wait up to this long for their job, as if they had sent
+    /// `Prefer: wait` (browsers and plain clients get the answer in one round trip);
+    /// `Prefer: respond-async` still gets its 202 at once. Off by default.
+    #[arg(long, env = "ERRAND_WAIT", value_parser = parse_duration)]
+    pub wait: Option<Duration>,
 }
 
 /// How jobs run.

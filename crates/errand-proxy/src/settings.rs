@@ -215,6 +215,12 @@ pub(crate) struct RouteSection {
     /// Request headers that are part of the cache key.
     #[serde(default)]
     pub key_headers: Vec<String>,
+    /// How long a request without `Prefer` waits for its job.
+    #[serde(default, with = "opt_duration")]
+    pub wait: Option<Duration>,
+    /// Attempts before a job fails (1: an upstream 5xx is relayed at once, not retried).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
 }
 
 /// Durations written as humantime text (`"10s"`, `"1m 30s"`).
@@ -438,6 +444,8 @@ pub(crate) fn config(
         error_ttl: route.error_ttl,
         pass_ttl: file.server.pass_ttl,
         key_headers: Vec::new(),
+        wait: route.wait,
+        max_attempts: None,
     };
     let mut seen = BTreeMap::new();
     for (i, r) in file.routes.iter().enumerate() {
@@ -466,6 +474,12 @@ pub(crate) fn config(
                 },
                 error_ttl: r.error_ttl.unwrap_or(base.error_ttl),
                 key_headers,
+                wait: r.wait.or(base.wait),
+                max_attempts: match r.max_attempts {
+                    Some(n @ 1..=100) => Some(n),
+                    Some(n) => bail!("{at}: max_attempts {n} is not between 1 and 100"),
+                    None => None,
+                },
                 ..base.clone()
             },
         });

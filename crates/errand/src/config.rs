@@ -33,6 +33,14 @@ pub struct RoutePolicy {
     pub pass_ttl: Duration,
     /// Request headers that are part of the signature (a credential header is keyed by hash).
     pub key_headers: Vec<HeaderName>,
+    /// A request that does not say (no `Prefer: wait`, no `Prefer: respond-async`) waits this
+    /// long for its job, as if it had sent `Prefer: wait`: browsers and plain clients are
+    /// answered in one round trip. `None`: such a request gets its `202` at once.
+    pub wait: Option<Duration>,
+    /// Attempts of this route's jobs before they fail, instead of
+    /// [`JobConfig::max_attempts`]: `Some(1)` relays an upstream `5xx` as it came, as
+    /// RFC 9111 caches do, instead of retrying it.
+    pub max_attempts: Option<u32>,
 }
 
 impl Default for RoutePolicy {
@@ -47,6 +55,8 @@ impl Default for RoutePolicy {
             error_ttl: Duration::from_secs(10),
             pass_ttl: Duration::from_secs(60),
             key_headers: Vec::new(),
+            wait: None,
+            max_attempts: None,
         }
     }
 }
@@ -131,6 +141,11 @@ impl Routes {
             .map_or((RouteId(self.routes.len()), &self.default), |i| {
                 (RouteId(i), &self.routes[i].policy)
             })
+    }
+
+    /// The policy of route `id` (the default's for an id beyond the routes).
+    pub fn policy(&self, id: RouteId) -> &RoutePolicy {
+        self.routes.get(id.0).map_or(&self.default, |r| &r.policy)
     }
 
     /// The route's name (its pattern, or `default`).

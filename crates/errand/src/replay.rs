@@ -25,7 +25,8 @@ pub struct JobRequest {
 /// The body of a job's request: jobs replay `GET`s, which have none.
 pub type JobBody = http_body_util::Empty<Bytes>;
 
-/// The job's request: `GET` of its path with `Host` and exactly its key headers.
+/// The job's request: `GET` of its path with `Host`, its key headers, the headers the
+/// claiming request sent on (`RequestRecord::forwarded`) and `Via`.
 pub(crate) fn build_request(
     job: &Job,
     trace: Option<TraceParent>,
@@ -43,13 +44,16 @@ pub(crate) fn build_request(
     let host = HeaderValue::from_str(record.authority())
         .map_err(|e| format!("stored host {:?} is invalid: {e}", record.authority()))?;
     headers.insert(header::HOST, host);
-    for (name, value) in &record.headers {
+    // The signature's own headers, then what the claiming request sent besides.
+    for (name, value) in record.headers.iter().chain(&record.forwarded) {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|e| format!("stored header name {name:?}: {e}"))?;
         let value =
             HeaderValue::from_str(value).map_err(|e| format!("stored value of {name}: {e}"))?;
         headers.append(name, value);
     }
+    // This hop (RFC 9110 §7.6.3), after any the client's request passed through.
+    headers.append(header::VIA, HeaderValue::from_static("1.1 errand"));
     if let Some(trace) = trace
         && let Ok(value) = HeaderValue::try_from(trace.to_string())
     {

@@ -76,8 +76,49 @@ fn app(calls: Calls) -> Router {
         async move { format!("item v{}", c.bump()) }
     })
     .post(|| async { (StatusCode::CREATED, "created").into_response() });
+    let c = calls.clone();
+    let page = get(move || {
+        let c = c.clone();
+        async move {
+            let n = c.bump();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            format!("page #{n}")
+        }
+    });
+    let c = calls.clone();
+    let echo = get(move |headers: HeaderMap| {
+        let c = c.clone();
+        async move {
+            c.bump();
+            let mut seen: Vec<String> = headers
+                .iter()
+                .filter(|(n, _)| n.as_str() != "traceparent")
+                .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("?")))
+                .collect();
+            seen.sort();
+            seen.join("\n")
+        }
+    });
+    let c = calls.clone();
+    let zero = get(move || {
+        let c = c.clone();
+        async move {
+            let n = c.bump();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            (
+                [
+                    (header::CACHE_CONTROL, "max-age=0, must-revalidate"),
+                    (header::AGE, "5"),
+                ],
+                format!("zero #{n}"),
+            )
+        }
+    });
     Router::new()
+        .route("/echo", echo)
+        .route("/zero", zero)
         .route("/slow", slow)
+        .route("/browser/{page}", page)
         .route("/fail", fail)
         .route("/private", private)
         .route("/me", me)
@@ -112,6 +153,14 @@ impl Harness {
         config.routes.routes.push(Route {
             path: PathPattern::parse("/me").unwrap(),
             policy: keyed,
+        });
+        let waits = RoutePolicy {
+            wait: Some(Duration::from_secs(10)),
+            ..RoutePolicy::default()
+        };
+        config.routes.routes.push(Route {
+            path: PathPattern::parse("/browser/*").unwrap(),
+            policy: waits,
         });
         config.routes.default.windows.ttl = Duration::from_secs(10);
         config.routes.default.windows.stale = Duration::from_secs(10);
@@ -324,6 +373,92 @@ async fn prefer_wait_answers_in_the_same_round_trip() {
     let (status, headers, _) = h.get("/private", &[("prefer", "respond-async")]).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(headers["preference-applied"], "respond-async");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_that_waits_answers_plain_requests_in_one_round_trip() {
+    let h = Harness::new();
+    // No Prefer at all: the route's wait applies, and the job's answer comes back.
+    let (status, headers, body) = h.get("/browser/page", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "page #1");
+    assert!(
+        cache_status(&headers).contains("detail=waited"),
+        "{headers:?}"
+    );
+    // The client's own preferences win: a shorter wait, or a 202 at once.
+    let (status, _, _) = h.get("/browser/slow-item", &[("prefer", "wait=0")]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, headers, _) = h
+        .get("/browser/other", &[("prefer", "respond-async")])
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(headers["preference-applied"], "respond-async");
+    // Elsewhere, a plain request is told to come back.
+    let (status, _, _) = h.get("/not-waiting", &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_sends_the_claiming_requests_headers_on() {
+    let h = Harness::new();
+    let (status, _, seen) = h
+        .get(
+            "/echo",
+            &[
+                WAIT,
+                ("accept-language", "de"),
+                ("x-custom", "1"),
+                ("if-none-match", "\"v0\""),
+                ("range", "bytes=0-1"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Sorted by name: what the handler saw in the job's replay.
+    assert_eq!(
+        seen, "accept-language: de\nhost: app.test\nvia: 1.1 errand\nx-custom: 1",
+        "no Prefer, conditionals or Range (credentials pass through: see pattern::forward)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_stale_on_arrival_still_reaches_its_requests() {
+    let h = Harness::new();
+    // The request that waits gets the job's answer, with the origin's own headers.
+    let (status, headers, body) = h.get("/zero", &[WAIT]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "zero #1");
+    assert_eq!(headers["cache-control"], "max-age=0, must-revalidate");
+    assert_eq!(headers["age"], "5");
+    // It is not reused: the next request goes to the origin.
+    let (status, _, body) = h.get("/zero", &[WAIT]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "zero #2");
+    assert_eq!(h.calls.get(), 2, "one fetch per request, no 202 loop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_told_to_come_back_gets_a_result_that_arrived_stale() {
+    let h = Harness::new();
+    let (status, _, _) = h.get("/zero?poll", &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let mut answered = None;
+    for _ in 0..100 {
+        let (status, _, body) = h.get("/zero?poll", &[]).await;
+        if status == StatusCode::OK {
+            answered = Some(body);
+            break;
+        }
+        assert_eq!(status, StatusCode::ACCEPTED);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        answered.as_deref(),
+        Some("zero #1"),
+        "the poll gets the job's result"
+    );
+    assert_eq!(h.calls.get(), 1, "polling started no second job");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

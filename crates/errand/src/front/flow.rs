@@ -17,11 +17,12 @@ use crate::config::{Mode, RouteId, RoutePolicy};
 use crate::errand::Shared;
 use crate::pattern::answer::{self, Arrival, RetryBounds};
 use crate::pattern::cache_status::{Detail, Fwd};
-use crate::pattern::hygiene;
 use crate::pattern::signature::{CREDENTIAL_HEADERS, canonical_uri, request_authority, route_path};
 use crate::pattern::{
-    CacheStatus, Decision, Entry, Phase, Priority, Signature, Timestamp, TraceParent, decide,
+    CacheStatus, Decision, Entry, Phase, Priority, Signature, StoredResponse, Timestamp,
+    TraceParent, decide, decide_waited,
 };
+use crate::pattern::{forward, hygiene};
 use crate::replay::JobRequest;
 use crate::store::{Claim, ClaimOutcome, Purge, PurgeTarget, StoreError, timed};
 
@@ -125,7 +126,7 @@ pub(crate) fn plan<B>(shared: &Shared, request: &Request<B>) -> Plan {
         route,
         signature,
         head: method == Method::HEAD,
-        prefer: Prefer::parse(headers),
+        prefer: Prefer::parse(headers).on_route(policy.wait),
     })
 }
 
@@ -296,7 +297,11 @@ impl FrontRequest<'_> {
         let mut arrival = Arrival::default();
         for _ in 0..4 {
             let now = store.now();
-            let decision = decide(entry.as_ref(), now);
+            let decision = if arrival.waited {
+                decide_waited(entry.as_ref(), now)
+            } else {
+                decide(entry.as_ref(), now)
+            };
             match decision {
                 Decision::Hit => {
                     return Answer::Respond(self.serve_content(
@@ -356,24 +361,30 @@ impl FrontRequest<'_> {
                     return Answer::Respond(self.failed(entry.as_ref(), now, arrival));
                 }
                 Decision::Pass { once } => {
+                    // A shareable result reaches every request that waited for its job.
+                    let shared = arrival
+                        .waited
+                        .then(|| match entry.as_ref().map(|e| &e.status) {
+                            Some(crate::pattern::Status::Pass(pass)) => {
+                                pass.for_every_waiter().cloned()
+                            }
+                            _ => None,
+                        })
+                        .flatten();
+                    if let Some(response) = shared {
+                        // It reached a request that waited: no later request reuses it.
+                        let taken = store.take_once(&self.signature.key);
+                        if let Err(e) = timed(self.store_timeout(), taken).await {
+                            tracing::warn!(error = %e, "could not drop a delivered result");
+                        }
+                        return Answer::Respond(self.deliver(&response, arrival));
+                    }
                     if once {
                         match timed(self.store_timeout(), store.take_once(&self.signature.key))
                             .await
                         {
                             Ok(Some(response)) => {
-                                let status = arrival.status(Phase::Pass, response.status, false);
-                                let mut answer = respond::stored(
-                                    &response,
-                                    None,
-                                    self.headers,
-                                    self.head,
-                                    &status,
-                                );
-                                answer.headers_mut().insert(
-                                    header::CACHE_CONTROL,
-                                    HeaderValue::from_static("private, no-store"),
-                                );
-                                return Answer::Respond(answer);
+                                return Answer::Respond(self.deliver(&response, arrival));
                             }
                             Ok(None) => {}
                             Err(e) => {
@@ -395,6 +406,8 @@ impl FrontRequest<'_> {
 
     fn claim(&self, priority: Priority, expect: Option<u64>) -> Claim {
         let mut request = self.signature.request.clone();
+        let key_headers = &self.shared.config.routes.policy(self.route).key_headers;
+        request.forwarded = forward::forwarded(self.headers, key_headers);
         // The job joins the client's trace, or starts one the job's logs can be found by.
         request.trace = Some(
             self.headers
@@ -464,6 +477,13 @@ impl FrontRequest<'_> {
             min: front.retry_after_min,
             max: front.retry_after_max,
         }
+    }
+
+    /// A job's result that is not kept, as the origin sent it (its own `Cache-Control` and
+    /// `Age` included).
+    fn deliver(&self, response: &StoredResponse, arrival: Arrival) -> Response<Body> {
+        let status = arrival.status(Phase::Pass, response.status, false);
+        respond::stored(response, None, self.headers, self.head, &status)
     }
 
     fn serve_content(

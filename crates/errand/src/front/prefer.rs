@@ -38,6 +38,15 @@ impl Prefer {
         }
         prefer
     }
+
+    /// These preferences on a route that waits `route_wait` by default: a request that
+    /// stated neither `wait` nor `respond-async` waits that long.
+    pub(crate) fn on_route(mut self, route_wait: Option<Duration>) -> Self {
+        if self.wait.is_none() && !self.respond_async {
+            self.wait = route_wait;
+        }
+        self
+    }
 }
 
 #[cfg(test)]
@@ -70,5 +79,22 @@ mod tests {
         assert_eq!(parse(&["wait=-1"]).wait, None);
         assert_eq!(parse(&["wait=2", "wait=9"]).wait, secs(2));
         assert_eq!(parse(&["return=minimal"]), Prefer::default());
+    }
+
+    #[test]
+    fn a_route_that_waits_applies_to_requests_that_do_not_say() {
+        let secs = |s| Some(Duration::from_secs(s));
+        // (request's Prefer, the route's wait, the wait applied)
+        let cases: [(&[&str], Option<Duration>, Option<Duration>); 6] = [
+            (&[], secs(10), secs(10)),
+            (&[], None, None),
+            (&["wait=2"], secs(10), secs(2)),
+            (&["wait=0"], secs(10), secs(0)),
+            (&["respond-async"], secs(10), None),
+            (&["handling=lenient"], secs(10), secs(10)),
+        ];
+        for (values, route, want) in cases {
+            assert_eq!(parse(values).on_route(route).wait, want, "{values:?}");
+        }
     }
 }

@@ -106,6 +106,19 @@ pub fn decide(entry: Option<&Entry>, now: Timestamp) -> Decision {
     }
 }
 
+/// [`decide`] for a request that waited for a job and was woken with the settled entry:
+/// the job's result reaches it whatever its timing. A failure is answered even when its
+/// error TTL is already over (`error_ttl = 0s`), where [`decide`] would start a new job and
+/// the waiter would never see an answer.
+pub fn decide_waited(entry: Option<&Entry>, now: Timestamp) -> Decision {
+    match entry.map(|e| &e.status) {
+        Some(Status::Failed(_)) if matches!(decide(entry, now), Decision::Miss { .. }) => {
+            Decision::Failed
+        }
+        _ => decide(entry, now),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -237,5 +250,28 @@ mod tests {
             decide(Some(&e), Timestamp(T0 + 50_000)),
             Decision::StaleIfError { refresh: false }
         );
+    }
+
+    #[test]
+    fn a_waiter_gets_the_failure_it_waited_for_even_past_its_error_ttl() {
+        use Decision::*;
+        let c = || Some(content());
+        // (content?, status, seconds after T0, decide_waited)
+        let cases: Vec<(Option<Content>, Status, u64, Decision)> = vec![
+            // An error TTL of 0: the failure is over as it is stored, but not for its waiters.
+            (None, failed(0), 0, Failed),
+            (c(), failed(0), 500, Failed),
+            // Everything else as decide says.
+            (None, failed(30), 25, Failed),
+            (c(), failed(30), 25, StaleIfError { refresh: false }),
+            (c(), Status::Idle, 5, Hit),
+            (c(), Status::Idle, 500, Miss { expect: Some(7) }),
+            (None, pass(30, true), 10, Pass { once: true }),
+        ];
+        for (i, (content, status, secs, want)) in cases.into_iter().enumerate() {
+            let e = entry(content, status);
+            let got = decide_waited(Some(&e), Timestamp(T0 + secs * 1000));
+            assert_eq!(got, want, "case {i}: {:?} at +{secs}s", e.status.as_str());
+        }
     }
 }

@@ -51,6 +51,16 @@ impl Timestamp {
     }
 }
 
+impl From<std::time::SystemTime> for Timestamp {
+    /// The time as milliseconds since the epoch (0 for a time before it).
+    fn from(time: std::time::SystemTime) -> Self {
+        let since_epoch = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
 /// A job's identity, unique within a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -195,6 +205,16 @@ pub struct PassInfo {
     pub once: Option<Arc<StoredResponse>>,
     /// Why the response is not shared (a [`NoStore`](super::NoStore) reason).
     pub reason: String,
+}
+
+impl PassInfo {
+    /// The kept response when it may go to every request that waited for its job (it is
+    /// shareable, only too old to keep: [`NoStore::shareable`](super::NoStore::shareable));
+    /// `None` when it goes to one request only, or is gone.
+    pub fn for_every_waiter(&self) -> Option<&Arc<StoredResponse>> {
+        let shareable = super::freshness::NoStore::StaleOnArrival.as_str() == self.reason;
+        self.once.as_ref().filter(|_| shareable)
+    }
 }
 
 /// What the entry is doing, apart from the content it may hold.

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, StatusCode, header};
 
+use super::entry::Timestamp;
+
 /// The freshness windows a route grants when the upstream does not say otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Windows {
@@ -32,6 +34,10 @@ pub enum NoStore {
     Vary(String),
     /// The body is larger than the configured maximum.
     TooLarge,
+    /// Shareable, but already past every window when it arrived (`max-age=0`, an old `Age`,
+    /// no freshness and no default TTL): it goes to the requests that waited for its job and
+    /// to the next one, and is not reused after.
+    StaleOnArrival,
 }
 
 impl NoStore {
@@ -44,7 +50,14 @@ impl NoStore {
             Self::SetCookie => "set-cookie",
             Self::Vary(_) => "vary",
             Self::TooLarge => "too-large",
+            Self::StaleOnArrival => "stale-on-arrival",
         }
+    }
+
+    /// Whether the response itself may go to every request that waited for its job (it is
+    /// shareable, only too old to keep), not just to one.
+    pub fn shareable(&self) -> bool {
+        matches!(self, Self::StaleOnArrival)
     }
 }
 
@@ -97,15 +110,23 @@ fn delta_seconds(text: &str) -> Option<Duration> {
 /// Status codes a cache may store without explicit freshness (RFC 9110 §15.1).
 const HEURISTIC: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
 
-/// Classifies `status` + `headers`. `key_headers` are the headers the route keys on (a `Vary`
-/// on any other header makes the response unshareable); `jitter` in `[0, 1)` shortens the
-/// freshness by up to a tenth (at most a minute) so many entries do not expire together.
+/// Classifies `status` + `headers`, received at `now`. `key_headers` are the headers the
+/// route keys on (a `Vary` on any other header makes the response unshareable); `jitter` in
+/// `[0, 1)` shortens the freshness by up to a tenth (at most a minute) so many entries do
+/// not expire together.
+///
+/// Freshness follows RFC 9111 §4.2: `s-maxage`, then `max-age`, then `Expires` minus
+/// `Date`; an invalid value of the directive that decides makes the response stale (never
+/// the default TTL). The age follows §4.2.3: the larger of the `Age` header and the
+/// apparent age (`now` minus `Date`); an `Age` that is not one delta-seconds value (a
+/// list, a parameter, a sign, a fraction, several lines) makes the response stale.
 pub fn classify(
     status: StatusCode,
     headers: &HeaderMap,
     windows: &Windows,
     key_headers: &[HeaderName],
     jitter: f64,
+    now: Timestamp,
 ) -> Classification {
     // A status outside 200–599 as a final answer is a broken upstream: treated as a 5xx.
     if status.is_server_error() || !(200..600).contains(&status.as_u16()) {
@@ -128,21 +149,34 @@ pub fn classify(
         return Classification::Pass(NoStore::Vary(name));
     }
 
-    let explicit = cc
-        .s_maxage
-        .or(cc.max_age)
-        .or_else(|| expires_minus_date(headers));
+    let date = headers
+        .get(header::DATE)
+        .and_then(|d| d.to_str().ok())
+        .and_then(|d| httpdate::parse_http_date(d).ok())
+        .map(Timestamp::from);
+    let explicit = match (cc.s_maxage, cc.max_age) {
+        (Some(s_maxage), _) => Some(s_maxage),
+        (None, Some(max_age)) => Some(max_age),
+        (None, None) => expires_minus_date(headers, date.unwrap_or(now)).map(Some),
+    };
     let storable = HEURISTIC.contains(&status.as_u16())
         || (matches!(status.as_u16(), 302 | 307) && explicit.is_some());
     if !storable {
         return Classification::Once;
     }
-    let age = headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| delta_seconds(v.trim()))
-        .unwrap_or(Duration::ZERO);
+    // An invalid freshness directive or `Age` leaves nothing fresh.
+    let explicit = explicit.map(|lifetime| lifetime.unwrap_or(Duration::ZERO));
+    // HTTP dates have whole seconds: compare at that resolution, or a response sent in the
+    // same second would look up to a second old.
+    let apparent = date.map_or(Duration::ZERO, |date| {
+        Timestamp(now.0 - now.0 % 1000).since(date)
+    });
+    let age = match age_value(headers) {
+        Some(age) => age.max(apparent),
+        None => MAX_LIFETIME,
+    };
     let lifetime = clamp_lifetime(explicit.unwrap_or(windows.ttl));
+    let age = clamp_lifetime(age);
     let jitter = lifetime
         .mul_f64(0.1 * jitter.clamp(0.0, 1.0))
         .min(Duration::from_secs(60));
@@ -165,8 +199,10 @@ pub fn classify(
 /// The parts of `Cache-Control` that matter to a shared cache.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct CacheControl {
-    max_age: Option<Duration>,
-    s_maxage: Option<Duration>,
+    /// `max-age`: absent, or present with its value (`None` when the value is invalid).
+    max_age: Option<Option<Duration>>,
+    /// `s-maxage`, likewise.
+    s_maxage: Option<Option<Duration>>,
     stale_while_revalidate: Option<Duration>,
     stale_if_error: Option<Duration>,
     no_store: bool,
@@ -180,15 +216,12 @@ impl CacheControl {
         let mut cc = Self::default();
         for value in headers.get_all(header::CACHE_CONTROL) {
             let Ok(value) = value.to_str() else { continue };
-            for directive in value.split(',') {
-                let (name, arg) = match directive.split_once('=') {
-                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                    None => (directive.trim(), None),
-                };
-                let seconds = || arg.and_then(delta_seconds);
-                match name.to_ascii_lowercase().as_str() {
-                    "max-age" => cc.max_age = cc.max_age.or_else(seconds),
-                    "s-maxage" => cc.s_maxage = cc.s_maxage.or_else(seconds),
+            for (name, arg) in directives(value) {
+                let seconds = || arg.as_deref().and_then(delta_seconds);
+                match name.as_str() {
+                    // The first occurrence counts.
+                    "max-age" => cc.max_age = cc.max_age.or_else(|| Some(seconds())),
+                    "s-maxage" => cc.s_maxage = cc.s_maxage.or_else(|| Some(seconds())),
                     "stale-while-revalidate" => cc.stale_while_revalidate = seconds(),
                     "stale-if-error" => cc.stale_if_error = seconds(),
                     "no-store" => cc.no_store = true,
@@ -205,20 +238,88 @@ impl CacheControl {
     }
 }
 
-fn expires_minus_date(headers: &HeaderMap) -> Option<Duration> {
-    let expires = headers.get(header::EXPIRES)?.to_str().ok()?;
-    // An invalid Expires (often "0") means "already expired" (RFC 9111 §5.3).
-    let Ok(expires) = httpdate::parse_http_date(expires) else {
+/// The directives of one `Cache-Control` line (RFC 9111 §5.2): lower-cased names, and
+/// arguments as tokens or quoted strings (unquoted, escapes resolved). A comma inside a
+/// quoted string does not end a directive.
+fn directives(value: &str) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut chars = value.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return out;
+        }
+        let mut name = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c == ',' {
+                break;
+            }
+            name.push(c.to_ascii_lowercase());
+            chars.next();
+        }
+        let mut arg = None;
+        if chars.peek() == Some(&'=') {
+            chars.next();
+            let mut text = String::new();
+            if chars.peek() == Some(&'"') {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => text.extend(chars.next()),
+                        c => text.push(c),
+                    }
+                }
+                // Anything after the closing quote up to the comma is not part of it.
+                while chars.peek().is_some_and(|c| *c != ',') {
+                    chars.next();
+                }
+            } else {
+                while let Some(&c) = chars.peek() {
+                    if c == ',' {
+                        break;
+                    }
+                    text.push(c);
+                    chars.next();
+                }
+                text = text.trim().to_owned();
+            }
+            arg = Some(text);
+        }
+        out.push((name.trim().to_owned(), arg));
+    }
+}
+
+/// The `Age` of a response: one field line holding one delta-seconds value. `None` for
+/// anything else (several lines, a list, a parameter, a sign, a fraction), which leaves the
+/// response no freshness to trust.
+fn age_value(headers: &HeaderMap) -> Option<Duration> {
+    let mut lines = headers.get_all(header::AGE).iter();
+    let Some(first) = lines.next() else {
         return Some(Duration::ZERO);
     };
-    let date = headers
-        .get(header::DATE)
-        .and_then(|d| d.to_str().ok())
-        .and_then(|d| httpdate::parse_http_date(d).ok())
-        .unwrap_or_else(std::time::SystemTime::now);
-    Some(clamp_lifetime(
-        expires.duration_since(date).unwrap_or(Duration::ZERO),
-    ))
+    if lines.next().is_some() {
+        return None;
+    }
+    delta_seconds(first.to_str().ok()?.trim())
+}
+
+/// `Expires` minus `date` (the response's `Date`, or when it was received): `None` without
+/// `Expires`; an invalid `Expires` (often "0") means "already expired" (RFC 9111 §5.3).
+fn expires_minus_date(headers: &HeaderMap, date: Timestamp) -> Option<Duration> {
+    let mut lines = headers.get_all(header::EXPIRES).iter();
+    let expires = lines.next()?;
+    let parsed = expires
+        .to_str()
+        .ok()
+        .and_then(|e| httpdate::parse_http_date(e).ok())
+        .filter(|_| lines.next().is_none());
+    let Some(expires) = parsed else {
+        return Some(Duration::ZERO);
+    };
+    Some(clamp_lifetime(Timestamp::from(expires).since(date)))
 }
 
 /// The first header named in `Vary` that the key does not hold. `Accept-Encoding` is allowed:
@@ -243,7 +344,7 @@ fn unkeyed_vary(headers: &HeaderMap, key_headers: &[HeaderName]) -> Option<Strin
 }
 
 /// Headers owned by the hop (RFC 9110 §7.6.1) or consumed by the cache: never stored.
-const NOT_STORED: [&str; 12] = [
+const NOT_STORED: [&str; 11] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -253,7 +354,6 @@ const NOT_STORED: [&str; 12] = [
     "trailer",
     "transfer-encoding",
     "upgrade",
-    "age",
     "surrogate-key",
     "cache-tag",
 ];
@@ -326,6 +426,9 @@ mod tests {
         map
     }
 
+    /// Sun, 06 Nov 1994 08:49:37 GMT: the tests' "now".
+    const NOW: Timestamp = Timestamp(784_111_777_000);
+
     fn store(fresh: u64, stale: u64, sie: u64, age: u64) -> Classification {
         Classification::Store {
             fresh_for: Duration::from_secs(fresh),
@@ -393,9 +496,83 @@ mod tests {
                 ],
                 store(60, 30, 600, 1 << 31),
             ),
+            // An invalid max-age leaves nothing fresh (RFC 9111 §4.2.1), never the default.
             (
                 200,
                 vec![("cache-control", "max-age=-5")],
+                store(0, 30, 600, 0),
+            ),
+            (
+                200,
+                vec![("cache-control", "max-age='3600'")],
+                store(0, 30, 600, 0),
+            ),
+            (
+                200,
+                vec![("cache-control", "max-age=1.5")],
+                store(0, 30, 600, 0),
+            ),
+            // Quoted strings: a recipient takes a quoted value, and a comma inside one does
+            // not end the directive.
+            (
+                200,
+                vec![("cache-control", "max-age=\"30\"")],
+                store(30, 30, 600, 0),
+            ),
+            (
+                200,
+                vec![("cache-control", "extension=\"max-age=3600\", max-age=1")],
+                store(1, 30, 600, 0),
+            ),
+            (
+                200,
+                vec![("cache-control", "max-age=003600")],
+                store(3600, 30, 600, 0),
+            ),
+            // The age is the Age header or the apparent age (now minus Date), the larger.
+            (
+                200,
+                vec![
+                    ("cache-control", "max-age=3600"),
+                    ("date", "Sun, 06 Nov 1994 06:49:37 GMT"),
+                ],
+                store(3600, 30, 600, 7200),
+            ),
+            // An Age that is not one delta-seconds leaves nothing to trust.
+            (
+                200,
+                vec![("cache-control", "max-age=3600"), ("age", "0,7200")],
+                store(3600, 30, 600, 1 << 31),
+            ),
+            (
+                200,
+                vec![("cache-control", "max-age=3600"), ("age", "7200;foo=1")],
+                store(3600, 30, 600, 1 << 31),
+            ),
+            (
+                200,
+                vec![
+                    ("cache-control", "max-age=3600"),
+                    ("age", "0"),
+                    ("age", "0"),
+                ],
+                store(3600, 30, 600, 1 << 31),
+            ),
+            // Expires in the two obsolete date formats (RFC 9110 §5.6.7).
+            (
+                200,
+                vec![
+                    ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                    ("expires", "Sunday, 06-Nov-94 08:50:37 GMT"),
+                ],
+                store(60, 30, 600, 0),
+            ),
+            (
+                200,
+                vec![
+                    ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                    ("expires", "Sun Nov  6 08:50:37 1994"),
+                ],
                 store(60, 30, 600, 0),
             ),
             (
@@ -479,6 +656,7 @@ mod tests {
                 &W,
                 &lang,
                 0.0,
+                NOW,
             );
             assert_eq!(got, want, "status {status} headers {list:?}");
         }
@@ -487,7 +665,8 @@ mod tests {
     #[test]
     fn jitter_only_shortens_and_is_bounded() {
         let h = headers(&[("cache-control", "max-age=1000")]);
-        let Classification::Store { fresh_for, .. } = classify(StatusCode::OK, &h, &W, &[], 0.99)
+        let Classification::Store { fresh_for, .. } =
+            classify(StatusCode::OK, &h, &W, &[], 0.99, NOW)
         else {
             panic!("stored");
         };
@@ -509,7 +688,9 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut h);
         let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, vec!["content-type"]);
+        // The origin's Age stays with the response: the front answers a hit with the age it
+        // computes, and passes a response it does not keep on as the origin sent it.
+        assert_eq!(names, vec!["age", "content-type"]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!
 //! - `signature.rs`: what makes two requests "the same request" ([`Signature`], [`Key`]);
 //! - `entry.rs`: what the store holds for one signature ([`Entry`], [`Status`], [`Content`]);
+//! - `forward.rs`: which of a client's request headers its job sends on;
 //! - `hygiene.rs`: which requests are refused before anything else (framing, `Host`);
 //! - `freshness.rs`: how a worker classifies an upstream response ([`classify`]: store,
 //!   pass, retry…);
@@ -25,6 +26,7 @@ pub(crate) mod answer;
 pub(crate) mod cache_status;
 pub(crate) mod decide;
 pub(crate) mod entry;
+pub(crate) mod forward;
 pub(crate) mod freshness;
 pub(crate) mod hygiene;
 pub(crate) mod outcome;
@@ -32,7 +34,7 @@ pub(crate) mod signature;
 pub(crate) mod trace;
 
 pub use cache_status::{CacheStatus, Detail, JobOutcome, Phase};
-pub use decide::{Decision, decide};
+pub use decide::{Decision, decide, decide_waited};
 pub use entry::{
     Content, Entry, Failure, JobId, JobInfo, PassInfo, Priority, State, Status, StoredResponse,
     Timestamp,

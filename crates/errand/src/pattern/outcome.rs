@@ -134,6 +134,7 @@ pub(crate) fn settle(
                 rules.windows,
                 rules.key_headers,
                 jitter,
+                now,
             );
             // Read before the headers that carry them are removed, with the hop-by-hop ones.
             let tags = tags(&response.headers);
@@ -153,6 +154,12 @@ pub(crate) fn settle(
                         [fresh_for, stale_for, stale_if_error_for],
                         took,
                     );
+                    if content.stale_until <= now {
+                        // Nothing left to keep, but the result still reaches its requests.
+                        let response = Arc::unwrap_or_clone(content.response);
+                        let info = pass(Some(response), NoStore::StaleOnArrival.as_str().into());
+                        return (Completion::Pass(info), JobOutcome::Pass);
+                    }
                     return (Completion::Store(content), JobOutcome::Stored);
                 }
                 Classification::Pass(reason) => {
@@ -384,6 +391,23 @@ mod tests {
                 0,
             ),
             (1, response(401, &[]), JobOutcome::Once, "pass", at(20), 401),
+            // Past every window on arrival: delivered, not kept.
+            (
+                1,
+                response(200, &[("cache-control", "max-age=0, must-revalidate")]),
+                JobOutcome::Pass,
+                "pass",
+                at(20),
+                200,
+            ),
+            (
+                1,
+                response(200, &[("cache-control", "max-age=60"), ("age", "7200")]),
+                JobOutcome::Pass,
+                "pass",
+                at(20),
+                200,
+            ),
             (1, Attempt::TooLarge, JobOutcome::Pass, "pass", at(20), 0),
             // Failures retry with backoff (jitter 0: half the doubled base)…
             (1, response(503, &[]), JobOutcome::Retry, "retry", at(1), 0),

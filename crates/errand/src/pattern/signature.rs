@@ -116,6 +116,11 @@ pub struct RequestRecord {
     /// The keyed headers with their real values (credential values included: the worker must
     /// send them to get the right response; they live only as long as the job).
     pub headers: Vec<(String, String)>,
+    /// The claiming request's other end-to-end headers, sent on by the job (not part of the
+    /// signature: whichever request claims the job lends it its headers; see
+    /// `pattern/forward.rs` for what is left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwarded: Vec<(String, String)>,
     /// The trace context of the client request that created the job (not part of the
     /// signature: whichever request claims the job lends it its trace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,6 +247,7 @@ impl Signature {
             request: RequestRecord {
                 uri: canonical_uri,
                 headers: record_headers,
+                forwarded: Vec::new(),
                 trace: None,
             },
         })

@@ -380,9 +380,11 @@ impl MemoryStore {
             content,
             status,
         };
-        self.insert_settled(lease.key, entry);
+        self.insert_settled(lease.key, entry.clone());
         drop(queue);
-        self.wakeups.wake(&lease.key);
+        // Waiters get the result itself, even one already past its windows (an error TTL of
+        // 0), which a lookup would no longer find.
+        self.wakeups.wake_settled(entry);
         Ok(())
     }
 }

@@ -120,9 +120,9 @@ impl Wakeups {
     }
 
     /// Wakes every waiter of `entry`'s key in this process and hands them `entry`, which
-    /// must be exactly what a lookup would return right after the completion that settled
-    /// it (so only a completion that has just committed may call this).
-    #[cfg(any(test, feature = "postgres", feature = "redis"))]
+    /// must be exactly what the completion that settled it wrote (so only a completion that
+    /// has just committed may call this). A lookup returns the same, unless the entry is
+    /// already past all its windows (an error TTL of 0): then only the waiters see it.
     pub(crate) fn wake_settled(&self, entry: Entry) {
         if let Some(subscription) = self.take(entry.key) {
             // Each subscription is removed from the map before it is woken, so it is

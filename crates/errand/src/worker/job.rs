@@ -124,7 +124,7 @@ where
             key_headers: &policy.key_headers,
             pass_ttl: policy.pass_ttl,
             error_ttl: policy.error_ttl,
-            max_attempts: config.max_attempts,
+            max_attempts: policy.max_attempts.unwrap_or(config.max_attempts),
             backoff_base: config.backoff_base,
             backoff_max: config.backoff_max,
         };

@@ -197,3 +197,25 @@ pub async fn retry_is_scheduled_after_its_backoff(
         .await;
     assert!(matches!(stale, Err(StoreError::LeaseLost)));
 }
+
+/// A job carries the claiming request's forwarded headers (and its key headers) to the
+/// worker that takes it, in order and with repeated names kept: a retry or a redelivery on
+/// another process replays exactly them.
+pub async fn a_job_carries_the_claiming_requests_headers(
+    store: Arc<dyn Inspect>,
+    _clock: Arc<ManualClock>,
+) {
+    let mut claimed = claim("/negotiated", Priority::Miss, None);
+    claimed.request.forwarded = vec![
+        ("accept-language".into(), "de, en;q=0.5".into()),
+        ("x-custom".into(), "one".into()),
+        ("x-custom".into(), "two".into()),
+        ("user-agent".into(), "contract/1 (\"quoted\")".into()),
+    ];
+    let want = claimed.request.clone();
+    enqueued(store.claim(claimed).await.unwrap());
+    let jobs = store.take(10, LEASE).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].request.forwarded, want.forwarded);
+    assert_eq!(jobs[0].request.uri, want.uri);
+}

@@ -56,6 +56,7 @@ macro_rules! store_contract {
             claim_respects_the_expected_version,
             a_claim_returns_what_a_lookup_returns,
             take_orders_by_priority_then_run_time,
+            a_job_carries_the_claiming_requests_headers,
             lease_expiry_redelivers_and_fences_the_old_lease,
             heartbeat_extends_a_lease,
             retry_is_scheduled_after_its_backoff,
