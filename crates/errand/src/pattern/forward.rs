@@ -14,8 +14,9 @@
 //! - `Accept-Encoding`: the stored copy is the identity encoding, right for every client;
 //! - the trace context (`traceparent`), which the job sets as its own span.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{HeaderMap, HeaderName};
 
+use super::freshness::connection_listed;
 use super::signature::CREDENTIAL_HEADERS;
 
 /// Fields never forwarded, beyond those `Connection` names.
@@ -48,13 +49,7 @@ const NOT_FORWARDED: [&str; 22] = [
 /// out `key_headers` (the job sends those from its signature) and every field above.
 /// Values that are not text are left out too (a stored job's headers are text).
 pub(crate) fn forwarded(headers: &HeaderMap, key_headers: &[HeaderName]) -> Vec<(String, String)> {
-    let listed: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .collect();
+    let listed = connection_listed(headers);
     headers
         .iter()
         .filter(|(name, _)| {
@@ -131,7 +126,7 @@ mod tests {
     #[test]
     fn keyed_headers_are_the_signatures_own() {
         let request = headers(&[("accept-language", "de"), ("authorization", "Bearer a")]);
-        let keyed = [header::ACCEPT_LANGUAGE, header::AUTHORIZATION];
+        let keyed = [http::header::ACCEPT_LANGUAGE, http::header::AUTHORIZATION];
         assert!(forwarded(&request, &keyed).is_empty());
     }
 }

@@ -364,18 +364,22 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     remove_hop_headers(headers, &NOT_STORED);
 }
 
-/// Removes every header named in `Connection` (RFC 9110 §7.6.1), then each of `fixed`.
-/// Shared by the stored responses here and the requests a proxy forwards.
-pub fn remove_hop_headers(headers: &mut HeaderMap, fixed: &[&str]) {
-    let listed: Vec<String> = headers
+/// The field names a message's `Connection` header lists (RFC 9110 §7.6.1), lower-cased.
+pub(crate) fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
-        .collect();
-    for name in listed
+        .collect()
+}
+
+/// Removes every header named in `Connection` (RFC 9110 §7.6.1), then each of `fixed`.
+/// Shared by the stored responses here and the requests a proxy forwards.
+pub fn remove_hop_headers(headers: &mut HeaderMap, fixed: &[&str]) {
+    for name in connection_listed(headers)
         .iter()
         .map(String::as_str)
         .chain(fixed.iter().copied())
