@@ -379,7 +379,11 @@ impl FrontRequest<'_> {
                         }
                         return Answer::Respond(self.deliver(&response, arrival));
                     }
-                    if once {
+                    let claimer_only = match entry.as_ref().map(|e| &e.status) {
+                        Some(crate::pattern::Status::Pass(pass)) => pass.only_for_its_claimer(),
+                        _ => false,
+                    };
+                    if once && (!claimer_only || arrival.claimed == Some(Phase::Miss)) {
                         match timed(self.store_timeout(), store.take_once(&self.signature.key))
                             .await
                         {

@@ -1,6 +1,8 @@
 //! The answers the front builds itself: a stored response (with `Age`, `304`), a `202`, a
-//! `503`, a plain error. Every answer of a deferred route carries `Cache-Status` and
-//! `Vary: Prefer`.
+//! `503`, a plain error. Every answer of a deferred route carries `Cache-Status`; errand's
+//! own answers (`202`, `503`) also `Vary: Prefer`, since `Prefer` decides between them and
+//! a wait. A stored response keeps the origin's `Vary` as it is: a client's `Prefer` never
+//! changes it.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
@@ -9,14 +11,18 @@ use super::conditional::{KEPT_ON_304, not_modified};
 use crate::body::{self, Body};
 use crate::pattern::{CacheStatus, StoredResponse};
 
-/// Adds `Cache-Status` and `Prefer` to `Vary` (RFC 7240 §2: the answer depends on it).
-/// Every answer passes here once, so this is also where it is counted.
+/// Adds `Cache-Status`. Every answer passes here once, so this is also where it is counted.
 pub(super) fn mark(headers: &mut HeaderMap, status: &CacheStatus) {
     crate::metrics::counters().request(status.phase);
     // From the String itself: no second copy.
     if let Ok(value) = HeaderValue::try_from(status.to_string()) {
         headers.insert("cache-status", value);
     }
+}
+
+/// Adds `Prefer` to `Vary` (RFC 7240 §2: this answer depends on it), unless it is there
+/// already or `Vary` is `*`.
+fn vary_on_prefer(headers: &mut HeaderMap) {
     let varies_on_prefer = headers
         .get_all(header::VARY)
         .iter()
@@ -93,6 +99,7 @@ pub(super) fn generated(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(status) = status {
         mark(headers, status);
+        vary_on_prefer(headers);
     }
     answer
 }

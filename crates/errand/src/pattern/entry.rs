@@ -208,6 +208,12 @@ pub struct PassInfo {
 }
 
 impl PassInfo {
+    /// Whether the kept response may go only to the request that claimed its job: it varies
+    /// on request headers the key does not hold, and only that request's were sent.
+    pub fn only_for_its_claimer(&self) -> bool {
+        self.reason == super::freshness::NoStore::Vary(String::new()).as_str()
+    }
+
     /// The kept response when it may go to every request that waited for its job (it is
     /// shareable, only too old to keep: [`NoStore::shareable`](super::NoStore::shareable));
     /// `None` when it goes to one request only, or is gone.

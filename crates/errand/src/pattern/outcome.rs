@@ -163,10 +163,9 @@ pub(crate) fn settle(
                     return (Completion::Store(content), JobOutcome::Stored);
                 }
                 Classification::Pass(reason) => {
-                    // The response may go to the one client whose request made it, unless
-                    // it varies on a header that client's request did not carry here.
-                    let once = (!matches!(reason, NoStore::Vary(_))).then_some(response);
-                    let info = pass(once, reason.as_str().into());
+                    // The response may go to the one client whose request made it (for a
+                    // `Vary`, the job sent that request's headers on, so it matches it).
+                    let info = pass(Some(response), reason.as_str().into());
                     return (Completion::Pass(info), JobOutcome::Pass);
                 }
                 Classification::Once => {
@@ -381,14 +380,23 @@ mod tests {
                 at(20),
                 200,
             ),
-            // Varies on a header outside the key: not even once.
+            // Varies on a header outside the key, or on everything: to its claimer only
+            // (see PassInfo::only_for_its_claimer).
             (
                 1,
                 response(200, &[("vary", "accept-language")]),
                 JobOutcome::Pass,
                 "pass",
                 at(20),
-                0,
+                200,
+            ),
+            (
+                1,
+                response(200, &[("vary", "*")]),
+                JobOutcome::Pass,
+                "pass",
+                at(20),
+                200,
             ),
             (1, response(401, &[]), JobOutcome::Once, "pass", at(20), 401),
             // Past every window on arrival: delivered, not kept.
