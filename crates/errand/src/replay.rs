@@ -26,10 +26,12 @@ pub struct JobRequest {
 pub type JobBody = http_body_util::Empty<Bytes>;
 
 /// The job's request: `GET` of its path with `Host`, its key headers, the headers the
-/// claiming request sent on (`RequestRecord::forwarded`) and `Via`.
+/// claiming request sent on (`RequestRecord::forwarded`), `Via`, and when `conditional`
+/// the stored response's validators (`RequestRecord::validators`).
 pub(crate) fn build_request(
     job: &Job,
     trace: Option<TraceParent>,
+    conditional: bool,
 ) -> Result<Request<JobBody>, String> {
     let record = &job.request;
     let mut request = Request::new(JobBody::new());
@@ -51,6 +53,16 @@ pub(crate) fn build_request(
         let value =
             HeaderValue::from_str(value).map_err(|e| format!("stored value of {name}: {e}"))?;
         headers.append(name, value);
+    }
+    // Whether the stored response the job would replace is still current (RFC 9111 §4.3.1).
+    if conditional {
+        for (name, value) in &record.validators {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| format!("stored validator name {name:?}: {e}"))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|e| format!("stored value of {name}: {e}"))?;
+            headers.insert(name, value);
+        }
     }
     // This hop (RFC 9110 §7.6.3), after any the client's request passed through.
     headers.append(header::VIA, HeaderValue::from_static("1.1 errand"));

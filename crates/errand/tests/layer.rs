@@ -114,8 +114,39 @@ fn app(calls: Calls) -> Router {
             )
         }
     });
+    let c = calls.clone();
+    let tagged = get(move |headers: HeaderMap| {
+        let c = c.clone();
+        async move {
+            let n = c.bump();
+            if headers
+                .get(header::IF_NONE_MATCH)
+                .is_some_and(|v| v == "\"t1\"")
+            {
+                return (
+                    StatusCode::NOT_MODIFIED,
+                    [
+                        (header::CACHE_CONTROL, "max-age=60"),
+                        (header::ETAG, "\"t1\""),
+                    ],
+                    [("x-seen", format!("revalidated by #{n}"))],
+                )
+                    .into_response();
+            }
+            (
+                [
+                    (header::CACHE_CONTROL, "max-age=1"),
+                    (header::ETAG, "\"t1\""),
+                ],
+                [("x-seen", format!("fetched by #{n}"))],
+                format!("tagged #{n}"),
+            )
+                .into_response()
+        }
+    });
     Router::new()
         .route("/echo", echo)
+        .route("/tagged", tagged)
         .route("/zero", zero)
         .route("/slow", slow)
         .route("/browser/{page}", page)
@@ -459,6 +490,37 @@ async fn a_client_told_to_come_back_gets_a_result_that_arrived_stale() {
         "the poll gets the job's result"
     );
     assert_eq!(h.calls.get(), 1, "polling started no second job");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_revalidates_and_a_304_freshens_the_stored_response() {
+    let h = Harness::new();
+    let (status, headers, body) = h.get("/tagged", &[WAIT]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "tagged #1");
+    assert_eq!(headers["x-seen"], "fetched by #1");
+    // Stale: served, while a refresh asks the origin with the stored ETag.
+    h.clock.advance(Duration::from_secs(3));
+    let (status, _, body) = h.get("/tagged", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "tagged #1");
+    let mut freshened = None;
+    for _ in 0..100 {
+        let (_, headers, body) = h.get("/tagged", &[]).await;
+        if headers["x-seen"] == "revalidated by #2" {
+            freshened = Some((headers, body));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (headers, body) = freshened.expect("the 304 freshened the entry");
+    assert_eq!(body, "tagged #1", "the stored body, not sent again");
+    assert_eq!(headers["cache-control"], "max-age=60");
+    assert!(
+        cache_status(&headers).starts_with("errand; hit"),
+        "{headers:?}"
+    );
+    assert_eq!(h.calls.get(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

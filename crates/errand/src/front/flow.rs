@@ -22,7 +22,7 @@ use crate::pattern::{
     CacheStatus, Decision, Entry, Phase, Priority, Signature, StoredResponse, Timestamp,
     TraceParent, decide, decide_waited,
 };
-use crate::pattern::{forward, hygiene};
+use crate::pattern::{forward, hygiene, revalidate};
 use crate::replay::JobRequest;
 use crate::store::{Claim, ClaimOutcome, Purge, PurgeTarget, StoreError, timed};
 
@@ -314,7 +314,7 @@ impl FrontRequest<'_> {
                 Decision::Stale { refresh } | Decision::StaleIfError { refresh } => {
                     let Some(current) = entry.as_ref() else { break };
                     if refresh {
-                        self.refresh_in_background(current.version);
+                        self.refresh_in_background(current);
                     }
                     return Answer::Respond(self.serve_content(
                         decision,
@@ -327,7 +327,7 @@ impl FrontRequest<'_> {
                     seen = stamp();
                     match timed(
                         self.store_timeout(),
-                        store.claim(self.claim(Priority::Miss, expect)),
+                        store.claim(self.claim(Priority::Miss, expect, entry.as_ref())),
                     )
                     .await
                     {
@@ -408,8 +408,13 @@ impl FrontRequest<'_> {
         Answer::Respond(self.unavailable(&StoreError::unavailable("entry kept changing")))
     }
 
-    fn claim(&self, priority: Priority, expect: Option<u64>) -> Claim {
+    /// The claim of this request's job. With `current` (the entry it would replace), the
+    /// job asks the origin whether its stored response is still current.
+    fn claim(&self, priority: Priority, expect: Option<u64>, current: Option<&Entry>) -> Claim {
         let mut request = self.signature.request.clone();
+        if let Some(content) = current.and_then(|e| e.content.as_ref()) {
+            request.validators = revalidate::validators(&content.response);
+        }
         let key_headers = &self.shared.config.routes.policy(self.route).key_headers;
         request.forwarded = forward::forwarded(self.headers, key_headers);
         // The job joins the client's trace, or starts one the job's logs can be found by.
@@ -431,9 +436,9 @@ impl FrontRequest<'_> {
     }
 
     /// One refresh job for a stale entry, claimed without delaying the stale answer.
-    fn refresh_in_background(&self, version: u64) {
+    fn refresh_in_background(&self, current: &Entry) {
         let store = Arc::clone(&self.shared.store);
-        let claim = self.claim(Priority::Refresh, Some(version));
+        let claim = self.claim(Priority::Refresh, Some(current.version), Some(current));
         let limit = self.store_timeout();
         tokio::spawn(async move {
             if let Err(e) = timed(limit, store.claim(claim)).await {
@@ -522,6 +527,7 @@ impl FrontRequest<'_> {
             ));
         };
         let status = arrival.status(Phase::Failed, failure.response.status, false);
+        // A relayed upstream error keeps the origin's headers; errand's own says no-store.
         let mut answer = respond::stored(
             &failure.response,
             None,
@@ -529,9 +535,6 @@ impl FrontRequest<'_> {
             self.head,
             &status,
         );
-        answer
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         respond::retry_after(&mut answer, answer::failed_retry_after(failure.until, now));
         answer
     }

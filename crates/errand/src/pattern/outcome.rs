@@ -241,6 +241,7 @@ fn failure_response(status: StatusCode, error: &str, attempts: u32) -> StoredRes
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     StoredResponse {
         status,
         headers,

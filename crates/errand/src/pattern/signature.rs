@@ -121,6 +121,10 @@ pub struct RequestRecord {
     /// `pattern/forward.rs` for what is left out).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forwarded: Vec<(String, String)>,
+    /// The conditional headers that ask whether the stored response the job would replace
+    /// is still current (`If-None-Match`, `If-Modified-Since`); empty when there is none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validators: Vec<(String, String)>,
     /// The trace context of the client request that created the job (not part of the
     /// signature: whichever request claims the job lends it its trace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,6 +252,7 @@ impl Signature {
                 uri: canonical_uri,
                 headers: record_headers,
                 forwarded: Vec::new(),
+                validators: Vec::new(),
                 trace: None,
             },
         })

@@ -22,6 +22,7 @@ use crate::body::BoxError;
 use crate::config::JobConfig;
 use crate::pattern::TraceParent;
 use crate::pattern::outcome::{Attempt, AttemptError, Rules, received, settle};
+use crate::pattern::revalidate::freshen;
 use crate::replay::{JobBody, build_request};
 use crate::store::{Job, LeaseToken, StoreError, timed};
 
@@ -107,7 +108,7 @@ where
             })
         };
         let attempt = tokio::select! {
-            attempt = run_attempt(self.service.clone(), &job, trace, config) => attempt,
+            attempt = revalidate_or_fetch(self.service.clone(), &self.errand, &job, trace) => attempt,
             _ = lost.cancelled() => {
                 heartbeat.abort();
                 lock(&self.held).remove(&job.lease);
@@ -174,12 +175,48 @@ where
     }
 }
 
+/// The attempt: conditional when the job carries the stored response's validators, and a
+/// `304 Not Modified` then freshens that stored response (RFC 9111 §4.3.4). Should the
+/// stored response be gone meanwhile, the representation is fetched whole.
+async fn revalidate_or_fetch<S, ResBody>(
+    service: S,
+    errand: &Errand,
+    job: &Job,
+    trace: Option<TraceParent>,
+) -> Attempt
+where
+    S: Service<Request<JobBody>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    ResBody: http_body::Body<Data = Bytes>,
+    ResBody::Error: Into<BoxError>,
+{
+    let config = &errand.config().jobs;
+    let conditional = !job.request.validators.is_empty();
+    let attempt = run_attempt(service.clone(), job, trace, config, conditional).await;
+    let Attempt::Response(not_modified) = &attempt else {
+        return attempt;
+    };
+    if !conditional || not_modified.status != http::StatusCode::NOT_MODIFIED {
+        return attempt;
+    }
+    let stored = timed(config.store_timeout, errand.store().lookup(&job.lease.key))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|entry| entry.content);
+    match stored {
+        Some(content) => Attempt::Response(freshen(&content.response, &not_modified.headers)),
+        None => run_attempt(service, job, trace, config, false).await,
+    }
+}
+
 /// Rebuilds the job's request and runs it under the job timeout, body included.
 async fn run_attempt<S, ResBody>(
     mut service: S,
     job: &Job,
     trace: Option<TraceParent>,
     config: &JobConfig,
+    conditional: bool,
 ) -> Attempt
 where
     S: Service<Request<JobBody>, Response = Response<ResBody>>,
@@ -187,7 +224,7 @@ where
     ResBody: http_body::Body<Data = Bytes>,
     ResBody::Error: Into<BoxError>,
 {
-    let request = match build_request(job, trace) {
+    let request = match build_request(job, trace, conditional) {
         Ok(request) => request,
         Err(e) => return Attempt::Failed(AttemptError::Upstream(e)),
     };

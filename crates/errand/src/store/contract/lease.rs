@@ -198,8 +198,8 @@ pub async fn retry_is_scheduled_after_its_backoff(
     assert!(matches!(stale, Err(StoreError::LeaseLost)));
 }
 
-/// A job carries the claiming request's forwarded headers (and its key headers) to the
-/// worker that takes it, in order and with repeated names kept: a retry or a redelivery on
+/// A job carries the claiming request's forwarded headers and the stored response's
+/// validators to the worker that takes it, in order and with repeated names kept: a retry or a redelivery on
 /// another process replays exactly them.
 pub async fn a_job_carries_the_claiming_requests_headers(
     store: Arc<dyn Inspect>,
@@ -212,10 +212,18 @@ pub async fn a_job_carries_the_claiming_requests_headers(
         ("x-custom".into(), "two".into()),
         ("user-agent".into(), "contract/1 (\"quoted\")".into()),
     ];
+    claimed.request.validators = vec![
+        ("if-none-match".into(), "\"v1\"".into()),
+        (
+            "if-modified-since".into(),
+            "Sun, 06 Nov 1994 08:49:37 GMT".into(),
+        ),
+    ];
     let want = claimed.request.clone();
     enqueued(store.claim(claimed).await.unwrap());
     let jobs = store.take(10, LEASE).await.unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].request.forwarded, want.forwarded);
+    assert_eq!(jobs[0].request.validators, want.validators);
     assert_eq!(jobs[0].request.uri, want.uri);
 }
