@@ -221,6 +221,9 @@ pub(crate) struct RouteSection {
     /// Attempts before a job fails (1: an upstream 5xx is relayed at once, not retried).
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// Store responses that set a cookie (RFC 9111 allows it; off by default).
+    #[serde(default)]
+    pub store_set_cookie: bool,
 }
 
 /// Durations written as humantime text (`"10s"`, `"1m 30s"`).
@@ -446,6 +449,7 @@ pub(crate) fn config(
         key_headers: Vec::new(),
         wait: route.wait,
         max_attempts: None,
+        store_set_cookie: false,
     };
     let mut seen = BTreeMap::new();
     for (i, r) in file.routes.iter().enumerate() {
@@ -480,6 +484,7 @@ pub(crate) fn config(
                     Some(n) => bail!("{at}: max_attempts {n} is not between 1 and 100"),
                     None => None,
                 },
+                store_set_cookie: r.store_set_cookie,
                 ..base.clone()
             },
         });

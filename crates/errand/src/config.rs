@@ -41,6 +41,9 @@ pub struct RoutePolicy {
     /// [`JobConfig::max_attempts`]: `Some(1)` relays an upstream `5xx` as it came, as
     /// RFC 9111 caches do, instead of retrying it.
     pub max_attempts: Option<u32>,
+    /// Store responses that set a cookie, as RFC 9111 allows. Off by default: one client's
+    /// session cookie must not reach another through the cache.
+    pub store_set_cookie: bool,
 }
 
 impl Default for RoutePolicy {
@@ -57,6 +60,7 @@ impl Default for RoutePolicy {
             key_headers: Vec::new(),
             wait: None,
             max_attempts: None,
+            store_set_cookie: false,
         }
     }
 }

@@ -110,10 +110,19 @@ fn delta_seconds(text: &str) -> Option<Duration> {
 /// Status codes a cache may store without explicit freshness (RFC 9110 §15.1).
 const HEURISTIC: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
 
-/// Classifies `status` + `headers`, received at `now`. `key_headers` are the headers the
-/// route keys on (a `Vary` on any other header makes the response unshareable); `jitter` in
-/// `[0, 1)` shortens the freshness by up to a tenth (at most a minute) so many entries do
-/// not expire together.
+/// What a route shares besides what RFC 9111 allows by itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sharing<'a> {
+    /// The headers the route keys on: a `Vary` on any other makes a response unshareable.
+    pub key_headers: &'a [HeaderName],
+    /// Store responses that set a cookie (RFC 9111 allows it; errand does not by default,
+    /// so one client's session cookie never reaches another).
+    pub store_set_cookie: bool,
+}
+
+/// Classifies `status` + `headers`, received at `now`, on a route that shares as `sharing`
+/// says; `jitter` in `[0, 1)` shortens the freshness by up to a tenth (at most a minute) so
+/// many entries do not expire together.
 ///
 /// Freshness follows RFC 9111 §4.2: `s-maxage`, then `max-age`, then `Expires` minus
 /// `Date`; an invalid value of the directive that decides makes the response stale (never
@@ -124,7 +133,7 @@ pub fn classify(
     status: StatusCode,
     headers: &HeaderMap,
     windows: &Windows,
-    key_headers: &[HeaderName],
+    sharing: &Sharing<'_>,
     jitter: f64,
     now: Timestamp,
 ) -> Classification {
@@ -142,10 +151,10 @@ pub fn classify(
     if cc.no_cache {
         return Classification::Pass(NoStore::NoCache);
     }
-    if headers.contains_key(header::SET_COOKIE) {
+    if headers.contains_key(header::SET_COOKIE) && !sharing.store_set_cookie {
         return Classification::Pass(NoStore::SetCookie);
     }
-    if let Some(name) = unkeyed_vary(headers, key_headers) {
+    if let Some(name) = unkeyed_vary(headers, sharing.key_headers) {
         return Classification::Pass(NoStore::Vary(name));
     }
 
@@ -658,7 +667,10 @@ mod tests {
                 StatusCode::from_u16(status).expect("status"),
                 &headers(&list),
                 &W,
-                &lang,
+                &Sharing {
+                    key_headers: &lang,
+                    store_set_cookie: false,
+                },
                 0.0,
                 NOW,
             );
@@ -667,10 +679,21 @@ mod tests {
     }
 
     #[test]
+    fn a_route_may_store_responses_that_set_cookies() {
+        let h = headers(&[("set-cookie", "a=b"), ("cache-control", "max-age=60")]);
+        let sharing = Sharing {
+            key_headers: &[],
+            store_set_cookie: true,
+        };
+        let got = classify(StatusCode::OK, &h, &W, &sharing, 0.0, NOW);
+        assert_eq!(got, store(60, 30, 600, 0));
+    }
+
+    #[test]
     fn jitter_only_shortens_and_is_bounded() {
         let h = headers(&[("cache-control", "max-age=1000")]);
         let Classification::Store { fresh_for, .. } =
-            classify(StatusCode::OK, &h, &W, &[], 0.99, NOW)
+            classify(StatusCode::OK, &h, &W, &Sharing::default(), 0.99, NOW)
         else {
             panic!("stored");
         };

@@ -41,7 +41,7 @@ pub use entry::{
     Content, Entry, Failure, JobId, JobInfo, PassInfo, Priority, State, Status, StoredResponse,
     Timestamp,
 };
-pub use freshness::{Classification, NoStore, Windows, classify, remove_hop_headers};
+pub use freshness::{Classification, NoStore, Sharing, Windows, classify, remove_hop_headers};
 pub use hygiene::unknown_coding;
 pub use outcome::{Completion, backoff, gateway_status};
 pub use signature::{Key, RequestRecord, Signature, SignatureError};

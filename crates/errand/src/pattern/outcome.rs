@@ -16,7 +16,7 @@ use http::{HeaderMap, StatusCode};
 use super::cache_status::JobOutcome;
 use super::entry::{Content, Failure, PassInfo, StoredResponse, Timestamp};
 use super::freshness::{
-    Classification, NoStore, Windows, clamp_lifetime, classify, strip_hop_by_hop, tags,
+    Classification, NoStore, Sharing, Windows, clamp_lifetime, classify, strip_hop_by_hop, tags,
 };
 
 /// How a job ended, as given to [`Store::complete`](crate::store::Store::complete).
@@ -91,8 +91,8 @@ pub fn gateway_status(timed_out: bool) -> StatusCode {
 pub(crate) struct Rules<'a> {
     /// The route's freshness windows.
     pub windows: &'a Windows,
-    /// The route's key headers (a response varying on others is not shared).
-    pub key_headers: &'a [HeaderName],
+    /// What the route shares.
+    pub sharing: Sharing<'a>,
     /// How long an unshareable response makes its signature pass through.
     pub pass_ttl: Duration,
     /// How long a failed signature answers its error.
@@ -132,7 +132,7 @@ pub(crate) fn settle(
                 response.status,
                 &response.headers,
                 rules.windows,
-                rules.key_headers,
+                &rules.sharing,
                 jitter,
                 now,
             );
@@ -317,7 +317,7 @@ mod tests {
     fn rules(max_attempts: u32) -> Rules<'static> {
         Rules {
             windows: &WINDOWS,
-            key_headers: &[],
+            sharing: Sharing::default(),
             pass_ttl: secs(20),
             error_ttl: secs(10),
             max_attempts,

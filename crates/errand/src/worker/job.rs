@@ -20,6 +20,7 @@ use super::lock;
 use crate::Errand;
 use crate::body::BoxError;
 use crate::config::JobConfig;
+use crate::pattern::Sharing;
 use crate::pattern::TraceParent;
 use crate::pattern::outcome::{Attempt, AttemptError, Rules, received, settle};
 use crate::pattern::revalidate::freshen;
@@ -122,7 +123,10 @@ where
         let now = store.now();
         let rules = Rules {
             windows: &policy.windows,
-            key_headers: &policy.key_headers,
+            sharing: Sharing {
+                key_headers: &policy.key_headers,
+                store_set_cookie: policy.store_set_cookie,
+            },
             pass_ttl: policy.pass_ttl,
             error_ttl: policy.error_ttl,
             max_attempts: policy.max_attempts.unwrap_or(config.max_attempts),
