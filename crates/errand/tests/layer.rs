@@ -441,7 +441,6 @@ async fn a_job_sends_the_claiming_requests_headers_on() {
                 ("accept-language", "de"),
                 ("x-custom", "1"),
                 ("if-none-match", "\"v0\""),
-                ("range", "bytes=0-1"),
             ],
         )
         .await;
@@ -449,7 +448,7 @@ async fn a_job_sends_the_claiming_requests_headers_on() {
     // Sorted by name: what the handler saw in the job's replay.
     assert_eq!(
         seen, "accept-language: de\nhost: app.test\nvia: 1.1 errand\nx-custom: 1",
-        "no Prefer, conditionals or Range (credentials pass through: see pattern::forward)"
+        "no Prefer or conditionals (credentials pass through, Range is answered from the whole: see pattern::forward)"
     );
 }
 
@@ -521,6 +520,28 @@ async fn a_refresh_revalidates_and_a_304_freshens_the_stored_response() {
         "{headers:?}"
     );
     assert_eq!(h.calls.get(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_are_served_from_the_stored_response() {
+    let h = Harness::new();
+    // A range on a miss waits for the whole fetch and gets its part.
+    let (status, headers, body) = h.get("/slow", &[WAIT, ("range", "bytes=0-4")]).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body, "hello");
+    assert_eq!(headers["content-range"], "bytes 0-4/8");
+    assert_eq!(headers["content-length"], "5");
+    // On a hit: the tail, a stale If-Range (the whole), past the end (416).
+    let (status, _, body) = h.get("/slow", &[("range", "bytes=-2")]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::PARTIAL_CONTENT, "#1"));
+    let (status, _, body) = h
+        .get("/slow", &[("range", "bytes=0-4"), ("if-range", "\"v0\"")])
+        .await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "hello #1"));
+    let (status, headers, _) = h.get("/slow", &[("range", "bytes=8-")]).await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(headers["content-range"], "bytes */8");
+    assert_eq!(h.calls.get(), 1, "one fetch of the whole representation");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ use http::{Response, StatusCode};
 
 use super::conditional::{KEPT_ON_304, not_modified};
 use crate::body::{self, Body};
+use crate::pattern::range::{self, Ranged};
 use crate::pattern::{CacheStatus, StoredResponse};
 
 /// Adds `Cache-Status`. Every answer passes here once, so this is also where it is counted.
@@ -35,7 +36,8 @@ fn vary_on_prefer(headers: &mut HeaderMap) {
 }
 
 /// A stored response as the answer: `Age` counted from when it was generated, `304` when the
-/// request's validators match, no body for `HEAD` (but the GET's `Content-Length`).
+/// request's validators match, the one byte range it asks for (`206`, or `416` past the
+/// end), no body for `HEAD` (but the GET's `Content-Length`).
 pub(super) fn stored(
     response: &StoredResponse,
     age_secs: Option<u64>,
@@ -58,22 +60,47 @@ pub(super) fn stored(
         mark(headers, status);
         return answer;
     }
+    let len = response.body.len() as u64;
+    let ranged = if response.status == StatusCode::OK {
+        range::ranged(request, &response.headers, len)
+    } else {
+        Ranged::Whole
+    };
+    let (code, bytes, content_range) = match ranged {
+        Ranged::Whole => (response.status, response.body.clone(), None),
+        Ranged::Part { start, end } => {
+            let part = usize::try_from(start).unwrap_or(usize::MAX)
+                ..usize::try_from(end).map_or(usize::MAX, |e| e.saturating_add(1));
+            let range = format!("bytes {start}-{end}/{len}");
+            (
+                StatusCode::PARTIAL_CONTENT,
+                response.body.slice(part),
+                Some(range),
+            )
+        }
+        Ranged::Unsatisfiable => (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            bytes::Bytes::new(),
+            Some(format!("bytes */{len}")),
+        ),
+    };
+    let length = bytes.len();
     let body = if head {
         body::empty()
     } else {
-        body::full(response.body.clone())
+        body::full(bytes)
     };
     let mut answer = Response::new(body);
-    *answer.status_mut() = response.status;
+    *answer.status_mut() = code;
     *answer.headers_mut() = response.headers.clone();
     let headers = answer.headers_mut();
     if let Some(age) = age_secs {
         headers.insert(header::AGE, HeaderValue::from(age));
     }
-    headers.insert(
-        header::CONTENT_LENGTH,
-        HeaderValue::from(response.body.len()),
-    );
+    if let Some(range) = content_range.and_then(|r| HeaderValue::try_from(r).ok()) {
+        headers.insert(header::CONTENT_RANGE, range);
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     mark(headers, status);
     answer
 }

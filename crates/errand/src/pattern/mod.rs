@@ -11,6 +11,7 @@
 //!   pass, retry…);
 //! - `outcome.rs`: what one attempt of a job comes to (a [`Completion`], a [`JobOutcome`],
 //!   the retry [`backoff`]), table-tested;
+//! - `range.rs`: the byte range a request asks of a stored response;
 //! - `revalidate.rs`: a stored response's validators, and the same freshened by a `304`;
 //! - `decide.rs`: what the front does with an entry ([`decide()`], [`Decision`]);
 //! - `answer.rs`: what the front's answer says of itself: its `Cache-Status` and the
@@ -31,6 +32,7 @@ pub(crate) mod forward;
 pub(crate) mod freshness;
 pub(crate) mod hygiene;
 pub(crate) mod outcome;
+pub(crate) mod range;
 pub(crate) mod revalidate;
 pub(crate) mod signature;
 pub(crate) mod trace;
