@@ -199,6 +199,10 @@ impl Wakeups {
         Fut: std::future::Future<Output = Result<Option<Entry>, super::StoreError>>,
     {
         let deadline = tokio::time::Instant::now() + timeout;
+        // Whether the entry was pending at some point of this wait: if it is then gone, its
+        // job ended with a result already over as it was stored, which only a wake-up
+        // carries (a lookup cannot tell it from nothing at all).
+        let mut was_pending = seen.is_some();
         let mut seen = seen;
         loop {
             let (subscription, look) = {
@@ -211,7 +215,15 @@ impl Wakeups {
             notified.as_mut().enable();
             if look {
                 match lookup().await {
-                    Ok(Some(entry)) if entry.job().is_some() => {}
+                    Ok(Some(entry)) if entry.job().is_some() => was_pending = true,
+                    Ok(None) if was_pending => {
+                        // The wake-up that carries it may be a moment behind the lookup.
+                        let grace = tokio::time::Instant::now() + Duration::from_millis(200);
+                        let _ = tokio::time::timeout_at(grace.min(deadline), notified).await;
+                        let settled = subscription.settled().cloned();
+                        self.unsubscribe(key, &subscription);
+                        return Ok(settled);
+                    }
                     other => {
                         self.unsubscribe(key, &subscription);
                         return other;

@@ -65,6 +65,7 @@ macro_rules! store_contract {
             waiters_get_what_a_lookup_returns,
             a_wait_after_a_read_sees_a_completion_made_before_it_began,
             wait_times_out_while_pending,
+            waiters_get_a_result_that_is_over_as_it_is_stored,
             wait_for_jobs_is_woken_by_claim,
             expired_entries_are_absent,
             purge_hard_soft_uri_prefix_tag,

@@ -279,3 +279,33 @@ pub async fn wakeups_reach_another_store(
     );
     (idle_woke, waiter_woke)
 }
+
+/// A result already past every window when it is stored (a failure with an error TTL of 0)
+/// still reaches the waiters of this process: a lookup no longer finds it, but they are
+/// woken with it.
+pub async fn waiters_get_a_result_that_is_over_as_it_is_stored(
+    store: Arc<dyn Inspect>,
+    _clock: Arc<ManualClock>,
+) {
+    enqueued(
+        store
+            .claim(claim("/over", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let key = signature("/over").key;
+    let waiting = waiter(&store, key, Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    store
+        .complete_one(&job.lease, Completion::Fail(failure(&*store, 0)))
+        .await
+        .unwrap();
+    let (settled, _) = waiting.await.unwrap();
+    let settled = settled.expect("the waiter is woken with the failure");
+    assert!(
+        matches!(settled.status, crate::pattern::Status::Failed(_)),
+        "{:?}",
+        settled.status
+    );
+}

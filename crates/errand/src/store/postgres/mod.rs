@@ -36,7 +36,9 @@ use super::{
     PurgeTarget, Stats, Store, StoreError, SystemClock, Wakeups,
 };
 use super::{Inspect, redact};
-use crate::pattern::{Content, Entry, JobId, Key, State, Status, StoredResponse, Timestamp};
+use crate::pattern::{
+    Content, Entry, Failure, JobId, Key, State, Status, StoredResponse, Timestamp,
+};
 
 mod cap;
 mod claims;
@@ -279,6 +281,29 @@ fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl PgStore {
+    /// Wakes this process's waiters of a failure, as [`wake_stored`](Self::wake_stored) does
+    /// of a stored result, when the failure is already over as it is stored; else they look.
+    fn wake_failed(&self, key: Key, row: &Row, failure: &Failure) {
+        let uri = row.try_get::<_, String>("uri").ok();
+        let version = row.try_get::<_, i64>("version").ok();
+        let expires_at = row.try_get::<_, i64>("expires_at").ok();
+        let over = expires_at.is_some_and(|at| at <= ms(self.now()));
+        match (uri, version.and_then(|v| u64::try_from(v).ok())) {
+            // Over as it is stored (an error TTL of 0, no stale copy): a lookup finds
+            // nothing, so the waiters of this process get the failure itself.
+            (Some(uri), Some(version)) if over => {
+                self.wakeups.wake_settled(Entry {
+                    key,
+                    uri: uri.into(),
+                    version,
+                    content: None,
+                    status: Status::Failed(failure.clone()),
+                });
+            }
+            _ => self.wakeups.wake(&key),
+        }
+    }
+
     /// Wakes this process's waiters of a stored result, handing them the entry exactly as a
     /// lookup would read it right after (`row` holds the `uri` and `version` the completion
     /// wrote), unless it has already expired: then they look, as a lookup returns nothing.

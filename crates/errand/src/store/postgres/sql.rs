@@ -167,7 +167,7 @@ impl Sql {
                      expires_at = GREATEST(COALESCE(c_fresh_until, 0), COALESCE(c_stale_until, 0),
                                            COALESCE(c_sie_until, 0), $4::bigint)
                    WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
-                   RETURNING key"
+                   RETURNING key, uri, version, expires_at"
             ),
             complete_pass: format!(
                 "UPDATE {t} SET pending = false, job_id = NULL, priority = NULL,

@@ -104,6 +104,7 @@ impl PgStore {
             }
             // Waiters of this process at once, with the entry so they need no read.
             Completion::Store(content) => self.wake_stored(lease.key, row, content),
+            Completion::Fail(failure) => self.wake_failed(lease.key, row, failure),
             _ => self.wakeups.wake(&lease.key),
         }
         // Those elsewhere through NOTIFY.

@@ -6,7 +6,8 @@
 -- kind 'p' (pass): n1 = until; status '' when no response is kept; text = reason.
 -- kind 'r' (retry): n1 = run at; text = error.
 -- Each job is fenced by its lease: returns 0 (lease lost) or, done, 1, or for a stored result
--- the entry's URI (so this process can hand waiters the settled entry), per job; and publishes
+-- (and a failure already over) the entry's URI (so this process can hand waiters the settled
+-- entry), per job; and publishes
 -- the keys that settled in one message. The lease token becomes the entry's new version: it
 -- comes from the same counter, so no version is ever reused.
 local now = num(ARGV[2])
@@ -60,7 +61,9 @@ while i + 12 <= #ARGV do
     redis.call('HSET', ikey(hex), 'u', f[6])
     expire_at(hex, x, now)
     settled[#settled + 1] = hex
-    if kind == 's' then
+    -- A stored result, or a failure over as it is stored (nothing left for a lookup): the
+    -- URI, so this process hands its waiters the entry itself.
+    if kind == 's' or (kind == 'f' and x <= now) then
       results[#results + 1] = f[6] or ''
     else
       results[#results + 1] = 1

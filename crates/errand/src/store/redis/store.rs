@@ -286,6 +286,17 @@ impl Store for RedisStore {
                                 status: Status::Idle,
                             });
                         }
+                        // Over as it is stored (an error TTL of 0): a lookup finds nothing, so
+                        // the waiters of this process get the failure itself.
+                        (Completion::Fail(failure), Some(uri)) if failure.until <= now => {
+                            self.wakeups.wake_settled(Entry {
+                                key: lease.key,
+                                uri: uri.into(),
+                                version: lease.token,
+                                content: None,
+                                status: Status::Failed(failure),
+                            });
+                        }
                         _ => self.wakeups.wake(&lease.key),
                     }
                     Ok(())
