@@ -113,6 +113,7 @@ impl Wakeups {
     }
 
     /// Wakes every waiter of `key` in this process; each looks its entry up again.
+    #[cfg(any(test, feature = "postgres", feature = "redis"))]
     pub(crate) fn wake(&self, key: &Key) {
         if let Some(subscription) = self.take(*key) {
             subscription.notify.notify_waiters();
