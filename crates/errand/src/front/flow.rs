@@ -361,16 +361,14 @@ impl FrontRequest<'_> {
                     return Answer::Respond(self.failed(entry.as_ref(), now, arrival));
                 }
                 Decision::Pass { once } => {
+                    let pass = match entry.as_ref().map(|e| &e.status) {
+                        Some(crate::pattern::Status::Pass(pass)) => Some(pass),
+                        _ => None,
+                    };
                     // A shareable result reaches every request that waited for its job.
-                    let shared = arrival
-                        .waited
-                        .then(|| match entry.as_ref().map(|e| &e.status) {
-                            Some(crate::pattern::Status::Pass(pass)) => {
-                                pass.for_every_waiter().cloned()
-                            }
-                            _ => None,
-                        })
-                        .flatten();
+                    let shared = pass
+                        .filter(|_| arrival.waited)
+                        .and_then(|pass| pass.for_every_waiter().cloned());
                     if let Some(response) = shared {
                         // It reached a request that waited: no later request reuses it.
                         let taken = store.take_once(&self.signature.key);
@@ -379,10 +377,7 @@ impl FrontRequest<'_> {
                         }
                         return Answer::Respond(self.deliver(&response, arrival));
                     }
-                    let claimer_only = match entry.as_ref().map(|e| &e.status) {
-                        Some(crate::pattern::Status::Pass(pass)) => pass.only_for_its_claimer(),
-                        _ => false,
-                    };
+                    let claimer_only = pass.is_some_and(|pass| pass.only_for_its_claimer());
                     if once && (!claimer_only || arrival.claimed == Some(Phase::Miss)) {
                         match timed(self.store_timeout(), store.take_once(&self.signature.key))
                             .await

@@ -425,9 +425,9 @@ impl Store for PgStore {
                     }
                 }
                 Err(e) => {
-                    let text = e.to_string();
+                    // One failed statement answers every job in it, cause and all.
                     for (i, _) in &stored {
-                        results[*i] = Some(Err(StoreError::unavailable(text.clone())));
+                        results[*i] = Some(Err(e.clone()));
                     }
                 }
             }

@@ -302,12 +302,8 @@ impl Store for RedisStore {
                     Ok(())
                 })
                 .collect(),
-            Err(e) => {
-                let text = e.to_string();
-                jobs.iter()
-                    .map(|_| Err(StoreError::unavailable(text.clone())))
-                    .collect()
-            }
+            // One failed call answers every job in it, cause and all.
+            Err(e) => jobs.iter().map(|_| Err(e.clone())).collect(),
         }
     }
 
