@@ -686,6 +686,7 @@ async fn queue(
         status: StatusCode::OK,
         headers: http::HeaderMap::new(),
         body: Bytes::from_static(b"ok"),
+        selecting: http::HeaderMap::new(),
     });
     // Apart, claimers keep at most this many jobs waiting, as a pgbench client's insert waits
     // for its take and delete: the run measures the fleet's pace, not a backlog growing.

@@ -224,6 +224,9 @@ pub(crate) struct RouteSection {
     /// Store responses that set a cookie (RFC 9111 allows it; off by default).
     #[serde(default)]
     pub store_set_cookie: bool,
+    /// Variants of one URI each front stores (responses with `Vary`).
+    #[serde(default)]
+    pub max_variants: Option<usize>,
 }
 
 /// Durations written as humantime text (`"10s"`, `"1m 30s"`).
@@ -450,6 +453,7 @@ pub(crate) fn config(
         wait: route.wait,
         max_attempts: None,
         store_set_cookie: false,
+        max_variants: RoutePolicy::default().max_variants,
     };
     let mut seen = BTreeMap::new();
     for (i, r) in file.routes.iter().enumerate() {
@@ -485,6 +489,11 @@ pub(crate) fn config(
                     None => None,
                 },
                 store_set_cookie: r.store_set_cookie,
+                max_variants: match r.max_variants {
+                    Some(n @ 0..=1024) => n,
+                    Some(n) => bail!("{at}: max_variants {n} is more than 1024"),
+                    None => base.max_variants,
+                },
                 ..base.clone()
             },
         });

@@ -48,7 +48,16 @@ async fn a_once_outcome_is_counted_as_a_completed_job() {
         .get(&errand.url("/secret"), &[("prefer", "wait=10")])
         .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    let m = http.get(&format!("http://{admin}/metrics"), &[]).await.body;
+    // The worker counts a job once the store took its completion, which is also what woke
+    // the client: the count may land a moment after the answer.
+    let mut m = String::new();
+    for _ in 0..50 {
+        m = http.get(&format!("http://{admin}/metrics"), &[]).await.body;
+        if sample(&m, "errand_jobs_completed_total", &[("outcome", "once")]) > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let completed = |outcome| sample(&m, "errand_jobs_completed_total", &[("outcome", outcome)]);
     assert_eq!(completed("once"), 1.0, "{m}");
     assert_eq!(

@@ -350,3 +350,44 @@ async fn a_write_fences_the_job_running_for_its_url() {
     let errand = Errand::serve(up, &[]);
     common::fleet::a_write_fences_the_job_running_for_its_url(&errand, &errand).await;
 }
+
+/// A header with unbounded values (`User-Agent`) named in `Vary` cannot fill the store: a
+/// URI gets the route's `max_variants` besides its first copy, later values pass through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_on_an_unbounded_header_stores_at_most_max_variants() {
+    let counter = Counter::default();
+    let c = counter.clone();
+    let up = origin(Router::new().fallback(move || {
+        let c = c.clone();
+        async move { ([("vary", "User-Agent")], format!("#{}", c.bump())) }
+    }))
+    .await;
+    let config = ConfigFile::new("variants", "[[route]]\npath = \"*\"\nmax_variants = 3\n");
+    let errand = Errand::serve(up, &["--config", config.arg()]);
+    let http = Http::new();
+    for round in 0..2 {
+        for n in 0..10 {
+            let agent = format!("agent-{n}");
+            let reply = http
+                .get(&errand.url("/page"), &[WAIT, ("user-agent", &agent)])
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{agent}");
+            let limited = reply.cache_status().contains("detail=variant-limit");
+            assert_eq!(limited, n > 3, "{agent} round {round}: {reply:?}");
+        }
+    }
+    assert_eq!(
+        counter.get(),
+        4 + 6 * 2,
+        "4 copies stored, the other 6 fetched each time"
+    );
+    let refused = common::refused_serve(&[
+        "--config",
+        ConfigFile::new(
+            "variants-bad",
+            "[[route]]\npath = \"*\"\nmax_variants = 5000\n",
+        )
+        .arg(),
+    ]);
+    assert!(refused.0.contains("max_variants 5000"), "{}", refused.0);
+}

@@ -44,6 +44,10 @@ pub struct RoutePolicy {
     /// Store responses that set a cookie, as RFC 9111 allows. Off by default: one client's
     /// session cookie must not reach another through the cache.
     pub store_set_cookie: bool,
+    /// How many variants of one signature (responses whose `Vary` names request headers
+    /// the route does not key on) each front stores; a request needing one more passes
+    /// through without a job. `0` stores no such response.
+    pub max_variants: usize,
 }
 
 impl Default for RoutePolicy {
@@ -61,6 +65,7 @@ impl Default for RoutePolicy {
             wait: None,
             max_attempts: None,
             store_set_cookie: false,
+            max_variants: 32,
         }
     }
 }

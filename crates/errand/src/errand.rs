@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use crate::config::Config;
 use crate::estimate::JobEstimates;
 use crate::store::{MemoryConfig, MemoryStore, SharedStore};
+use crate::variants::Variants;
 
 /// The handle to one errand deployment: its store and configuration. Cheap to clone.
 #[derive(Clone)]
@@ -23,6 +24,7 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) estimates: JobEstimates,
     pub(crate) waiters: Arc<Semaphore>,
+    pub(crate) variants: Variants,
 }
 
 impl fmt::Debug for Errand {
@@ -45,6 +47,7 @@ impl Errand {
                 config,
                 estimates,
                 waiters,
+                variants: Variants::new(),
             }),
         }
     }

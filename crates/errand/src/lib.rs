@@ -58,6 +58,7 @@ pub mod metrics;
 pub mod pattern;
 mod replay;
 pub mod store;
+mod variants;
 mod worker;
 
 pub use errand::Errand;

@@ -144,7 +144,23 @@ fn app(calls: Calls) -> Router {
                 .into_response()
         }
     });
+    let c = calls.clone();
+    let greeting = get(move |headers: HeaderMap| {
+        let c = c.clone();
+        async move {
+            let n = c.bump();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let lang = headers
+                .get(header::ACCEPT_LANGUAGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("any")
+                .to_owned();
+            let vary = if lang == "*" { "*" } else { "Accept-Language" };
+            ([(header::VARY, vary)], format!("{lang} #{n}"))
+        }
+    });
     Router::new()
+        .route("/greeting", greeting)
         .route("/echo", echo)
         .route("/tagged", tagged)
         .route("/zero", zero)
@@ -192,6 +208,14 @@ impl Harness {
         config.routes.routes.push(Route {
             path: PathPattern::parse("/browser/*").unwrap(),
             policy: waits,
+        });
+        let two_variants = RoutePolicy {
+            max_variants: 2,
+            ..RoutePolicy::default()
+        };
+        config.routes.routes.push(Route {
+            path: PathPattern::parse("/greeting").unwrap(),
+            policy: two_variants,
         });
         config.routes.default.windows.ttl = Duration::from_secs(10);
         config.routes.default.windows.stale = Duration::from_secs(10);
@@ -450,6 +474,65 @@ async fn a_job_sends_the_claiming_requests_headers_on() {
         seen, "accept-language: de\nhost: app.test\nvia: 1.1 errand\nx-custom: 1",
         "no Prefer or conditionals (credentials pass through, Range is answered from the whole: see pattern::forward)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_variant_is_stored_and_served_to_its_own_requests() {
+    let h = Harness::new();
+    let lang = |l| ("accept-language", l);
+    // The first request stores its variant; the same values hit it.
+    let (status, _, body) = h.get("/greeting", &[WAIT, lang("en")]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "en #1"));
+    let (_, headers, body) = h.get("/greeting", &[lang("en")]).await;
+    assert_eq!(body, "en #1");
+    assert!(cache_status(&headers).contains("hit"), "{headers:?}");
+    assert_eq!(headers["vary"], "Accept-Language");
+    // Other values get their own variant, one fetch each, then hit it.
+    let (_, _, body) = h.get("/greeting", &[WAIT, lang("fr")]).await;
+    assert_eq!(body, "fr #2");
+    let (_, _, body) = h.get("/greeting", &[lang("fr")]).await;
+    assert_eq!(body, "fr #2");
+    let (_, _, body) = h.get("/greeting", &[WAIT]).await;
+    assert_eq!(body, "any #3", "no Accept-Language is a variant too");
+    for (extra, want) in [
+        (Some("en"), "en #1"),
+        (Some("fr"), "fr #2"),
+        (None, "any #3"),
+    ] {
+        let extra: Vec<_> = extra.map(lang).into_iter().collect();
+        let (_, headers, body) = h.get("/greeting", &extra).await;
+        assert_eq!(body, want);
+        assert!(cache_status(&headers).contains("hit"), "{headers:?}");
+    }
+    assert_eq!(h.calls.get(), 3);
+    // The route allows two variants besides the first: a fourth value passes through.
+    for n in [4, 5] {
+        let (status, headers, body) = h.get("/greeting", &[lang("de")]).await;
+        assert_eq!((status, body), (StatusCode::OK, format!("de #{n}")));
+        assert!(
+            cache_status(&headers).contains("detail=variant-limit"),
+            "{headers:?}"
+        );
+    }
+    // Requests with other values arriving together: each gets its own language.
+    let (en, fr) = ([WAIT, lang("en")], [WAIT, lang("fr")]);
+    let (a, b, c, d) = tokio::join!(
+        h.get("/greeting?together", &en),
+        h.get("/greeting?together", &fr),
+        h.get("/greeting?together", &en),
+        h.get("/greeting?together", &fr)
+    );
+    for (l, (status, _, body)) in [("en", a), ("fr", b), ("en", c), ("fr", d)] {
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.starts_with(&format!("{l} #")), "{l} got {body}");
+    }
+    assert_eq!(h.calls.get(), 7, "one job per variant");
+    // `Vary: *` matches no other request: its claimer gets it, the next request goes through.
+    for n in [8, 9] {
+        let (status, _, body) = h.get("/greeting?star", &[WAIT, lang("*")]).await;
+        assert_eq!((status, body), (StatusCode::OK, format!("* #{n}")));
+    }
+    assert_eq!(h.calls.get(), 9, "no fetch beyond one per request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

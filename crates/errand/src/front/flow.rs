@@ -18,6 +18,7 @@ use crate::errand::Shared;
 use crate::pattern::answer::{self, Arrival, RetryBounds};
 use crate::pattern::cache_status::{Detail, Fwd};
 use crate::pattern::signature::{CREDENTIAL_HEADERS, canonical_uri, request_authority, route_path};
+use crate::pattern::vary::{self, Selection};
 use crate::pattern::{
     CacheStatus, Decision, Entry, Phase, Priority, Signature, StoredResponse, Timestamp,
     TraceParent, decide, decide_waited,
@@ -147,6 +148,7 @@ where
         shared: &shared,
         route: deferred.route,
         signature: deferred.signature,
+        variant: false,
         head: deferred.head,
         headers: request.headers(),
         prefer: deferred.prefer,
@@ -267,7 +269,11 @@ enum Answer {
 struct FrontRequest<'a> {
     shared: &'a Shared,
     route: RouteId,
+    /// The signature; its key becomes the variant's when a stored `Vary` sends the request
+    /// to another variant.
     signature: Signature,
+    /// Whether the key is a variant's (chosen once per request).
+    variant: bool,
     head: bool,
     /// The client's headers (validators for `304`), borrowed from the request.
     headers: &'a HeaderMap,
@@ -279,14 +285,15 @@ impl FrontRequest<'_> {
         self.shared.config.front.store_timeout
     }
 
-    /// Looks the signature up, then decides until there is an answer: a claim or a wait
-    /// brings a new entry to decide on; the loop is bounded.
-    async fn answer(&self) -> Answer {
+    /// Looks the signature up, then decides until there is an answer: a claim, a wait or a
+    /// move to another variant brings a new entry to decide on; the loop is bounded.
+    async fn answer(mut self) -> Answer {
         let store = &self.shared.store;
         // Taken before each read that brings `entry`, when the client may wait: a wait on a
         // pending entry then needs no read of its own unless the store heard of a change
         // since. (Other requests, most hits among them, never wait, so they skip the clock.)
-        let stamp = || self.prefer.wait.map(|_| std::time::Instant::now());
+        let waits = self.prefer.wait.is_some();
+        let stamp = || waits.then(std::time::Instant::now);
         let mut seen = stamp();
         // No timer around the hit path's one read: the store contract makes every backend bound
         // its own calls, and arming a timer per request is measurable at these rates.
@@ -295,7 +302,26 @@ impl FrontRequest<'_> {
             Err(e) => return Answer::Respond(self.unavailable(&e)),
         };
         let mut arrival = Arrival::default();
-        for _ in 0..4 {
+        for _ in 0..6 {
+            // Stored content chosen by other values of the headers its `Vary` names: this
+            // request has its own variant (RFC 9111 §4.1).
+            let content = entry.as_ref().and_then(|e| e.content.as_ref());
+            match content.map(|c| self.selection(&c.response)) {
+                None | Some(Selection::Reuse) => {}
+                Some(Selection::Other(names)) if !self.variant => {
+                    seen = stamp();
+                    entry = match self.move_to_variant(&names).await {
+                        Ok(entry) => entry,
+                        Err(answer) => return answer,
+                    };
+                    arrival = Arrival::default();
+                    continue;
+                }
+                // `Vary: *`, or the variant's own copy now varies on other headers.
+                Some(_) => {
+                    return Answer::Forward(CacheStatus::new(Phase::Pass).fwd(Fwd::UriMiss));
+                }
+            }
             let now = store.now();
             let decision = if arrival.waited {
                 decide_waited(entry.as_ref(), now)
@@ -368,7 +394,8 @@ impl FrontRequest<'_> {
                     // A shareable result reaches every request that waited for its job.
                     let shared = pass
                         .filter(|_| arrival.waited)
-                        .and_then(|pass| pass.for_every_waiter().cloned());
+                        .and_then(|pass| pass.for_every_waiter().cloned())
+                        .filter(|response| self.selects(response));
                     if let Some(response) = shared {
                         // It reached a request that waited: no later request reuses it.
                         let taken = store.take_once(&self.signature.key);
@@ -382,10 +409,12 @@ impl FrontRequest<'_> {
                         match timed(self.store_timeout(), store.take_once(&self.signature.key))
                             .await
                         {
-                            Ok(Some(response)) => {
+                            // Its claimer sent what the job sent; another request must
+                            // match the response's `Vary`.
+                            Ok(Some(response)) if claimer_only || self.selects(&response) => {
                                 return Answer::Respond(self.deliver(&response, arrival));
                             }
-                            Ok(None) => {}
+                            Ok(_) => {}
                             Err(e) => {
                                 tracing::warn!(error = %e, "take_once failed; passing through")
                             }
@@ -403,6 +432,48 @@ impl FrontRequest<'_> {
         Answer::Respond(self.unavailable(&StoreError::unavailable("entry kept changing")))
     }
 
+    /// Makes this request's key its variant's, chosen by its values of `names`, and looks
+    /// that up; or passes the request through when the signature has all the variants its
+    /// route allows.
+    async fn move_to_variant(
+        &mut self,
+        names: &[http::HeaderName],
+    ) -> Result<Option<Entry>, Answer> {
+        let base = self.signature.key;
+        let variant = vary::variant_key(&base, names, self.headers);
+        if !self
+            .shared
+            .variants
+            .admit(base, variant, self.policy().max_variants)
+        {
+            return Err(Answer::Forward(
+                CacheStatus::new(Phase::Pass)
+                    .fwd(Fwd::UriMiss)
+                    .detail(Detail::VariantLimit),
+            ));
+        }
+        self.signature.key = variant;
+        self.variant = true;
+        self.shared
+            .store
+            .lookup(&variant)
+            .await
+            .map_err(|e| Answer::Respond(self.unavailable(&e)))
+    }
+
+    fn policy(&self) -> &RoutePolicy {
+        self.shared.config.routes.policy(self.route)
+    }
+
+    /// Whether a stored response may answer this request, as far as its `Vary` says.
+    fn selection(&self, response: &StoredResponse) -> Selection {
+        vary::select(response, self.headers, &self.policy().key_headers)
+    }
+
+    fn selects(&self, response: &StoredResponse) -> bool {
+        self.selection(response) == Selection::Reuse
+    }
+
     /// The claim of this request's job. With `current` (the entry it would replace), the
     /// job asks the origin whether its stored response is still current.
     fn claim(&self, priority: Priority, expect: Option<u64>, current: Option<&Entry>) -> Claim {
@@ -410,7 +481,7 @@ impl FrontRequest<'_> {
         if let Some(content) = current.and_then(|e| e.content.as_ref()) {
             request.validators = revalidate::validators(&content.response);
         }
-        let key_headers = &self.shared.config.routes.policy(self.route).key_headers;
+        let key_headers = &self.policy().key_headers;
         request.forwarded = forward::forwarded(self.headers, key_headers);
         // The job joins the client's trace, or starts one the job's logs can be found by.
         request.trace = Some(

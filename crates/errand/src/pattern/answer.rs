@@ -120,6 +120,7 @@ mod tests {
                 status: StatusCode::OK,
                 headers: http::HeaderMap::new(),
                 body: bytes::Bytes::new(),
+                selecting: http::HeaderMap::new(),
             }),
             generated_at: Timestamp(0),
             fresh_until,

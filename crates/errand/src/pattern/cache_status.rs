@@ -138,6 +138,8 @@ pub enum Detail {
     StoreUnavailable,
     /// The store refuses new jobs: too many are pending.
     QueueFull,
+    /// Forwarded because its signature has as many stored variants as its route allows.
+    VariantLimit,
 }
 
 impl Detail {
@@ -153,6 +155,7 @@ impl Detail {
             Self::Waited => "waited",
             Self::StoreUnavailable => "store-unavailable",
             Self::QueueFull => "queue-full",
+            Self::VariantLimit => "variant-limit",
         }
     }
 }

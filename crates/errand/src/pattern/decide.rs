@@ -137,6 +137,7 @@ mod tests {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
             body: "x".into(),
+            selecting: HeaderMap::new(),
         })
     }
 

@@ -94,6 +94,9 @@ pub struct StoredResponse {
     pub headers: HeaderMap,
     /// The full body.
     pub body: Bytes,
+    /// The selecting header fields (RFC 9111 §4.1): the request headers its `Vary` names, as
+    /// the request that produced it sent them. Empty when it does not vary.
+    pub selecting: HeaderMap,
 }
 
 impl StoredResponse {
@@ -102,6 +105,7 @@ impl StoredResponse {
         let headers: usize = self
             .headers
             .iter()
+            .chain(self.selecting.iter())
             .map(|(n, v)| n.as_str().len() + v.len() + 32)
             .sum();
         self.body.len() + headers + 64
@@ -211,7 +215,7 @@ impl PassInfo {
     /// Whether the kept response may go only to the request that claimed its job: it varies
     /// on request headers the key does not hold, and only that request's were sent.
     pub fn only_for_its_claimer(&self) -> bool {
-        self.reason == super::freshness::NoStore::Vary(String::new()).as_str()
+        self.reason == super::freshness::NoStore::Vary.as_str()
     }
 
     /// The kept response when it may go to every request that waited for its job (it is

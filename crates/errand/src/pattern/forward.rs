@@ -52,17 +52,19 @@ pub(crate) fn forwarded(headers: &HeaderMap, key_headers: &[HeaderName]) -> Vec<
     let listed = connection_listed(headers);
     headers
         .iter()
-        .filter(|(name, _)| {
-            let name = name.as_str();
-            !NOT_FORWARDED.contains(&name)
-                && !name.starts_with("proxy-")
-                && !listed.iter().any(|l| l == name)
-        })
-        .filter(|(name, _)| !key_headers.contains(name) && !CREDENTIAL_HEADERS.contains(name))
+        .filter(|(name, _)| !never_forwarded(name) && !listed.iter().any(|l| l == name.as_str()))
+        .filter(|(name, _)| !key_headers.contains(name))
         .filter_map(|(name, value)| {
             Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
         })
         .collect()
+}
+
+/// Whether a job never sends `name` on, whatever the request (the fields above, and
+/// credentials, which reach the origin only as key headers).
+pub(crate) fn never_forwarded(name: &HeaderName) -> bool {
+    let text = name.as_str();
+    NOT_FORWARDED.contains(&text) || text.starts_with("proxy-") || CREDENTIAL_HEADERS.contains(name)
 }
 
 #[cfg(test)]

@@ -30,8 +30,9 @@ pub enum NoStore {
     NoCache,
     /// The response sets a cookie.
     SetCookie,
-    /// `Vary` names a header the route does not key on (or `*`).
-    Vary(String),
+    /// `Vary: *` (or a `Vary` that is not a list of header names): no other request is known
+    /// to match it. Any other `Vary` is stored as a variant.
+    Vary,
     /// The body is larger than the configured maximum.
     TooLarge,
     /// Shareable, but already past every window when it arrived (`max-age=0`, an old `Age`,
@@ -48,7 +49,7 @@ impl NoStore {
             Self::NoStoreDirective => "no-store",
             Self::NoCache => "no-cache",
             Self::SetCookie => "set-cookie",
-            Self::Vary(_) => "vary",
+            Self::Vary => "vary",
             Self::TooLarge => "too-large",
             Self::StaleOnArrival => "stale-on-arrival",
         }
@@ -113,7 +114,7 @@ const HEURISTIC: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 
 /// What a route shares besides what RFC 9111 allows by itself.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Sharing<'a> {
-    /// The headers the route keys on: a `Vary` on any other makes a response unshareable.
+    /// The headers the route keys on (a `Vary` on them needs no variants).
     pub key_headers: &'a [HeaderName],
     /// Store responses that set a cookie (RFC 9111 allows it; errand does not by default,
     /// so one client's session cookie never reaches another).
@@ -154,8 +155,9 @@ pub fn classify(
     if headers.contains_key(header::SET_COOKIE) && !sharing.store_set_cookie {
         return Classification::Pass(NoStore::SetCookie);
     }
-    if let Some(name) = unkeyed_vary(headers, sharing.key_headers) {
-        return Classification::Pass(NoStore::Vary(name));
+    // Any other `Vary` is stored as a variant (see `vary.rs`).
+    if super::vary::nominated(headers, sharing.key_headers) == super::vary::Nominated::Any {
+        return Classification::Pass(NoStore::Vary);
     }
 
     let date = headers
@@ -329,27 +331,6 @@ fn expires_minus_date(headers: &HeaderMap, date: Timestamp) -> Option<Duration> 
         return Some(Duration::ZERO);
     };
     Some(clamp_lifetime(Timestamp::from(expires).since(date)))
-}
-
-/// The first header named in `Vary` that the key does not hold. `Accept-Encoding` is allowed:
-/// a worker's replay never sends it, so the stored variant is the identity encoding, which is
-/// right for every client.
-fn unkeyed_vary(headers: &HeaderMap, key_headers: &[HeaderName]) -> Option<String> {
-    for value in headers.get_all(header::VARY) {
-        let Ok(value) = value.to_str() else {
-            return Some("<invalid>".into());
-        };
-        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let lower = name.to_ascii_lowercase();
-            if lower == "accept-encoding" {
-                continue;
-            }
-            if lower == "*" || !key_headers.iter().any(|k| k.as_str() == lower) {
-                return Some(lower);
-            }
-        }
-    }
-    None
 }
 
 /// Headers owned by the hop (RFC 9110 §7.6.1) or consumed by the cache: never stored.
@@ -618,13 +599,13 @@ mod tests {
             ),
             (
                 200,
-                vec![("vary", "Cookie")],
-                Classification::Pass(NoStore::Vary("cookie".into())),
+                vec![("vary", "Cookie, Accept-Language")],
+                store(60, 30, 600, 0),
             ),
             (
                 200,
-                vec![("vary", "*")],
-                Classification::Pass(NoStore::Vary("*".into())),
+                vec![("vary", "Accept, *")],
+                Classification::Pass(NoStore::Vary),
             ),
             (
                 200,

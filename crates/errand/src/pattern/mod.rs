@@ -13,6 +13,7 @@
 //!   the retry [`backoff`]), table-tested;
 //! - `range.rs`: the byte range a request asks of a stored response;
 //! - `revalidate.rs`: a stored response's validators, and the same freshened by a `304`;
+//! - `vary.rs`: which stored variant answers a request (RFC 9111 §4.1);
 //! - `decide.rs`: what the front does with an entry ([`decide()`], [`Decision`]);
 //! - `answer.rs`: what the front's answer says of itself: its `Cache-Status` and the
 //!   `Retry-After` of the answers that send the client away, table-tested;
@@ -36,6 +37,7 @@ pub(crate) mod range;
 pub(crate) mod revalidate;
 pub(crate) mod signature;
 pub(crate) mod trace;
+pub(crate) mod vary;
 
 pub use cache_status::{CacheStatus, Detail, JobOutcome, Phase};
 pub use decide::{Decision, decide, decide_waited};

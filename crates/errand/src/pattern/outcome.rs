@@ -39,6 +39,10 @@ pub enum Completion {
 
 /// What one attempt of a job produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per job attempt, moved a few times: boxing would buy nothing"
+)]
 pub(crate) enum Attempt {
     /// A whole response, with every header it came with (see [`received`]).
     Response(StoredResponse),
@@ -163,8 +167,8 @@ pub(crate) fn settle(
                     return (Completion::Store(content), JobOutcome::Stored);
                 }
                 Classification::Pass(reason) => {
-                    // The response may go to the one client whose request made it (for a
-                    // `Vary`, the job sent that request's headers on, so it matches it).
+                    // The response may go to the one client whose request made it (for
+                    // `Vary: *`, the job sent that request's headers on, so it matches it).
                     let info = pass(Some(response), reason.as_str().into());
                     return (Completion::Pass(info), JobOutcome::Pass);
                 }
@@ -246,6 +250,7 @@ fn failure_response(status: StatusCode, error: &str, attempts: u32) -> StoredRes
         status,
         headers,
         body: format!("{body}\n").into(),
+        selecting: HeaderMap::new(),
     }
 }
 
@@ -266,6 +271,7 @@ pub(crate) fn received(mut parts: http::response::Parts, body: Bytes) -> Attempt
         status: parts.status,
         headers: detach(&parts.headers),
         body,
+        selecting: HeaderMap::new(),
     })
 }
 
@@ -381,14 +387,14 @@ mod tests {
                 at(20),
                 200,
             ),
-            // Varies on a header outside the key, or on everything: to its claimer only
-            // (see PassInfo::only_for_its_claimer).
+            // Varies on a request header: stored, as the variant of its request (vary.rs).
+            // On everything: to its claimer only (see PassInfo::only_for_its_claimer).
             (
                 1,
                 response(200, &[("vary", "accept-language")]),
-                JobOutcome::Pass,
-                "pass",
-                at(20),
+                JobOutcome::Stored,
+                "store",
+                at(60),
                 200,
             ),
             (

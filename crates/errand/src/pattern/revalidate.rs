@@ -55,6 +55,7 @@ pub(crate) fn freshen(stored: &StoredResponse, headers: &HeaderMap) -> StoredRes
         status: stored.status,
         headers: merged,
         body: stored.body.clone(),
+        selecting: stored.selecting.clone(),
     }
 }
 
@@ -76,6 +77,7 @@ mod tests {
             status: StatusCode::OK,
             headers,
             body: "body".into(),
+            selecting: HeaderMap::new(),
         }
     }
 

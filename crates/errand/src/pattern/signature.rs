@@ -60,7 +60,7 @@ impl Key {
         Some(Self(bytes))
     }
 
-    fn of(canonical: &str) -> Self {
+    pub(crate) fn of(canonical: &str) -> Self {
         let digest = Sha256::digest(canonical.as_bytes());
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&digest[..16]);

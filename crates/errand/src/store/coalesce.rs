@@ -143,6 +143,7 @@ fn with_body(response: &StoredResponse, body: Bytes) -> StoredResponse {
         status: response.status,
         headers: response.headers.clone(),
         body,
+        selecting: response.selecting.clone(),
     }
 }
 
@@ -273,6 +274,7 @@ mod tests {
                     status: StatusCode::OK,
                     headers: HeaderMap::new(),
                     body: Bytes::from(vec![b'x'; 1 << 20]),
+                    selecting: HeaderMap::new(),
                 }),
                 generated_at: now,
                 fresh_until: now.plus(Duration::from_secs(60)),

@@ -698,6 +698,7 @@ mod tests {
                 status: StatusCode::OK,
                 headers: HeaderMap::new(),
                 body,
+                selecting: HeaderMap::new(),
             }),
             generated_at: now,
             fresh_until: now.plus(Duration::from_secs(600)),

@@ -24,6 +24,7 @@ use crate::pattern::Sharing;
 use crate::pattern::TraceParent;
 use crate::pattern::outcome::{Attempt, AttemptError, Rules, received, settle};
 use crate::pattern::revalidate::freshen;
+use crate::pattern::vary::keep_selecting;
 use crate::replay::{JobBody, build_request};
 use crate::store::{Job, LeaseToken, StoreError, timed};
 
@@ -108,7 +109,7 @@ where
                 }
             })
         };
-        let attempt = tokio::select! {
+        let mut attempt = tokio::select! {
             attempt = revalidate_or_fetch(self.service.clone(), &self.errand, &job, trace) => attempt,
             _ = lost.cancelled() => {
                 heartbeat.abort();
@@ -119,6 +120,9 @@ where
             }
         };
         heartbeat.abort();
+        if let Attempt::Response(response) = &mut attempt {
+            keep_selecting(response, &job.request, &policy.key_headers);
+        }
         let took = started.elapsed();
         let now = store.now();
         let rules = Rules {

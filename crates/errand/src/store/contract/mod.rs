@@ -61,6 +61,7 @@ macro_rules! store_contract {
             heartbeat_extends_a_lease,
             retry_is_scheduled_after_its_backoff,
             complete_turns_pending_into_fresh_failed_or_pass,
+            a_variant_keeps_the_values_that_chose_it,
             wait_is_woken_by_complete,
             waiters_get_what_a_lookup_returns,
             a_wait_after_a_read_sees_a_completion_made_before_it_began,
@@ -141,6 +142,7 @@ fn response(body: &'static str) -> Arc<StoredResponse> {
         status: StatusCode::OK,
         headers: HeaderMap::new(),
         body: body.into(),
+        selecting: HeaderMap::new(),
     })
 }
 
@@ -221,6 +223,7 @@ fn failure(store: &dyn Store, secs: u64) -> Failure {
             status: StatusCode::BAD_GATEWAY,
             headers: HeaderMap::new(),
             body: "bad gateway".into(),
+            selecting: HeaderMap::new(),
         }),
         error: "connection refused".into(),
         attempts: 3,

@@ -262,3 +262,73 @@ pub async fn expired_entries_are_absent(store: Arc<dyn Inspect>, clock: Arc<Manu
             .unwrap(),
     );
 }
+
+/// A variant keeps the request values that chose it (RFC 9111 §4.1), as stored content and
+/// as a one-time response, apart from its headers.
+pub async fn a_variant_keeps_the_values_that_chose_it(
+    store: Arc<dyn Inspect>,
+    _clock: Arc<ManualClock>,
+) {
+    let varying = |body: &'static str| {
+        let mut headers = HeaderMap::new();
+        headers.append("vary", "Accept-Language, Accept".parse().unwrap());
+        let mut selecting = HeaderMap::new();
+        selecting.append("accept-language", "de".parse().unwrap());
+        selecting.append("accept", "text/html".parse().unwrap());
+        selecting.append("accept", "*/*;q=0.1".parse().unwrap());
+        Arc::new(StoredResponse {
+            status: StatusCode::OK,
+            headers,
+            body: body.into(),
+            selecting,
+        })
+    };
+    // Stored content.
+    enqueued(
+        store
+            .claim(claim("/variant", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    let mut stored = content(&*store, "de", 60, 0, 0, &[]);
+    stored.response = varying("de");
+    store
+        .complete_one(&job.lease, Completion::Store(stored))
+        .await
+        .unwrap();
+    let entry = store
+        .lookup(&signature("/variant").key)
+        .await
+        .unwrap()
+        .unwrap();
+    let response = &entry.content.unwrap().response;
+    assert_eq!(response, &varying("de"));
+    assert!(
+        !response.headers.contains_key("accept-language"),
+        "kept apart from its headers"
+    );
+
+    // A one-time response (hit-for-pass).
+    enqueued(
+        store
+            .claim(claim("/variant/once", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    let pass = PassInfo {
+        until: store.now().plus(Duration::from_secs(60)),
+        once: Some(varying("once")),
+        reason: "vary".into(),
+    };
+    store
+        .complete_one(&job.lease, Completion::Pass(pass))
+        .await
+        .unwrap();
+    let once = store
+        .take_once(&signature("/variant/once").key)
+        .await
+        .unwrap();
+    assert_eq!(once, Some(varying("once")));
+}

@@ -51,10 +51,14 @@ pub async fn waiters_get_what_a_lookup_returns(store: Arc<dyn Inspect>, _clock: 
         headers.append("content-type", "text/plain".parse().unwrap());
         headers.append("x-part", "one".parse().unwrap());
         headers.append("x-part", "two; q=\"3\"".parse().unwrap());
+        headers.append("vary", "Accept-Language".parse().unwrap());
+        let mut selecting = HeaderMap::new();
+        selecting.append("accept-language", "en".parse().unwrap());
         c.response = Arc::new(StoredResponse {
             status: StatusCode::NON_AUTHORITATIVE_INFORMATION,
             headers,
             body: body.into(),
+            selecting,
         });
         c.job_millis = 1234;
         c

@@ -37,11 +37,13 @@ pub(super) fn response(
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
         .ok_or_else(|| corrupt("status"))?;
-    let headers = decode_headers(&headers.unwrap_or_default()).ok_or_else(|| corrupt("headers"))?;
+    let (headers, selecting) =
+        decode_headers(&headers.unwrap_or_default()).ok_or_else(|| corrupt("headers"))?;
     Ok(Some(Arc::new(StoredResponse {
         status,
         headers,
         body: Bytes::from(body.unwrap_or_default()),
+        selecting,
     })))
 }
 

@@ -15,7 +15,7 @@ impl PgStore {
             Completion::Store(c) => {
                 let r = &c.response;
                 let status = i16::try_from(r.status.as_u16()).unwrap_or(0);
-                let headers = encode_headers(&r.headers);
+                let headers = encode_headers(r);
                 let body: &[u8] = &r.body;
                 let job_millis = i64_of(c.job_millis);
                 self.query(
@@ -40,7 +40,7 @@ impl PgStore {
             Completion::Fail(f) => {
                 let r = &f.response;
                 let status = i16::try_from(r.status.as_u16()).unwrap_or(0);
-                let headers = encode_headers(&r.headers);
+                let headers = encode_headers(r);
                 let body: &[u8] = &r.body;
                 let attempts = i32::try_from(f.attempts).unwrap_or(i32::MAX);
                 self.query(
@@ -65,7 +65,7 @@ impl PgStore {
                     .once
                     .as_ref()
                     .map(|r| i16::try_from(r.status.as_u16()).unwrap_or(0));
-                let headers = p.once.as_ref().map(|r| encode_headers(&r.headers));
+                let headers = p.once.as_ref().map(|r| encode_headers(r));
                 let body = p.once.as_ref().map(|r| r.body.to_vec());
                 self.query(
                     &self.sql.complete_pass,
@@ -383,7 +383,7 @@ impl Store for PgStore {
                 job_ids.push(i64_of(lease.job.0));
                 tokens.push(i64_of(lease.token));
                 statuses.push(i16::try_from(c.response.status.as_u16()).unwrap_or(0));
-                headers.push(encode_headers(&c.response.headers));
+                headers.push(encode_headers(&c.response));
                 bodies.push(c.response.body.to_vec());
                 generated.push(ms(c.generated_at));
                 fresh.push(ms(c.fresh_until));

@@ -198,10 +198,12 @@ pub(super) fn response(
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
         .ok_or_else(|| corrupt("status"))?;
+    let (headers, selecting) = decode_headers(headers).ok_or_else(|| corrupt("headers"))?;
     Ok(Arc::new(StoredResponse {
         status,
-        headers: decode_headers(headers).ok_or_else(|| corrupt("headers"))?,
+        headers,
         body: Bytes::copy_from_slice(body),
+        selecting,
     }))
 }
 

@@ -135,7 +135,7 @@ impl RedisStore {
                 let r = &c.response;
                 args.push(Arg::Text("s"));
                 args.push(Arg::Num(u64::from(r.status.as_u16())));
-                args.push(Arg::Owned(encode_headers(&r.headers)));
+                args.push(Arg::Owned(encode_headers(r)));
                 args.push(Arg::Bytes(&r.body));
                 args.push(time_arg(c.generated_at));
                 args.push(time_arg(c.fresh_until));
@@ -148,7 +148,7 @@ impl RedisStore {
                 let r = &f.response;
                 args.push(Arg::Text("f"));
                 args.push(Arg::Num(u64::from(r.status.as_u16())));
-                args.push(Arg::Owned(encode_headers(&r.headers)));
+                args.push(Arg::Owned(encode_headers(r)));
                 args.push(Arg::Bytes(&r.body));
                 args.push(time_arg(f.until));
                 args.push(Arg::Num(u64::from(f.attempts)));
@@ -161,7 +161,7 @@ impl RedisStore {
                 match &p.once {
                     Some(r) => {
                         args.push(Arg::Num(u64::from(r.status.as_u16())));
-                        args.push(Arg::Owned(encode_headers(&r.headers)));
+                        args.push(Arg::Owned(encode_headers(r)));
                         args.push(Arg::Bytes(&r.body));
                     }
                     None => blank(args, 3),
