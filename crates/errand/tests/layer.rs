@@ -145,6 +145,22 @@ fn app(calls: Calls) -> Router {
         }
     });
     let c = calls.clone();
+    let strict = get(move |headers: HeaderMap| {
+        let c = c.clone();
+        async move {
+            let n = c.bump();
+            let cache_control = (header::CACHE_CONTROL, "max-age=1, must-revalidate");
+            let etag = (header::ETAG, "\"s1\"");
+            if headers
+                .get(header::IF_NONE_MATCH)
+                .is_some_and(|v| v == "\"s1\"")
+            {
+                return (StatusCode::NOT_MODIFIED, [cache_control, etag]).into_response();
+            }
+            ([cache_control, etag], format!("strict #{n}")).into_response()
+        }
+    });
+    let c = calls.clone();
     let greeting = get(move |headers: HeaderMap| {
         let c = c.clone();
         async move {
@@ -161,6 +177,7 @@ fn app(calls: Calls) -> Router {
     });
     Router::new()
         .route("/greeting", greeting)
+        .route("/strict", strict)
         .route("/echo", echo)
         .route("/tagged", tagged)
         .route("/zero", zero)
@@ -603,6 +620,34 @@ async fn a_refresh_revalidates_and_a_304_freshens_the_stored_response() {
         "{headers:?}"
     );
     assert_eq!(h.calls.get(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_must_revalidate_copy_is_revalidated_never_served_stale() {
+    let h = Harness::new();
+    let (_, _, body) = h.get("/strict", &[WAIT]).await;
+    assert_eq!(body, "strict #1");
+    // Past its freshness the copy is not served: the request waits for a revalidation,
+    // which asks with the stored ETag and gets the stored body back by a 304.
+    h.clock.advance(Duration::from_secs(2));
+    let (status, headers, body) = h.get("/strict", &[WAIT]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "strict #1"));
+    assert!(
+        cache_status(&headers).contains("detail=waited"),
+        "{headers:?}"
+    );
+    // Fresh again after the 304: a hit.
+    let (_, headers, body) = h.get("/strict", &[]).await;
+    assert_eq!(body, "strict #1");
+    assert!(
+        cache_status(&headers).starts_with("errand; hit"),
+        "{headers:?}"
+    );
+    assert_eq!(h.calls.get(), 2, "one fetch, one revalidation");
+    // A client that does not wait is told to come back, never given the stale copy.
+    h.clock.advance(Duration::from_secs(2));
+    let (status, _, _) = h.get("/strict", &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

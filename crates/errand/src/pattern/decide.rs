@@ -73,7 +73,8 @@ pub fn decide(entry: Option<&Entry>, now: Timestamp) -> Decision {
     if within(|c| c.fresh_until) {
         return Decision::Hit;
     }
-    let stale = within(|c| c.stale_until);
+    // A copy the origin forbade serving stale is kept only for its validators.
+    let stale = within(|c| c.stale_until) && !content.is_some_and(super::Content::revalidate_only);
     let stale_if_error = within(|c| c.stale_if_error_until);
     match &entry.status {
         Status::Pending(job) => {
@@ -111,11 +112,10 @@ pub fn decide(entry: Option<&Entry>, now: Timestamp) -> Decision {
 /// error TTL is already over (`error_ttl = 0s`), where [`decide`] would start a new job and
 /// the waiter would never see an answer.
 pub fn decide_waited(entry: Option<&Entry>, now: Timestamp) -> Decision {
+    let decision = decide(entry, now);
     match entry.map(|e| &e.status) {
-        Some(Status::Failed(_)) if matches!(decide(entry, now), Decision::Miss { .. }) => {
-            Decision::Failed
-        }
-        _ => decide(entry, now),
+        Some(Status::Failed(_)) if matches!(decision, Decision::Miss { .. }) => Decision::Failed,
+        _ => decision,
     }
 }
 
@@ -233,6 +233,53 @@ mod tests {
             let e = entry(content, status);
             let got = decide(Some(&e), Timestamp(T0 + secs * 1000));
             assert_eq!(got, want, "case {i}: {:?} at +{secs}s", e.status.as_str());
+        }
+    }
+
+    #[test]
+    fn a_copy_the_origin_forbade_serving_stale_is_only_revalidated() {
+        use Decision::*;
+        let strict = |cache_control: &'static str| {
+            let mut c = content();
+            let mut headers = HeaderMap::new();
+            headers.insert("cache-control", cache_control.parse().expect("value"));
+            headers.insert("etag", "\"v1\"".parse().expect("value"));
+            c.response = Arc::new(StoredResponse {
+                headers,
+                ..(*c.response).clone()
+            });
+            Some(c)
+        };
+        let cases = [
+            ("max-age=10, must-revalidate", Status::Idle, 5, Hit),
+            (
+                "max-age=10, must-revalidate",
+                Status::Idle,
+                15,
+                Miss { expect: Some(7) },
+            ),
+            (
+                "max-age=10, proxy-revalidate",
+                Status::Idle,
+                15,
+                Miss { expect: Some(7) },
+            ),
+            ("s-maxage=10", Status::Idle, 15, Miss { expect: Some(7) }),
+            // While its revalidation runs, nothing may be served.
+            ("max-age=10, must-revalidate", job(false), 15, Pending),
+            // The origin's explicit grant still counts.
+            (
+                "s-maxage=10, stale-while-revalidate=10",
+                Status::Idle,
+                15,
+                Stale { refresh: true },
+            ),
+            ("max-age=10", Status::Idle, 15, Stale { refresh: true }),
+        ];
+        for (cache_control, status, secs, want) in cases {
+            let e = entry(strict(cache_control), status);
+            let got = decide(Some(&e), Timestamp(T0 + secs * 1000));
+            assert_eq!(got, want, "{cache_control} at +{secs}s");
         }
     }
 

@@ -133,6 +133,13 @@ pub struct Content {
 }
 
 impl Content {
+    /// Whether, once past its freshness, this copy is kept only to be revalidated: the
+    /// origin forbade serving it stale (`must-revalidate`, `proxy-revalidate`, `s-maxage`,
+    /// with no `stale-while-revalidate`).
+    pub fn revalidate_only(&self) -> bool {
+        super::freshness::revalidate_only(&self.response.headers)
+    }
+
     /// The last moment at which this content can still be served in any way.
     pub fn expires_at(&self) -> Timestamp {
         self.fresh_until

@@ -130,6 +130,9 @@ pub struct Sharing<'a> {
 /// the default TTL). The age follows §4.2.3: the larger of the `Age` header and the
 /// apparent age (`now` minus `Date`); an `Age` that is not one delta-seconds value (a
 /// list, a parameter, a sign, a fraction, several lines) makes the response stale.
+/// `response_delay` (how long the request took to be answered) is added to an `Age` the
+/// response carries, since that value was in flight that long; a response without `Age` was
+/// made by the origin when it answered, so a slow job does not age it.
 pub fn classify(
     status: StatusCode,
     headers: &HeaderMap,
@@ -137,6 +140,7 @@ pub fn classify(
     sharing: &Sharing<'_>,
     jitter: f64,
     now: Timestamp,
+    response_delay: Duration,
 ) -> Classification {
     // A status outside 200–599 as a final answer is a broken upstream: treated as a 5xx.
     if status.is_server_error() || !(200..600).contains(&status.as_u16()) {
@@ -183,7 +187,8 @@ pub fn classify(
         Timestamp(now.0 - now.0 % 1000).since(date)
     });
     let age = match age_value(headers) {
-        Some(age) => age.max(apparent),
+        Some(age) if headers.contains_key(header::AGE) => (age + response_delay).max(apparent),
+        Some(_) => apparent,
         None => MAX_LIFETIME,
     };
     let lifetime = clamp_lifetime(explicit.unwrap_or(windows.ttl));
@@ -192,12 +197,16 @@ pub fn classify(
         .mul_f64(0.1 * jitter.clamp(0.0, 1.0))
         .min(Duration::from_secs(60));
     // must-revalidate, proxy-revalidate and s-maxage (RFC 9111 §5.2.2.10) forbid serving stale
-    // unless the upstream grants it explicitly (RFC 5861 directives).
-    let strict = cc.must_revalidate || cc.s_maxage.is_some();
-    let (default_stale, default_sie) = if strict {
-        (Duration::ZERO, Duration::ZERO)
-    } else {
+    // unless the upstream grants it explicitly (RFC 5861 directives). A copy with validators
+    // is still kept past its freshness, only to be revalidated (see `revalidate_only`), for
+    // as long as the route keeps stale copies at all.
+    let strict = cc.strict();
+    let (default_stale, default_sie) = if !strict {
         (windows.stale, windows.stale_if_error)
+    } else if has_validators(headers) {
+        (windows.stale.max(windows.stale_if_error), Duration::ZERO)
+    } else {
+        (Duration::ZERO, Duration::ZERO)
     };
     Classification::Store {
         fresh_for: lifetime.saturating_sub(jitter),
@@ -205,6 +214,18 @@ pub fn classify(
         stale_if_error_for: clamp_lifetime(cc.stale_if_error.unwrap_or(default_sie)),
         age,
     }
+}
+
+/// Whether a stored response, once past its freshness, may only be revalidated, never served
+/// stale: `must-revalidate`, `proxy-revalidate` or `s-maxage` without a
+/// `stale-while-revalidate` grant (RFC 9111 §4.2.4, §5.2.2.2).
+pub(crate) fn revalidate_only(headers: &HeaderMap) -> bool {
+    let cc = CacheControl::parse(headers);
+    cc.strict() && cc.stale_while_revalidate.is_none()
+}
+
+fn has_validators(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
 }
 
 /// The parts of `Cache-Control` that matter to a shared cache.
@@ -223,6 +244,11 @@ struct CacheControl {
 }
 
 impl CacheControl {
+    /// Stale copies may not be served without the origin's explicit grant.
+    fn strict(&self) -> bool {
+        self.must_revalidate || self.s_maxage.is_some()
+    }
+
     fn parse(headers: &HeaderMap) -> Self {
         let mut cc = Self::default();
         for value in headers.get_all(header::CACHE_CONTROL) {
@@ -458,6 +484,24 @@ mod tests {
                 vec![("cache-control", "max-age=5, must-revalidate")],
                 store(5, 0, 0, 0),
             ),
+            // With a validator, kept past its freshness for the longer of the route's windows,
+            // to be revalidated only (decide.rs).
+            (
+                200,
+                vec![
+                    ("cache-control", "max-age=5, must-revalidate"),
+                    ("etag", "\"a\""),
+                ],
+                store(5, 600, 0, 0),
+            ),
+            (
+                200,
+                vec![
+                    ("cache-control", "s-maxage=5"),
+                    ("last-modified", "Thu, 01 Jan 2026 00:00:00 GMT"),
+                ],
+                store(5, 600, 0, 0),
+            ),
             (
                 200,
                 vec![(
@@ -654,6 +698,7 @@ mod tests {
                 },
                 0.0,
                 NOW,
+                Duration::ZERO,
             );
             assert_eq!(got, want, "status {status} headers {list:?}");
         }
@@ -666,16 +711,43 @@ mod tests {
             key_headers: &[],
             store_set_cookie: true,
         };
-        let got = classify(StatusCode::OK, &h, &W, &sharing, 0.0, NOW);
+        let got = classify(StatusCode::OK, &h, &W, &sharing, 0.0, NOW, Duration::ZERO);
         assert_eq!(got, store(60, 30, 600, 0));
+    }
+
+    #[test]
+    fn an_age_the_response_carries_grows_by_the_response_delay() {
+        let classify_after = |list: &[(&'static str, &'static str)], delay: u64| {
+            let h = headers(list);
+            let delay = Duration::from_secs(delay);
+            classify(StatusCode::OK, &h, &W, &Sharing::default(), 0.0, NOW, delay)
+        };
+        let max_age = ("cache-control", "max-age=100");
+        // RFC 9111 §4.2.3: corrected_age_value = age_value + response_delay.
+        assert_eq!(
+            classify_after(&[max_age, ("age", "10")], 5),
+            store(100, 30, 600, 15)
+        );
+        assert_eq!(
+            classify_after(&[max_age, ("age", "0")], 5),
+            store(100, 30, 600, 5)
+        );
+        // Without `Age`, the origin made the response as it answered: a slow job ages nothing.
+        assert_eq!(classify_after(&[max_age], 5), store(100, 30, 600, 0));
     }
 
     #[test]
     fn jitter_only_shortens_and_is_bounded() {
         let h = headers(&[("cache-control", "max-age=1000")]);
-        let Classification::Store { fresh_for, .. } =
-            classify(StatusCode::OK, &h, &W, &Sharing::default(), 0.99, NOW)
-        else {
+        let Classification::Store { fresh_for, .. } = classify(
+            StatusCode::OK,
+            &h,
+            &W,
+            &Sharing::default(),
+            0.99,
+            NOW,
+            Duration::ZERO,
+        ) else {
             panic!("stored");
         };
         assert!(fresh_for < Duration::from_secs(1000));

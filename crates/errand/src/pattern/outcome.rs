@@ -139,6 +139,7 @@ pub(crate) fn settle(
                 &rules.sharing,
                 jitter,
                 now,
+                took,
             );
             // Read before the headers that carry them are removed, with the hop-by-hop ones.
             let tags = tags(&response.headers);
@@ -158,7 +159,14 @@ pub(crate) fn settle(
                         [fresh_for, stale_for, stale_if_error_for],
                         took,
                     );
-                    if content.stale_until <= now {
+                    // Past every window, or a copy that may only be revalidated and is
+                    // already past its freshness.
+                    let kept_for = if content.revalidate_only() {
+                        content.fresh_until
+                    } else {
+                        content.stale_until
+                    };
+                    if kept_for <= now {
                         // Nothing left to keep, but the result still reaches its requests.
                         let response = Arc::unwrap_or_clone(content.response);
                         let info = pass(Some(response), NoStore::StaleOnArrival.as_str().into());
@@ -372,10 +380,11 @@ mod tests {
             ),
             (
                 1,
+                // Age 40 plus the second the job took (RFC 9111 §4.2.3).
                 response(200, &[("cache-control", "max-age=100"), ("age", "40")]),
                 JobOutcome::Stored,
                 "store",
-                at(60),
+                at(59),
                 200,
             ),
             // Not shareable: the response goes once to the client that asked.
@@ -413,6 +422,35 @@ mod tests {
                 JobOutcome::Pass,
                 "pass",
                 at(20),
+                200,
+            ),
+            // Kept only to be revalidated, and stale already: delivered, not kept either.
+            (
+                1,
+                response(
+                    200,
+                    &[
+                        ("cache-control", "max-age=0, must-revalidate"),
+                        ("etag", "\"a\""),
+                    ],
+                ),
+                JobOutcome::Pass,
+                "pass",
+                at(20),
+                200,
+            ),
+            (
+                1,
+                response(
+                    200,
+                    &[
+                        ("cache-control", "max-age=5, must-revalidate"),
+                        ("etag", "\"a\""),
+                    ],
+                ),
+                JobOutcome::Stored,
+                "store",
+                at(5),
                 200,
             ),
             (
@@ -491,9 +529,10 @@ mod tests {
         );
         assert!(content.response.headers.get("surrogate-key").is_none());
         assert!(content.response.headers.get("connection").is_none());
-        assert_eq!(content.generated_at, Timestamp(NOW.0 - 40_000));
-        assert_eq!(content.stale_until, NOW.plus(secs(90)));
-        assert_eq!(content.stale_if_error_until, NOW.plus(secs(660)));
+        // Age 40, plus the 3 s the job took: the value was in flight that long.
+        assert_eq!(content.generated_at, Timestamp(NOW.0 - 43_000));
+        assert_eq!(content.stale_until, NOW.plus(secs(87)));
+        assert_eq!(content.stale_if_error_until, NOW.plus(secs(657)));
         assert_eq!(content.job_millis, 3000);
     }
 
