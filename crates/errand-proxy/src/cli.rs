@@ -131,6 +131,15 @@ pub(crate) struct Serve {
     #[arg(long, env = "ERRAND_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this certificate chain (PEM), reloaded
+    /// when the file changes or on SIGHUP. Needs --tls-key.
+    #[arg(long, env = "ERRAND_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "ERRAND_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
     /// Log one line per request (method, URI, status, Cache-Status, microseconds, trace id);
     /// off by default. The same as `ERRAND_LOG=info,errand::request=debug`.
     #[arg(long, env = "ERRAND_LOG_REQUESTS")]

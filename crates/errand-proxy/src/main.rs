@@ -1,19 +1,23 @@
 //! `errand`: the Worker Pattern as a reverse proxy in front of any slow HTTP upstream.
 //!
-//! Layout: [`cli`] (flags), [`framing`] (a connection guard against ambiguous request
-//! framing), [`stall`] (the send timeout against clients that stop reading), [`settings`] (flags + `--config` → errand's `Config`, with errors
-//! naming what is wrong), [`upstream`] (the upstream client, used by the front and the
-//! workers), [`server`] (listener, connections, shutdown), [`admin`] (the admin listener:
+//! Layout: [`cli`] (flags), [`settings`] (flags + `--config` → errand's `Config`, with
+//! errors naming what is wrong), [`server`] (start, workers, shutdown), [`connection`] (each
+//! client connection: TLS, HTTP/1.1 or HTTP/2), [`tls`] (certificates, reloaded; the
+//! upstream's TLS client), [`framing`] (a connection guard against ambiguous request
+//! framing), [`stall`] (the send timeout against clients that stop reading), [`upstream`]
+//! (the upstream client, used by the front and the workers), [`admin`] (the admin listener:
 //! metrics, JSON API; and the `stats` / `purge` verbs that call it). The pattern itself is the `errand`
 //! library.
 
 mod admin;
 mod backend;
 mod cli;
+mod connection;
 mod framing;
 mod server;
 mod settings;
 mod stall;
+mod tls;
 mod upstream;
 mod verbs;
 

@@ -1,8 +1,7 @@
-//! The listener and its connections, the in-process workers, and shutdown: SIGTERM or
+//! Start-up (settings, store, upstream, TLS), the in-process workers, and shutdown: SIGTERM or
 //! Ctrl-C cancels one token; the accept loop stops, open connections finish their request,
 //! workers finish or hand back their jobs, and the process exits 0.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,21 +9,14 @@ use anyhow::{Context, bail};
 use errand::Errand;
 use errand::body::{self, Body};
 use errand::store::{Inspect, redact};
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use http::Response;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_service::Service;
 
-use crate::backend;
 use crate::cli::{Migrate, Serve, Work};
-use crate::framing::FramingGuard;
 use crate::settings::{self, Backend, File};
-use crate::stall::SendTimeout;
-use crate::upstream::{BodyLimits, ClientAddr, ClientError, Upstream};
+use crate::upstream::{BodyLimits, ClientError, Upstream};
+use crate::{backend, connection, tls};
 
 /// `errand serve`.
 pub(crate) async fn serve(args: Serve) -> anyhow::Result<()> {
@@ -37,13 +29,27 @@ pub(crate) async fn serve(args: Serve) -> anyhow::Result<()> {
     };
     settings::check_listener(&file)?;
     settings::check_cache(args.jobs.max_body, args.cache_size)?;
+    let certificates =
+        match settings::listener_tls(args.tls_cert.as_deref(), args.tls_key.as_deref(), &file)? {
+            Some((cert, key)) => Some(Arc::new(tls::Certificates::load(cert, key)?)),
+            None => None,
+        };
     let mut config = settings::config(&args.route, &args.jobs, args.workers, &file)?;
+    if certificates.is_some() {
+        // Requests in origin form are keyed as https: what the client asked for.
+        config.front.scheme = "https".into();
+    }
     config.front.max_wait = args.max_wait;
     config.front.retry_after_max = args.retry_after_max.max(Duration::from_secs(1));
     let store = backend::front_store(&backend, &file, args.cache_size).await?;
     let backend_name = backend.name();
     let errand = Errand::new(store.clone(), config);
-    let upstream = Upstream::new(&upstream_uri, args.jobs.job_timeout, body_limits(&file));
+    let upstream = Upstream::new(
+        &upstream_uri,
+        args.jobs.job_timeout,
+        body_limits(&file),
+        &file.upstream,
+    )?;
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -51,12 +57,24 @@ pub(crate) async fn serve(args: Serve) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("--listen: no local address")?;
+    let scheme = if certificates.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(
-        "errand listening on http://{addr} (upstream {upstream_uri}, backend {backend_name}, {} workers)",
+        "errand listening on {scheme}://{addr} (HTTP/1.1 and HTTP/2; upstream {upstream_uri}, backend {backend_name}, {} workers)",
         args.workers
     );
 
     let shutdown = CancellationToken::new();
+    let acceptor = match &certificates {
+        Some(certificates) => {
+            Arc::clone(certificates).watch(Duration::from_secs(5), shutdown.clone());
+            Some(certificates.acceptor()?)
+        }
+        None => None,
+    };
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     start_admin(&args.admin, metrics, &store, &shutdown).await?;
     let worker = (args.workers > 0).then(|| {
@@ -76,7 +94,13 @@ pub(crate) async fn serve(args: Serve) -> anyhow::Result<()> {
     });
     let front = errand.layer();
     let service = tower_layer::Layer::layer(&front, upstream);
-    accept_loop(listener, service, &file, shutdown.clone()).await;
+    let limits = connection::Limits {
+        max_header_bytes: usize::try_from(file.server.max_header_bytes).unwrap_or(usize::MAX),
+        header_read_timeout: file.server.header_read_timeout,
+        send_timeout: file.server.send_timeout,
+        h2_max_concurrent_streams: file.server.h2_max_concurrent_streams,
+    };
+    connection::accept_loop(listener, acceptor, service, limits, shutdown.clone()).await;
     if let Some(worker) = worker {
         worker
             .await
@@ -129,7 +153,12 @@ pub(crate) async fn work(args: Work) -> anyhow::Result<()> {
     }
     let config = settings::config(&args.route, &args.jobs, args.workers, &file)?;
     let errand = Errand::new(store.clone(), config);
-    let upstream = Upstream::new(&upstream_uri, args.jobs.job_timeout, body_limits(&file));
+    let upstream = Upstream::new(
+        &upstream_uri,
+        args.jobs.job_timeout,
+        body_limits(&file),
+        &file.upstream,
+    )?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     start_admin(&args.admin, metrics, &store, &shutdown).await?;
@@ -218,70 +247,8 @@ async fn start_admin(
     Ok(())
 }
 
-async fn accept_loop<S>(listener: TcpListener, service: S, file: &File, shutdown: CancellationToken)
-where
-    S: Service<Request<Incoming>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<errand::body::BoxError> + Send,
-{
-    let graceful = GracefulShutdown::new();
-    let max_buf = usize::try_from(file.server.max_header_bytes).unwrap_or(usize::MAX);
-    let header_timeout = file.server.header_read_timeout;
-    let send_timeout = file.server.send_timeout;
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let service = service.clone();
-        let per_request = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(ClientAddr(peer));
-            let mut service = service.clone();
-            async move {
-                if let Err(e) = std::future::poll_fn(|cx| service.poll_ready(cx)).await {
-                    return Ok::<_, Infallible>(bad_gateway(&e.into()));
-                }
-                Ok(match service.call(request).await {
-                    Ok(response) => response,
-                    Err(e) => bad_gateway(&e.into()),
-                })
-            }
-        });
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .max_buf_size(max_buf)
-            .serve_connection(
-                TokioIo::new(FramingGuard::new(SendTimeout::new(stream, send_timeout))),
-                per_request,
-            );
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(10)) => {
-            tracing::warn!("connections still open after 10s; closing them");
-        }
-    }
-}
-
 /// A request that passed through failed: at the client (its body), or at the upstream.
-fn bad_gateway(error: &errand::body::BoxError) -> Response<Body> {
+pub(crate) fn bad_gateway(error: &errand::body::BoxError) -> Response<Body> {
     let (status, text) = if let Some(client) = error.downcast_ref::<ClientError>() {
         tracing::debug!(%error, "request refused");
         (client.status(), format!("{client}\n"))

@@ -26,6 +26,48 @@ pub(crate) struct File {
     /// The shared backend's settings.
     #[serde(default)]
     pub backend: BackendSection,
+    /// How jobs and pass-through requests reach the upstream.
+    #[serde(default)]
+    pub upstream: UpstreamSection,
+}
+
+/// `[upstream]`: the client side of an `https://` upstream, and its connection pool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpstreamSection {
+    /// Roots (PEM) the upstream's certificate is checked against, instead of the system's
+    /// (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for upstreams that ask for one, with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The key (PEM) of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Skips every check of the upstream's certificate. For a test bench only: anyone on the
+    /// path can then read and change what errand fetches and stores.
+    #[serde(default)]
+    pub danger_accept_invalid_certs: bool,
+    /// Idle connections kept open to the upstream for reuse.
+    #[serde(default = "default_max_idle_connections")]
+    pub max_idle_connections: usize,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            danger_accept_invalid_certs: false,
+            max_idle_connections: default_max_idle_connections(),
+        }
+    }
+}
+
+fn default_max_idle_connections() -> usize {
+    64
 }
 
 /// `[backend]`.
@@ -144,6 +186,15 @@ pub(crate) struct ServerSection {
     /// A connection whose client reads nothing of its answer for this long is closed.
     #[serde(default = "default_send_timeout", with = "duration")]
     pub send_timeout: Duration,
+    /// The listener's TLS certificate chain (PEM), with `tls_key` (`--tls-cert` wins).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The key (PEM) of `tls_cert` (`--tls-key` wins).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Streams one HTTP/2 connection may have open at once.
+    #[serde(default = "default_h2_streams")]
+    pub h2_max_concurrent_streams: u32,
 }
 
 impl Default for ServerSection {
@@ -159,6 +210,9 @@ impl Default for ServerSection {
             max_request_body: default_max_request_body(),
             body_read_timeout: default_body_timeout(),
             send_timeout: default_send_timeout(),
+            tls_cert: None,
+            tls_key: None,
+            h2_max_concurrent_streams: default_h2_streams(),
         }
     }
 }
@@ -186,6 +240,9 @@ fn default_body_timeout() -> Duration {
 }
 fn default_send_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn default_h2_streams() -> u32 {
+    128
 }
 fn default_pass_ttl() -> Duration {
     Duration::from_secs(60)
@@ -299,12 +356,10 @@ pub(crate) fn upstream(text: &str) -> anyhow::Result<http::Uri> {
         .parse()
         .with_context(|| format!("--upstream: {text:?} is not a URL"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => bail!(
-            "--upstream: {text:?} uses https, which this build cannot reach yet; put a TLS-terminating proxy in between or use an http:// upstream"
-        ),
+        Some("http" | "https") => {}
         _ => bail!(
-            "--upstream: {text:?} must be an absolute http:// URL, e.g. http://127.0.0.1:3000"
+            "--upstream: {text:?} must be an absolute http:// or https:// URL, e.g. \
+             http://127.0.0.1:3000"
         ),
     }
     if uri.authority().is_none() {
@@ -347,8 +402,53 @@ fn backend_error(e: errand::store::StoreError) -> anyhow::Error {
     }
 }
 
+/// Checks `[upstream]` against the upstream's URL: a client certificate and its key come
+/// together, and the TLS settings belong to an `https://` upstream.
+pub(crate) fn check_upstream(
+    upstream: &http::Uri,
+    section: &UpstreamSection,
+) -> anyhow::Result<()> {
+    match (&section.cert_file, &section.key_file) {
+        (Some(_), None) => bail!("[upstream] cert_file is set without key_file"),
+        (None, Some(_)) => bail!("[upstream] key_file is set without cert_file"),
+        _ => {}
+    }
+    let tls_set = section.ca_file.is_some()
+        || section.cert_file.is_some()
+        || section.danger_accept_invalid_certs;
+    if tls_set && upstream.scheme_str() != Some("https") {
+        bail!(
+            "[upstream] ca_file, cert_file, key_file and danger_accept_invalid_certs are for an \
+             https:// upstream; --upstream is {upstream}"
+        );
+    }
+    if section.max_idle_connections == 0 {
+        bail!("[upstream] max_idle_connections must be at least 1");
+    }
+    Ok(())
+}
+
+/// The listener's certificate and key files: the flags, else `[server]`; both or neither.
+pub(crate) fn listener_tls(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    file: &File,
+) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
+    let cert = cert.or(file.server.tls_cert.as_deref());
+    let key = key.or(file.server.tls_key.as_deref());
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some((cert.to_owned(), key.to_owned()))),
+        (None, None) => Ok(None),
+        (Some(_), None) => bail!("--tls-cert is set without --tls-key (or [server] tls_key)"),
+        (None, Some(_)) => bail!("--tls-key is set without --tls-cert (or [server] tls_cert)"),
+    }
+}
+
 /// Checks the public listener's limits in `[server]`.
 pub(crate) fn check_listener(file: &File) -> anyhow::Result<()> {
+    if !(1..=10_000).contains(&file.server.h2_max_concurrent_streams) {
+        bail!("--config: server.h2_max_concurrent_streams must be between 1 and 10000");
+    }
     if file.server.max_header_bytes < 8192 {
         bail!("--config: server.max_header_bytes must be at least 8KiB");
     }

@@ -16,22 +16,33 @@ use http::{Request, Response, Uri};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower_service::Service;
 
-/// The client's address, put in the request's extensions by the server (for
-/// `X-Forwarded-For` on requests that pass through; jobs carry no client).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ClientAddr(pub SocketAddr);
+use crate::settings::UpstreamSection;
+use crate::tls;
 
-/// An HTTP client bound to one upstream base URL. Cheap to clone (the front clones it per
-/// request).
+/// The client's connection, put in the request's extensions by the server (for
+/// `X-Forwarded-For` and `X-Forwarded-Proto` on requests that pass through; jobs carry no
+/// client).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClientConnection {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Whether it came over TLS.
+    pub tls: bool,
+}
+
+/// An HTTP client bound to one upstream base URL, over `http://` or `https://` (HTTP/2 when
+/// the upstream offers it by ALPN, else HTTP/1.1), keeping a bounded pool of idle
+/// connections. Cheap to clone (the front clones it per request).
 #[derive(Clone, Debug)]
 pub(crate) struct Upstream {
     target: std::sync::Arc<Target>,
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
 #[derive(Debug)]
@@ -112,14 +123,40 @@ async fn buffer(mut body: Body, limits: BodyLimits) -> Result<Body, ClientError>
 }
 
 impl Upstream {
-    /// A client for `base` (`http://host[:port][/prefix]`); `timeout` bounds the wait for the
-    /// response head.
-    pub(crate) fn new(base: &Uri, timeout: Duration, body: BodyLimits) -> Self {
+    /// A client for `base` (`http[s]://host[:port][/prefix]`); `timeout` bounds the wait for
+    /// the response head; `section` says how an `https://` upstream is verified and how many
+    /// idle connections are kept.
+    ///
+    /// # Errors
+    ///
+    /// For an `https://` upstream, what [`tls::upstream_config`] refuses.
+    pub(crate) fn new(
+        base: &Uri,
+        timeout: Duration,
+        body: BodyLimits,
+        section: &UpstreamSection,
+    ) -> anyhow::Result<Self> {
+        crate::settings::check_upstream(base, section)?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
+        // The TLS connector passes http:// through as it is.
+        connector.enforce_http(false);
+        let tls = if base.scheme() == Some(&Scheme::HTTPS) {
+            tls::upstream_config(section)?
+        } else {
+            tls::unused_client_config()?
+        };
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(section.max_idle_connections)
+            .timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
         let target = Target {
             scheme: base.scheme().cloned().unwrap_or(Scheme::HTTP),
@@ -131,10 +168,10 @@ impl Upstream {
             timeout,
             body,
         };
-        Self {
+        Ok(Self {
             target: std::sync::Arc::new(target),
             client,
-        }
+        })
     }
 }
 
@@ -191,11 +228,17 @@ where
         if let Some(host) = original_host {
             parts.headers.insert("x-forwarded-host", host);
         }
+        let client = parts.extensions.get::<ClientConnection>().copied();
+        let proto = if client.is_some_and(|c| c.tls) {
+            "https"
+        } else {
+            "http"
+        };
         parts
             .headers
-            .insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        if let Some(ClientAddr(addr)) = parts.extensions.get::<ClientAddr>()
-            && let Ok(ip) = HeaderValue::from_str(&addr.ip().to_string())
+            .insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        if let Some(client) = client
+            && let Ok(ip) = HeaderValue::from_str(&client.addr.ip().to_string())
         {
             parts.headers.append("x-forwarded-for", ip);
         }
@@ -204,6 +247,7 @@ where
         let body = errand::body::boxed(body);
         let client = self.client.clone();
         let (timeout, limits) = (upstream.timeout, upstream.body);
+        let named = format!("{}://{}", upstream.scheme, upstream.authority);
         Box::pin(async move {
             let body = if body.is_end_stream() {
                 body
@@ -216,7 +260,7 @@ where
                     None => Ok(response),
                     Some(why) => Err(why.into()),
                 },
-                Ok(Err(e)) => Err(describe(e).into()),
+                Ok(Err(e)) => Err(describe(&named, &e).into()),
                 // Kept as its own type so callers answer 504 rather than 502.
                 Err(elapsed) => Err(elapsed.into()),
             }
@@ -245,10 +289,11 @@ fn refuse_response(response: &Response<Incoming>) -> Option<String> {
         .map(|coding| format!("upstream sent unknown Transfer-Encoding {coding:?}"))
 }
 
-/// The client error with its cause chain ("connection refused" is in the source).
-fn describe(error: hyper_util::client::legacy::Error) -> String {
-    let mut text = format!("upstream request failed: {error}");
-    let mut source = std::error::Error::source(&error);
+/// The client error with the upstream it names and its cause chain ("connection refused",
+/// "invalid peer certificate: UnknownIssuer" are in the source).
+fn describe(upstream: &str, error: &hyper_util::client::legacy::Error) -> String {
+    let mut text = format!("upstream {upstream} request failed: {error}");
+    let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());

@@ -65,7 +65,7 @@ impl Errand {
     }
 
     pub(crate) fn start(command: Command) -> Self {
-        Self::start_matching(command, "listening on http://")
+        Self::start_matching(command, "errand listening on ")
     }
 
     /// Starts `command` and waits for a log line containing `ready`.
@@ -84,7 +84,11 @@ impl Errand {
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
-                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let listening = line
+                        .split("listening on http://")
+                        .nth(1)
+                        .or_else(|| line.split("listening on https://").nth(1));
+                    if let Some(rest) = listening {
                         let addr = rest.split_whitespace().next().unwrap().to_owned();
                         let _ = tx.send(addr);
                     } else if line.contains(&ready) {
