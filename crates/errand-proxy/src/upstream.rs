@@ -222,9 +222,8 @@ where
         };
         let original_host = parts.headers.remove(header::HOST);
         remove_hop_headers(&mut parts.headers, &REQUEST_HOP_HEADERS);
-        if let Ok(host) = HeaderValue::from_str(upstream.authority.as_str()) {
-            parts.headers.insert(header::HOST, host);
-        }
+        // The client names the upstream from the URI: `Host` over HTTP/1.1, `:authority`
+        // over HTTP/2 (where a `Host` as well is a duplicate some servers refuse).
         if let Some(host) = original_host {
             parts.headers.insert("x-forwarded-host", host);
         }

@@ -160,7 +160,13 @@ async fn https_origin(
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let n = counter.bump();
                     let body = format!("{:?} #{n}", request.version());
+                    // As nginx does: over HTTP/2 the host is `:authority`, and a `Host` as
+                    // well is refused as a duplicate.
+                    let duplicate = request.version() == http::Version::HTTP_2
+                        && request.headers().contains_key("host");
+                    let status = if duplicate { 400 } else { 200 };
                     let response = Response::builder()
+                        .status(status)
                         .header("cache-control", "max-age=60")
                         .body(Full::new(Bytes::from(body)))
                         .unwrap();
