@@ -44,12 +44,7 @@ pub(crate) async fn serve(args: Serve) -> anyhow::Result<()> {
     let store = backend::front_store(&backend, &file, args.cache_size).await?;
     let backend_name = backend.name();
     let errand = Errand::new(store.clone(), config);
-    let upstream = Upstream::new(
-        &upstream_uri,
-        args.jobs.job_timeout,
-        body_limits(&file),
-        &file.upstream,
-    )?;
+    let upstream = upstream_client(&upstream_uri, args.jobs.job_timeout, &file)?;
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -125,12 +120,18 @@ fn workers_ended(
     }
 }
 
-/// What the upstream client takes of a request body, from `[server]`.
-fn body_limits(file: &File) -> BodyLimits {
-    BodyLimits {
+/// The upstream client for `uri`, as `[server]` (request bodies) and `[upstream]` (TLS, pool)
+/// say.
+fn upstream_client(
+    uri: &http::Uri,
+    job_timeout: Duration,
+    file: &File,
+) -> anyhow::Result<Upstream> {
+    let body = BodyLimits {
         max_bytes: usize::try_from(file.server.max_request_body).unwrap_or(usize::MAX),
         read_timeout: file.server.body_read_timeout,
-    }
+    };
+    Upstream::new(uri, job_timeout, body, &file.upstream)
 }
 
 /// `errand work`.
@@ -153,12 +154,7 @@ pub(crate) async fn work(args: Work) -> anyhow::Result<()> {
     }
     let config = settings::config(&args.route, &args.jobs, args.workers, &file)?;
     let errand = Errand::new(store.clone(), config);
-    let upstream = Upstream::new(
-        &upstream_uri,
-        args.jobs.job_timeout,
-        body_limits(&file),
-        &file.upstream,
-    )?;
+    let upstream = upstream_client(&upstream_uri, args.jobs.job_timeout, &file)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     start_admin(&args.admin, metrics, &store, &shutdown).await?;
