@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use bytes::Bytes;
 use common::{Errand, Http, origin};
 use http::{Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -119,4 +120,106 @@ async fn a_continuation_flood_is_cut_off_at_the_header_limit() {
         "cut off early, not after {sent} bytes"
     );
     still_served(&errand).await;
+}
+
+/// One request over an HTTP/2 connection: status, headers and body.
+async fn exchange(
+    client: &mut h2::client::SendRequest<Bytes>,
+    request: Request<()>,
+    body: Option<&'static [u8]>,
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let ready = client.clone().ready().await.unwrap();
+    *client = ready;
+    let (response, mut stream) = client.send_request(request, body.is_none()).unwrap();
+    if let Some(body) = body {
+        stream.send_data(Bytes::from_static(body), true).unwrap();
+    }
+    let (head, mut received) = response.await.unwrap().into_parts();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = received.data().await {
+        let chunk = chunk.unwrap();
+        received
+            .flow_control()
+            .release_capacity(chunk.len())
+            .unwrap();
+        bytes.extend_from_slice(&chunk);
+    }
+    (head.status, head.headers, Bytes::from(bytes))
+}
+
+/// The pattern over HTTP/2 as over HTTP/1.1, on one h2c connection: a hit, a `304` for a
+/// matching `If-None-Match`, a request with credentials straight through, a `POST` through
+/// with its body, and the stored copy invalidated by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_pass_through_and_unsafe_requests_over_http2() {
+    let counter = common::Counter::default();
+    let c = counter.clone();
+    let up = origin(Router::new().fallback(
+        move |method: http::Method, headers: http::HeaderMap, body: Bytes| {
+            let c = c.clone();
+            async move {
+                let n = c.bump();
+                let credentials = headers.contains_key("authorization");
+                let text = format!(
+                    "{method} #{n} credentials={credentials} body={}",
+                    String::from_utf8_lossy(&body)
+                );
+                (
+                    [
+                        ("cache-control", "max-age=60".to_owned()),
+                        ("etag", format!("\"v{n}\"")),
+                    ],
+                    text,
+                )
+            }
+        },
+    ))
+    .await;
+    let errand = Errand::serve(up, &[]);
+    let tcp = TcpStream::connect(errand.addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let url = format!("http://{}/page", errand.addr);
+    let get = |headers: &[(&'static str, &'static str)]| {
+        let mut request = Request::get(&url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap()
+    };
+
+    // The first request waits for its job; the second is a hit.
+    let (status, headers, body) = exchange(&mut client, get(&[("prefer", "wait=10")]), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "GET #1 credentials=false body=");
+    assert_eq!(headers["etag"], "\"v1\"");
+    let (status, headers, _) = exchange(&mut client, get(&[]), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["cache-status"].to_str().unwrap().contains("hit"));
+
+    // A matching validator gets `304` from the stored copy, with no body.
+    let (status, headers, body) =
+        exchange(&mut client, get(&[("if-none-match", "\"v1\"")]), None).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert!(body.is_empty());
+    assert_eq!(headers["etag"], "\"v1\"");
+    let (status, _, _) = exchange(&mut client, get(&[("if-none-match", "\"v0\"")]), None).await;
+    assert_eq!(status, StatusCode::OK, "a validator that does not match");
+
+    // Credentials the route does not key on: straight through, answered by the origin.
+    let (status, headers, body) =
+        exchange(&mut client, get(&[("authorization", "Bearer a")]), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "GET #2 credentials=true body=");
+    assert!(!headers["cache-status"].to_str().unwrap().contains("hit"));
+
+    // A POST goes through with its body, and invalidates the stored copy of its URI.
+    let post = Request::post(&url).body(()).unwrap();
+    let (status, _, body) = exchange(&mut client, post, Some(b"hello")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "POST #3 credentials=false body=hello");
+    let (status, _, body) = exchange(&mut client, get(&[("prefer", "wait=10")]), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "GET #4 credentials=false body=", "fetched again");
+    assert_eq!(counter.get(), 4);
 }
