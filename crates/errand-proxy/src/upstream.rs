@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,10 +39,16 @@ pub(crate) struct ClientConnection {
 
 /// An HTTP client bound to one upstream base URL, over `http://` or `https://` (HTTP/2 when
 /// the upstream offers it by ALPN, else HTTP/1.1), keeping a bounded pool of idle
-/// connections. Cheap to clone (the front clones it per request).
+/// connections. One reference count to clone (the front clones it per request, hits
+/// included, so it must cost no more).
 #[derive(Clone, Debug)]
 pub(crate) struct Upstream {
-    target: std::sync::Arc<Target>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    target: Target,
     client: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
@@ -169,8 +176,7 @@ impl Upstream {
             body,
         };
         Ok(Self {
-            target: std::sync::Arc::new(target),
-            client,
+            shared: Arc::new(Shared { target, client }),
         })
     }
 }
@@ -215,7 +221,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
-        let upstream = &self.target;
+        let upstream = &self.shared.target;
         let target = match upstream.uri(&parts.uri) {
             Ok(target) => target,
             Err(e) => return Box::pin(async move { Err(e) }),
@@ -244,22 +250,24 @@ where
         parts.uri = target;
         parts.version = http::Version::HTTP_11;
         let body = errand::body::boxed(body);
-        let client = self.client.clone();
+        let shared = Arc::clone(&self.shared);
         let (timeout, limits) = (upstream.timeout, upstream.body);
-        let named = format!("{}://{}", upstream.scheme, upstream.authority);
         Box::pin(async move {
             let body = if body.is_end_stream() {
                 body
             } else {
                 buffer(body, limits).await?
             };
-            let response = client.request(Request::from_parts(parts, body));
+            let response = shared.client.request(Request::from_parts(parts, body));
             match tokio::time::timeout(timeout, response).await {
                 Ok(Ok(response)) => match refuse_response(&response) {
                     None => Ok(response),
                     Some(why) => Err(why.into()),
                 },
-                Ok(Err(e)) => Err(describe(&named, &e).into()),
+                Ok(Err(e)) => {
+                    let named = format!("{}://{}", shared.target.scheme, shared.target.authority);
+                    Err(describe(&named, &e).into())
+                }
                 // Kept as its own type so callers answer 504 rather than 502.
                 Err(elapsed) => Err(elapsed.into()),
             }

@@ -4,6 +4,8 @@
 //! a wait. A stored response keeps the origin's `Vary` as it is: a client's `Prefer` never
 //! changes it.
 
+use std::fmt::Write as _;
+
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
@@ -15,8 +17,10 @@ use crate::pattern::{CacheStatus, StoredResponse};
 /// Adds `Cache-Status`. Every answer passes here once, so this is also where it is counted.
 pub(super) fn mark(headers: &mut HeaderMap, status: &CacheStatus) {
     crate::metrics::counters().request(status.phase);
-    // From the String itself: no second copy.
-    if let Ok(value) = HeaderValue::try_from(status.to_string()) {
+    // Written once into room for the longest usual value, then taken as it is (no copy).
+    let mut text = String::with_capacity(64);
+    let _ = write!(text, "{status}");
+    if let Ok(value) = HeaderValue::try_from(text) {
         headers.insert("cache-status", value);
     }
 }
@@ -92,7 +96,7 @@ pub(super) fn stored(
     };
     let mut answer = Response::new(body);
     *answer.status_mut() = code;
-    *answer.headers_mut() = response.headers.clone();
+    *answer.headers_mut() = with_room(&response.headers, 4);
     let headers = answer.headers_mut();
     if let Some(age) = age_secs {
         headers.insert(header::AGE, HeaderValue::from(age));
@@ -103,6 +107,17 @@ pub(super) fn stored(
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     mark(headers, status);
     answer
+}
+
+/// A copy of `stored` with room for `more` fields: a plain clone has none, and the fields
+/// every hit adds (`Age`, `Cache-Status`) would make it grow, a reallocation and a rehash
+/// per hit.
+fn with_room(stored: &HeaderMap, more: usize) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(stored.len() + more);
+    for (name, value) in stored {
+        headers.append(name.clone(), value.clone());
+    }
+    headers
 }
 
 /// A generated answer with a JSON body (`202`, `503`) or a plain-text error (`400`, `414`, …).

@@ -13,7 +13,7 @@
 //! ([`RequestRecord`]) travels in the job so a worker can rebuild and replay it; nothing else of
 //! the client's request (cookies, `X-Forwarded-*`, …) reaches the worker unless it is keyed.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use http::{HeaderMap, HeaderName, Method, Uri};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -194,9 +194,14 @@ impl Signature {
         scheme: &str,
         key_headers: &[HeaderName],
     ) -> Result<Self, SignatureError> {
-        let scheme = uri.scheme_str().unwrap_or(scheme).to_ascii_lowercase();
+        let scheme = uri.scheme_str().unwrap_or(scheme);
+        let scheme = if scheme.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(scheme.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(scheme)
+        };
         let authority = request_authority(uri, headers, &scheme)?;
-        let path = normalize_path(uri.path());
+        let path = route_path(uri.path());
         let query = uri.query().map(normalize_query).unwrap_or_default();
         let mut canonical_uri =
             String::with_capacity(scheme.len() + authority.len() + path.len() + 4);
@@ -318,11 +323,51 @@ fn is_plain(path: &str) -> bool {
 }
 
 fn normalize_authority(host: &str, scheme: &str) -> Result<String, SignatureError> {
-    let authority: http::uri::Authority = host.parse().map_err(|_| SignatureError::InvalidHost)?;
-    if authority.as_str().contains('@') {
-        return Err(SignatureError::InvalidHost);
-    }
-    let name = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    // The usual `Host` (a DNS name or IPv4 address, maybe a port) is read here; anything
+    // else (an IPv6 literal, percent-encoding, sub-delimiters, a refusal) by `http`'s parser.
+    let (name, port) = match plain_authority(host) {
+        Some(parts) => parts,
+        None => {
+            let authority: http::uri::Authority =
+                host.parse().map_err(|_| SignatureError::InvalidHost)?;
+            // A port that is no port number (`:65536`) is refused, not taken as the default.
+            let bad_port = authority
+                .as_str()
+                .rsplit_once(':')
+                .is_some_and(|(_, port)| {
+                    !port.is_empty() && !port.contains(']') && port.parse::<u16>().is_err()
+                });
+            if authority.as_str().contains('@') || bad_port {
+                return Err(SignatureError::InvalidHost);
+            }
+            let name = authority.host().to_owned();
+            return finish_authority(&name, authority.port_u16(), scheme);
+        }
+    };
+    finish_authority(name, port, scheme)
+}
+
+/// `host[:port]` when the host is letters, digits, `-` and `.` only and the port is 1–5
+/// digits below 65536: a subset of what `http`'s parser accepts, read without allocating.
+fn plain_authority(host: &str) -> Option<(&str, Option<u16>)> {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => {
+            if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            (name, Some(port.parse::<u16>().ok()?))
+        }
+        None => (host, None),
+    };
+    name.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        .then_some((name, port))
+}
+
+/// The authority as the signature has it: `name` lower-cased without a trailing dot, and the
+/// port unless it is the scheme's default.
+fn finish_authority(name: &str, port: Option<u16>, scheme: &str) -> Result<String, SignatureError> {
+    let name = name.trim_end_matches('.');
     if name.is_empty() {
         return Err(SignatureError::InvalidHost);
     }
@@ -331,10 +376,16 @@ fn normalize_authority(host: &str, scheme: &str) -> Result<String, SignatureErro
         "http" => Some(80),
         _ => None,
     };
-    Ok(match authority.port_u16() {
-        Some(port) if Some(port) != default_port => format!("{name}:{port}"),
-        _ => name,
-    })
+    // One allocation, with room for a port.
+    let mut out = String::with_capacity(name.len() + 6);
+    out.push_str(name);
+    out.make_ascii_lowercase();
+    if let Some(port) = port
+        && Some(port) != default_port
+    {
+        let _ = write!(out, ":{port}");
+    }
+    Ok(out)
 }
 
 /// Raw characters that may stay as they are: unreserved, sub-delimiters, `:`, `@`, `/`, `?`.
@@ -388,11 +439,8 @@ fn normalize_component(raw: &str) -> String {
 
 /// Normalizes a path: one percent-encoding spelling, dot segments removed (RFC 3986 §5.2.4),
 /// empty path as `/`. Repeated slashes are kept: many applications give them meaning.
+/// The slow path of [`route_path`], for a path that is not plain.
 fn normalize_path(path: &str) -> String {
-    // Most paths are already canonical.
-    if is_plain(path) {
-        return path.to_owned();
-    }
     let encoded = normalize_component(path);
     let mut out: Vec<&str> = Vec::new();
     let segments: Vec<&str> = encoded.split('/').collect();
@@ -630,6 +678,38 @@ mod tests {
         bad.insert("host", "user@evil.test".parse().expect("value"));
         let r = Signature::of(&Method::GET, &"/".parse().expect("uri"), &bad, "http", &[]);
         assert_eq!(r, Err(SignatureError::InvalidHost));
+    }
+
+    #[test]
+    fn authorities_read_without_the_parser_agree_with_it() {
+        // (Host, scheme, the signature's authority or None when refused.)
+        let cases = [
+            ("Example.TEST", "http", Some("example.test")),
+            ("example.test.", "http", Some("example.test")),
+            ("example.test:80", "http", Some("example.test")),
+            ("example.test:443", "http", Some("example.test:443")),
+            ("example.test:443", "https", Some("example.test")),
+            ("example.test:080", "http", Some("example.test")),
+            ("127.0.0.1:8100", "http", Some("127.0.0.1:8100")),
+            ("[::1]:8100", "http", Some("[::1]:8100")),
+            ("example.test:65536", "http", None),
+            ("example.test:", "http", Some("example.test")),
+            (":80", "http", None),
+            (".", "http", None),
+            ("a@b.test", "http", None),
+            ("a b.test", "http", None),
+        ];
+        for (host, scheme, want) in cases {
+            let got = normalize_authority(host, scheme).ok();
+            assert_eq!(got.as_deref(), want, "{host} over {scheme}");
+            // The plain reading is only a shortcut: the parser's answer is the same.
+            if plain_authority(host).is_some() {
+                let parsed: Option<http::uri::Authority> = host.parse().ok();
+                let slow =
+                    parsed.and_then(|a| finish_authority(a.host(), a.port_u16(), scheme).ok());
+                assert_eq!(slow.as_deref(), want, "{host} through the parser");
+            }
+        }
     }
 
     #[test]
