@@ -7,14 +7,19 @@ use http::{HeaderMap, header};
 /// answer is `304 Not Modified`.
 pub(super) fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
     if let Some(inm) = request.get(header::IF_NONE_MATCH) {
+        let Ok(inm) = inm.to_str() else { return false };
+        // `*` matches any current representation, with or without an entity tag (RFC 9110
+        // §13.1.2): the stored one is current.
+        if inm.trim() == "*" {
+            return true;
+        }
         let Some(etag) = stored.get(header::ETAG).and_then(|e| e.to_str().ok()) else {
             return false;
         };
-        let Ok(inm) = inm.to_str() else { return false };
         // Weak comparison: W/"x" matches "x".
         let strip = |t: &str| t.trim().trim_start_matches("W/").to_owned();
         let etag = strip(etag);
-        return inm.split(',').any(|t| t.trim() == "*" || strip(t) == etag);
+        return inm.split(',').any(|t| strip(t) == etag);
     }
     let since = request
         .get(header::IF_MODIFIED_SINCE)
@@ -84,5 +89,7 @@ mod tests {
             assert_eq!(not_modified(&request, &stored), want, "{request:?}");
         }
         assert!(!not_modified(&h(&[("if-none-match", "\"v1\"")]), &h(&[])));
+        // `*` needs a current representation, not an entity tag.
+        assert!(not_modified(&h(&[("if-none-match", "*")]), &h(&[])));
     }
 }
