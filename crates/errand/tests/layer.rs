@@ -161,6 +161,24 @@ fn app(calls: Calls) -> Router {
         }
     });
     let c = calls.clone();
+    let no_cache = get(move |headers: HeaderMap| {
+        let c = c.clone();
+        async move {
+            let n = c.bump();
+            let cache_control = (header::CACHE_CONTROL, "no-cache");
+            let etag = (header::ETAG, "\"n1\"");
+            if headers
+                .get(header::IF_NONE_MATCH)
+                .is_some_and(|v| v == "\"n1\"")
+            {
+                let seen = [("x-seen", format!("revalidated by #{n}"))];
+                return (StatusCode::NOT_MODIFIED, [cache_control, etag], seen).into_response();
+            }
+            let seen = [("x-seen", format!("fetched by #{n}"))];
+            ([cache_control, etag], seen, format!("no-cache #{n}")).into_response()
+        }
+    });
+    let c = calls.clone();
     let greeting = get(move |headers: HeaderMap| {
         let c = c.clone();
         async move {
@@ -178,6 +196,7 @@ fn app(calls: Calls) -> Router {
     Router::new()
         .route("/greeting", greeting)
         .route("/strict", strict)
+        .route("/no-cache", no_cache)
         .route("/echo", echo)
         .route("/tagged", tagged)
         .route("/zero", zero)
@@ -648,6 +667,44 @@ async fn a_must_revalidate_copy_is_revalidated_never_served_stale() {
     h.clock.advance(Duration::from_secs(2));
     let (status, _, _) = h.get("/strict", &[]).await;
     assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_cache_response_is_revalidated_before_every_reuse() {
+    let h = Harness::new();
+    let (status, headers, body) = h.get("/no-cache", &[WAIT]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "no-cache #1"));
+    assert_eq!(headers["x-seen"], "fetched by #1");
+    // The next request is not answered from the copy: it waits for a job that asks the
+    // origin with the stored ETag, and gets the stored body back by a 304.
+    let (status, headers, body) = h.get("/no-cache", &[WAIT]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "no-cache #1"));
+    assert_eq!(headers["x-seen"], "revalidated by #2");
+    assert_eq!(headers["cache-control"], "no-cache");
+    assert!(
+        cache_status(&headers).contains("detail=waited"),
+        "{headers:?}"
+    );
+    // A client that does not wait is told to come back, and then gets the revalidated copy.
+    let (status, _, _) = h.get("/no-cache", &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let mut answered = None;
+    for _ in 0..100 {
+        let (status, headers, body) = h.get("/no-cache", &[]).await;
+        if status == StatusCode::OK {
+            answered = Some((headers, body));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (headers, body) = answered.expect("the poll got the result");
+    assert_eq!(body, "no-cache #1");
+    assert_eq!(headers["x-seen"], "revalidated by #3");
+    assert_eq!(
+        h.calls.get(),
+        3,
+        "one fetch, then one revalidation per reuse"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -392,9 +392,11 @@ impl FrontRequest<'_> {
                         _ => None,
                     };
                     // A shareable result reaches every request that waited for its job.
-                    let shared = pass
+                    let shared = entry
+                        .as_ref()
                         .filter(|_| arrival.waited)
-                        .and_then(|pass| pass.for_every_waiter().cloned())
+                        .and_then(Entry::result_for_waiters)
+                        .cloned()
                         .filter(|response| self.selects(response));
                     if let Some(response) = shared {
                         // It reached a request that waited: no later request reuses it.

@@ -61,8 +61,11 @@ pub fn decide(entry: Option<&Entry>, now: Timestamp) -> Decision {
     let Some(entry) = entry else {
         return Decision::Miss { expect: None };
     };
+    // A copy kept beside a result delivered once (`Completion::Deliver`) is revalidated as
+    // soon as that result has gone.
     if let Status::Pass(pass) = &entry.status
         && now < pass.until
+        && (pass.once.is_some() || entry.result_for_waiters().is_none())
     {
         return Decision::Pass {
             once: pass.once.is_some(),
@@ -111,10 +114,20 @@ pub fn decide(entry: Option<&Entry>, now: Timestamp) -> Decision {
 /// the job's result reaches it whatever its timing. A failure is answered even when its
 /// error TTL is already over (`error_ttl = 0s`), where [`decide`] would start a new job and
 /// the waiter would never see an answer.
+///
+/// Likewise a result delivered once and kept ([`Entry::result_for_waiters`]): every waiter
+/// gets it, also after one of them took the one-time delivery.
 pub fn decide_waited(entry: Option<&Entry>, now: Timestamp) -> Decision {
     let decision = decide(entry, now);
     match entry.map(|e| &e.status) {
         Some(Status::Failed(_)) if matches!(decision, Decision::Miss { .. }) => Decision::Failed,
+        Some(Status::Pass(pass))
+            if now < pass.until && entry.and_then(Entry::result_for_waiters).is_some() =>
+        {
+            Decision::Pass {
+                once: pass.once.is_some(),
+            }
+        }
         _ => decision,
     }
 }
@@ -275,12 +288,64 @@ mod tests {
                 Stale { refresh: true },
             ),
             ("max-age=10", Status::Idle, 15, Stale { refresh: true }),
+            // no-cache: never served without a revalidation, whatever else it grants.
+            ("no-cache", Status::Idle, 5, Hit),
+            ("no-cache", Status::Idle, 15, Miss { expect: Some(7) }),
+            (
+                "no-cache, stale-while-revalidate=60",
+                Status::Idle,
+                15,
+                Miss { expect: Some(7) },
+            ),
         ];
         for (cache_control, status, secs, want) in cases {
             let e = entry(strict(cache_control), status);
             let got = decide(Some(&e), Timestamp(T0 + secs * 1000));
             assert_eq!(got, want, "{cache_control} at +{secs}s");
         }
+    }
+
+    #[test]
+    fn a_result_delivered_once_is_revalidated_once_it_has_gone() {
+        use Decision::*;
+        // A stale-on-arrival result kept beside its one-time delivery, as settle leaves it.
+        let delivered = |once: bool| {
+            let mut c = content();
+            c.fresh_until = Timestamp(T0);
+            c.stale_until = Timestamp(T0);
+            let mut e = entry(Some(c), pass(30, once));
+            if let Status::Pass(p) = &mut e.status {
+                p.reason = "stale-on-arrival".into();
+            }
+            e
+        };
+        // (one-time delivery still there, waited, seconds after T0, expected)
+        let cases = [
+            (true, false, 10, Pass { once: true }),
+            (false, false, 10, Miss { expect: Some(7) }),
+            // A waiter of the job gets the result even after another took the delivery.
+            (true, true, 10, Pass { once: true }),
+            (false, true, 10, Pass { once: false }),
+            // After the pass TTL, and after the kept copy's stale-if-error window.
+            (false, true, 31, Miss { expect: Some(7) }),
+            (false, false, 101, Miss { expect: Some(7) }),
+        ];
+        for (once, waited, secs, want) in cases {
+            let e = delivered(once);
+            let now = Timestamp(T0 + secs * 1000);
+            let got = if waited {
+                decide_waited(Some(&e), now)
+            } else {
+                decide(Some(&e), now)
+            };
+            assert_eq!(got, want, "once {once}, waited {waited}, +{secs}s");
+        }
+        // A pass without a kept copy still passes once its delivery has gone.
+        let e = entry(None, pass(30, false));
+        assert_eq!(
+            decide(Some(&e), Timestamp(T0 + 10_000)),
+            Pass { once: false }
+        );
     }
 
     #[test]

@@ -347,6 +347,23 @@ impl Entry {
         }
     }
 
+    /// A job's result that every request which waited for the job may have: a shareable
+    /// result delivered once ([`PassInfo::for_every_waiter`]), or, when one of them has taken
+    /// that delivery, the copy kept beside it (a
+    /// [`Completion::Deliver`](super::Completion::Deliver)).
+    pub fn result_for_waiters(&self) -> Option<&Arc<StoredResponse>> {
+        let Status::Pass(pass) = &self.status else {
+            return None;
+        };
+        pass.for_every_waiter().or_else(|| {
+            let shareable = super::freshness::NoStore::StaleOnArrival.as_str() == pass.reason;
+            self.content
+                .as_ref()
+                .filter(|_| shareable)
+                .map(|c| &c.response)
+        })
+    }
+
     /// Its [`State`] at `now`. A verdict (failed, pass) counts only until it ends; after that
     /// the entry is what its content makes it.
     pub fn state(&self, now: Timestamp) -> State {

@@ -26,8 +26,6 @@ pub enum NoStore {
     Private,
     /// `Cache-Control: no-store`.
     NoStoreDirective,
-    /// `Cache-Control: no-cache` (every reuse would need a synchronous revalidation).
-    NoCache,
     /// The response sets a cookie.
     SetCookie,
     /// `Vary: *` (or a `Vary` that is not a list of header names): no other request is known
@@ -37,7 +35,8 @@ pub enum NoStore {
     TooLarge,
     /// Shareable, but already past every window when it arrived (`max-age=0`, an old `Age`,
     /// no freshness and no default TTL): it goes to the requests that waited for its job and
-    /// to the next one, and is not reused after.
+    /// to the next one, and is not reused after without a revalidation (its copy is kept
+    /// for that when it has validators: [`Completion::Deliver`](super::Completion::Deliver)).
     StaleOnArrival,
 }
 
@@ -47,7 +46,6 @@ impl NoStore {
         match self {
             Self::Private => "private",
             Self::NoStoreDirective => "no-store",
-            Self::NoCache => "no-cache",
             Self::SetCookie => "set-cookie",
             Self::Vary => "vary",
             Self::TooLarge => "too-large",
@@ -153,9 +151,6 @@ pub fn classify(
     if cc.private {
         return Classification::Pass(NoStore::Private);
     }
-    if cc.no_cache {
-        return Classification::Pass(NoStore::NoCache);
-    }
     if headers.contains_key(header::SET_COOKIE) && !sharing.store_set_cookie {
         return Classification::Pass(NoStore::SetCookie);
     }
@@ -170,6 +165,8 @@ pub fn classify(
         .and_then(|d| httpdate::parse_http_date(d).ok())
         .map(Timestamp::from);
     let explicit = match (cc.s_maxage, cc.max_age) {
+        // Stored, but never reused without a successful revalidation (RFC 9111 §5.2.2.4).
+        _ if cc.no_cache => Some(Some(Duration::ZERO)),
         (Some(s_maxage), _) => Some(s_maxage),
         (None, Some(max_age)) => Some(max_age),
         (None, None) => expires_minus_date(headers, date.unwrap_or(now)).map(Some),
@@ -200,6 +197,7 @@ pub fn classify(
     // unless the upstream grants it explicitly (RFC 5861 directives). A copy with validators
     // is still kept past its freshness, only to be revalidated (see `revalidate_only`), for
     // as long as the route keeps stale copies at all.
+    // `no-cache` allows no stale use at all, whatever else the origin grants.
     let strict = cc.strict();
     let (default_stale, default_sie) = if !strict {
         (windows.stale, windows.stale_if_error)
@@ -208,20 +206,28 @@ pub fn classify(
     } else {
         (Duration::ZERO, Duration::ZERO)
     };
+    let (stale_for, stale_if_error_for) = if cc.no_cache {
+        (default_stale, default_sie)
+    } else {
+        (
+            cc.stale_while_revalidate.unwrap_or(default_stale),
+            cc.stale_if_error.unwrap_or(default_sie),
+        )
+    };
     Classification::Store {
         fresh_for: lifetime.saturating_sub(jitter),
-        stale_for: clamp_lifetime(cc.stale_while_revalidate.unwrap_or(default_stale)),
-        stale_if_error_for: clamp_lifetime(cc.stale_if_error.unwrap_or(default_sie)),
+        stale_for: clamp_lifetime(stale_for),
+        stale_if_error_for: clamp_lifetime(stale_if_error_for),
         age,
     }
 }
 
 /// Whether a stored response, once past its freshness, may only be revalidated, never served
-/// stale: `must-revalidate`, `proxy-revalidate` or `s-maxage` without a
-/// `stale-while-revalidate` grant (RFC 9111 §4.2.4, §5.2.2.2).
+/// stale: `no-cache` (§5.2.2.4), or `must-revalidate`, `proxy-revalidate` or `s-maxage`
+/// without a `stale-while-revalidate` grant (RFC 9111 §4.2.4, §5.2.2.2).
 pub(crate) fn revalidate_only(headers: &HeaderMap) -> bool {
     let cc = CacheControl::parse(headers);
-    cc.strict() && cc.stale_while_revalidate.is_none()
+    cc.no_cache || (cc.strict() && cc.stale_while_revalidate.is_none())
 }
 
 fn has_validators(headers: &HeaderMap) -> bool {
@@ -244,9 +250,10 @@ struct CacheControl {
 }
 
 impl CacheControl {
-    /// Stale copies may not be served without the origin's explicit grant.
+    /// Stale copies may not be served without the origin's explicit grant (and with
+    /// `no-cache`, not at all).
     fn strict(&self) -> bool {
-        self.must_revalidate || self.s_maxage.is_some()
+        self.must_revalidate || self.s_maxage.is_some() || self.no_cache
     }
 
     fn parse(headers: &HeaderMap) -> Self {
@@ -631,10 +638,31 @@ mod tests {
                 vec![("cache-control", "no-store")],
                 Classification::Pass(NoStore::NoStoreDirective),
             ),
+            // no-cache: stored to be revalidated before every reuse, never served stale.
+            (200, vec![("cache-control", "no-cache")], store(0, 0, 0, 0)),
             (
                 200,
-                vec![("cache-control", "no-cache")],
-                Classification::Pass(NoStore::NoCache),
+                vec![("cache-control", "no-cache"), ("etag", "\"v1\"")],
+                store(0, 600, 0, 0),
+            ),
+            (
+                200,
+                vec![
+                    ("cache-control", "max-age=60, no-cache=\"set-cookie\""),
+                    ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                ],
+                store(0, 600, 0, 0),
+            ),
+            (
+                200,
+                vec![
+                    (
+                        "cache-control",
+                        "no-cache, stale-while-revalidate=60, stale-if-error=60",
+                    ),
+                    ("etag", "\"v1\""),
+                ],
+                store(0, 600, 0, 0),
             ),
             (
                 200,

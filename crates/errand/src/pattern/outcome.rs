@@ -26,6 +26,17 @@ pub enum Completion {
     Store(Content),
     /// Not shareable: hit-for-pass (the stale copy, if any, is dropped).
     Pass(PassInfo),
+    /// Shareable, but past its freshness when it arrived (`no-cache`, `max-age=0`, an old
+    /// `Age`): it goes once to the requests of its job and the next one (`pass.once`, the
+    /// same response), and `content` is kept beside that, never served as a hit, for what
+    /// is left of it: validators that make the next job a revalidation, a stale-if-error
+    /// window.
+    Deliver {
+        /// The copy kept.
+        content: Content,
+        /// The one-time delivery (its reason is `stale-on-arrival`).
+        pass: PassInfo,
+    },
     /// Every attempt failed: the entry turns failed (a stale copy is kept for stale-if-error).
     Fail(Failure),
     /// This attempt failed: the job stays pending and runs again at `run_at`.
@@ -167,9 +178,21 @@ pub(crate) fn settle(
                         content.stale_until
                     };
                     if kept_for <= now {
+                        let reason = NoStore::StaleOnArrival.as_str().into();
+                        if content.expires_at() > now {
+                            // Still of use (validators to revalidate with, a stale-if-error
+                            // window): kept, and delivered once all the same.
+                            let mut info = pass(None, reason);
+                            info.once = Some(Arc::clone(&content.response));
+                            let deliver = Completion::Deliver {
+                                content,
+                                pass: info,
+                            };
+                            return (deliver, JobOutcome::Stored);
+                        }
                         // Nothing left to keep, but the result still reaches its requests.
                         let response = Arc::unwrap_or_clone(content.response);
-                        let info = pass(Some(response), NoStore::StaleOnArrival.as_str().into());
+                        let info = pass(Some(response), reason);
                         return (Completion::Pass(info), JobOutcome::Pass);
                     }
                     return (Completion::Store(content), JobOutcome::Stored);
@@ -349,6 +372,14 @@ mod tests {
                 p.until,
                 p.once.as_ref().map_or(0, |r| r.status.as_u16()),
             ),
+            Completion::Deliver { content, pass } => (
+                "deliver",
+                pass.until,
+                pass.once
+                    .as_ref()
+                    .filter(|once| Arc::ptr_eq(once, &content.response))
+                    .map_or(0, |r| r.status.as_u16()),
+            ),
             Completion::Fail(f) => ("fail", f.until, f.response.status.as_u16()),
             Completion::Retry { run_at, .. } => ("retry", *run_at, 0),
         }
@@ -424,7 +455,8 @@ mod tests {
                 at(20),
                 200,
             ),
-            // Kept only to be revalidated, and stale already: delivered, not kept either.
+            // Kept only to be revalidated, and stale already: delivered once (the kept copy
+            // itself), and kept for its validators.
             (
                 1,
                 response(
@@ -434,8 +466,34 @@ mod tests {
                         ("etag", "\"a\""),
                     ],
                 ),
+                JobOutcome::Stored,
+                "deliver",
+                at(20),
+                200,
+            ),
+            (
+                1,
+                response(200, &[("cache-control", "no-cache"), ("etag", "\"a\"")]),
+                JobOutcome::Stored,
+                "deliver",
+                at(20),
+                200,
+            ),
+            // Without validators, no-cache leaves nothing to keep.
+            (
+                1,
+                response(200, &[("cache-control", "no-cache")]),
                 JobOutcome::Pass,
                 "pass",
+                at(20),
+                200,
+            ),
+            // Past the stale window on arrival, inside the stale-if-error one: kept for it.
+            (
+                1,
+                response(200, &[("cache-control", "max-age=0"), ("age", "100")]),
+                JobOutcome::Stored,
+                "deliver",
                 at(20),
                 200,
             ),

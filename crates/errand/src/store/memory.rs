@@ -360,6 +360,7 @@ impl MemoryStore {
             }
             Completion::Store(content) => (Some(content), Status::Idle),
             Completion::Pass(pass) => (None, Status::Pass(pass)),
+            Completion::Deliver { content, pass } => (Some(content), Status::Pass(pass)),
             Completion::Fail(failure) => (
                 self.settled(&lease.key, now)
                     .and_then(|e| e.content.clone()),

@@ -41,7 +41,7 @@ use super::{
 };
 use crate::pattern::{
     Content, Decision, Failure, Key, PassInfo, Priority, Signature, State, Status, StoredResponse,
-    decide,
+    decide, decide_waited,
 };
 
 /// Generates one `#[tokio::test]` per contract case for the store made by `$make`.
@@ -71,6 +71,7 @@ macro_rules! store_contract {
             expired_entries_are_absent,
             purge_hard_soft_uri_prefix_tag,
             take_once_delivers_exactly_once,
+            a_delivered_result_keeps_its_copy_to_revalidate,
             stats_count_entries_and_queue,
             a_batch_completion_fences_each_job,
             far_future_lifetimes_apply_whole,

@@ -233,6 +233,123 @@ pub async fn take_once_delivers_exactly_once(store: Arc<dyn Inspect>, _clock: Ar
     );
 }
 
+/// A result stale on arrival (`no-cache`, `max-age=0` with a validator) goes once to its
+/// requests and stays, kept only to be revalidated: its waiters get it, the next request
+/// takes it once, the one after claims a revalidation with the same copy kept.
+pub async fn a_delivered_result_keeps_its_copy_to_revalidate(
+    store: Arc<dyn Inspect>,
+    clock: Arc<ManualClock>,
+) {
+    let key = signature("/deliver").key;
+    enqueued(
+        store
+            .claim(claim("/deliver", Priority::Miss, None))
+            .await
+            .unwrap(),
+    );
+    let waiter = waiter(&store, key, Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    // Fresh for nothing, kept 600 s for its validators.
+    let revalidate_only = |body| {
+        let mut kept = content(&*store, body, 0, 600, 0, &["t"]);
+        let mut headers = HeaderMap::new();
+        headers.insert("cache-control", "no-cache".parse().unwrap());
+        headers.insert("etag", "\"v1\"".parse().unwrap());
+        kept.response = Arc::new(StoredResponse {
+            headers,
+            ..(*kept.response).clone()
+        });
+        kept
+    };
+    let kept = revalidate_only("validated");
+    let pass = PassInfo {
+        until: store.now().plus(Duration::from_secs(30)),
+        once: Some(Arc::clone(&kept.response)),
+        reason: "stale-on-arrival".into(),
+    };
+    let deliver = Completion::Deliver {
+        content: kept.clone(),
+        pass: pass.clone(),
+    };
+    store.complete_one(&job.lease, deliver).await.unwrap();
+
+    // The waiter is woken with the result, whoever takes the delivery first.
+    let (woken, _) = waiter.await.unwrap();
+    let woken = woken.expect("the waiter was woken");
+    assert_eq!(woken.content.as_ref(), Some(&kept));
+    assert_eq!(
+        woken.result_for_waiters().map(|r| &r.body[..]),
+        Some(&b"validated"[..])
+    );
+    let entry = store.lookup(&key).await.unwrap().unwrap();
+    assert_eq!(entry.content.as_ref(), Some(&kept), "the copy is kept");
+    assert_eq!(entry.status, Status::Pass(pass));
+    assert_eq!(
+        decide(Some(&entry), store.now()),
+        Decision::Pass { once: true }
+    );
+    assert_eq!(entry.state(store.now()), State::Pass);
+
+    // The next request takes the delivery; the copy stays.
+    let taken = store
+        .take_once(&key)
+        .await
+        .unwrap()
+        .expect("delivered once");
+    assert_eq!(taken.body, "validated");
+    assert_eq!(store.take_once(&key).await.unwrap(), None);
+    let entry = store.lookup(&key).await.unwrap().unwrap();
+    assert_eq!(entry.content.as_ref(), Some(&kept));
+    assert_eq!(
+        decide_waited(Some(&entry), store.now()),
+        Decision::Pass { once: false },
+        "a late waiter still gets the kept copy"
+    );
+    let Decision::Miss { expect } = decide(Some(&entry), store.now()) else {
+        panic!("the request after the delivery revalidates");
+    };
+    assert_eq!(expect, Some(entry.version));
+
+    // Its revalidation keeps the copy while it runs, and knows nothing failed.
+    let pending = match store
+        .claim(claim("/deliver", Priority::Miss, expect))
+        .await
+        .unwrap()
+    {
+        ClaimOutcome::Enqueued(pending) => pending,
+        other => panic!("the revalidation was not claimed: {other:?}"),
+    };
+    assert_eq!(pending.content.as_ref(), Some(&kept));
+    assert!(!pending.job().unwrap().after_failure);
+    assert_eq!(decide(Some(&pending), store.now()), Decision::Pending);
+
+    // Settled again and left alone: it lasts as long as the longer of its pass and its copy.
+    let job = store.take(1, LEASE).await.unwrap().remove(0);
+    let again = Completion::Deliver {
+        content: revalidate_only("validated"),
+        pass: PassInfo {
+            until: store.now().plus(Duration::from_secs(30)),
+            once: Some(response("validated")),
+            reason: "stale-on-arrival".into(),
+        },
+    };
+    store.complete_one(&job.lease, again).await.unwrap();
+    clock.advance(Duration::from_secs(300));
+    let entry = store
+        .lookup(&key)
+        .await
+        .unwrap()
+        .expect("kept past its pass");
+    assert!(entry.content.is_some());
+    clock.advance(Duration::from_secs(301));
+    assert_eq!(
+        store.lookup(&key).await.unwrap(),
+        None,
+        "gone after its copy"
+    );
+}
+
 pub async fn expired_entries_are_absent(store: Arc<dyn Inspect>, clock: Arc<ManualClock>) {
     fill(&*store, "/ttl", 5, 5, 10, &[]).await;
     let key = signature("/ttl").key;

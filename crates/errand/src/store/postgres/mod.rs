@@ -307,7 +307,7 @@ impl PgStore {
     /// Wakes this process's waiters of a stored result, handing them the entry exactly as a
     /// lookup would read it right after (`row` holds the `uri` and `version` the completion
     /// wrote), unless it has already expired: then they look, as a lookup returns nothing.
-    fn wake_stored(&self, key: Key, row: &Row, content: &Content) {
+    fn wake_stored(&self, key: Key, row: &Row, content: &Content, status: Status) {
         let uri = row.try_get::<_, String>("uri").ok();
         let version = row.try_get::<_, i64>("version").ok();
         match (uri, version.and_then(|v| u64::try_from(v).ok())) {
@@ -317,7 +317,7 @@ impl PgStore {
                     uri: uri.into(),
                     version,
                     content: Some(content.clone()),
-                    status: Status::Idle,
+                    status,
                 });
             }
             _ => self.wakeups.wake(&key),

@@ -14,6 +14,7 @@ pub(super) struct Sql {
     pub(super) heartbeat: String,
     pub(super) hand_back: String,
     pub(super) complete_store: String,
+    pub(super) complete_deliver: String,
     pub(super) complete_fail: String,
     pub(super) complete_pass: String,
     pub(super) complete_retry: String,
@@ -115,6 +116,36 @@ pub(super) fn take_sql(t: &str, ids: &str, lapsed: bool) -> String {
     )
 }
 
+/// A stored result: `$1` key, `$2` job, `$3` token, `$4`..`$12` the content. `deliver` (a
+/// result stale on arrival, kept beside its one-time delivery) adds `$13` the end of the pass
+/// and `$14` its reason; the delivery is the content's own status, headers and body.
+fn complete_store_sql(t: &str, ids: &str, deliver: bool) -> String {
+    let (verdict, expires_at) = if deliver {
+        (
+            "v_kind = 2, v_until = $13, v_status = $4, v_headers = $5, v_body = $6, v_text = $14",
+            "GREATEST($8::bigint, $9::bigint, $10::bigint, $13::bigint)",
+        )
+    } else {
+        (
+            "v_kind = 0, v_until = NULL, v_status = NULL, v_headers = NULL, v_body = NULL,
+                     v_text = NULL",
+            "GREATEST($8::bigint, $9::bigint, $10::bigint)",
+        )
+    };
+    format!(
+        "UPDATE {t} SET pending = false, job_id = NULL, priority = NULL,
+             lease_token = NULL, lease_until = NULL, request = NULL, last_error = NULL,
+             attempts = 0, after_failure = false, version = nextval('{ids}'),
+             c_status = $4, c_headers = $5, c_body = $6, c_generated_at = $7,
+             c_fresh_until = $8, c_stale_until = $9, c_sie_until = $10,
+             c_job_millis = $11, tags = $12,
+             {verdict}, v_attempts = NULL, v_at = NULL,
+             expires_at = {expires_at}
+           WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
+           RETURNING uri, version"
+    )
+}
+
 impl Sql {
     pub(super) fn new(schema: &str) -> Self {
         let t = format!("{schema}.entries");
@@ -143,20 +174,8 @@ impl Sql {
                  WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
                  RETURNING key"
             ),
-            // $1 key, $2 job, $3 token, $4.. content
-            complete_store: format!(
-                "UPDATE {t} SET pending = false, job_id = NULL, priority = NULL,
-                     lease_token = NULL, lease_until = NULL, request = NULL, last_error = NULL,
-                     attempts = 0, after_failure = false, version = nextval('{ids}'),
-                     c_status = $4, c_headers = $5, c_body = $6, c_generated_at = $7,
-                     c_fresh_until = $8, c_stale_until = $9, c_sie_until = $10,
-                     c_job_millis = $11, tags = $12,
-                     v_kind = 0, v_until = NULL, v_status = NULL, v_headers = NULL, v_body = NULL,
-                     v_text = NULL, v_attempts = NULL, v_at = NULL,
-                     expires_at = GREATEST($8::bigint, $9::bigint, $10::bigint)
-                   WHERE key = $1 AND pending AND job_id = $2 AND lease_token = $3
-                   RETURNING uri, version"
-            ),
+            complete_store: complete_store_sql(&t, &ids, false),
+            complete_deliver: complete_store_sql(&t, &ids, true),
             // The request stays with the failure, so an operator can retry it.
             complete_fail: format!(
                 "UPDATE {t} SET pending = false, job_id = NULL, priority = NULL,

@@ -1,6 +1,8 @@
 //! [`Store`] and [`Inspect`] for [`PgStore`]: each operation its statement (claims grouped
 //! by [`ClaimQueue`], jobs handed off to idle workers), its rows decoded.
 
+use tokio_postgres::types::ToSql;
+
 use super::*;
 
 impl PgStore {
@@ -12,30 +14,46 @@ impl PgStore {
         let key = lease.key.as_bytes().as_slice();
         let (job, token) = (i64_of(lease.job.0), i64_of(lease.token));
         let rows = match &completion {
-            Completion::Store(c) => {
+            Completion::Store(c) | Completion::Deliver { content: c, .. } => {
                 let r = &c.response;
                 let status = i16::try_from(r.status.as_u16()).unwrap_or(0);
                 let headers = encode_headers(r);
                 let body: &[u8] = &r.body;
+                let [generated, fresh, stale, sie] = [
+                    c.generated_at,
+                    c.fresh_until,
+                    c.stale_until,
+                    c.stale_if_error_until,
+                ]
+                .map(ms);
                 let job_millis = i64_of(c.job_millis);
-                self.query(
-                    &self.sql.complete_store,
-                    &[
-                        &key,
-                        &job,
-                        &token,
-                        &status,
-                        &headers,
-                        &body,
-                        &ms(c.generated_at),
-                        &ms(c.fresh_until),
-                        &ms(c.stale_until),
-                        &ms(c.stale_if_error_until),
-                        &job_millis,
-                        &c.tags,
-                    ],
-                )
-                .await?
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+                    &key,
+                    &job,
+                    &token,
+                    &status,
+                    &headers,
+                    &body,
+                    &generated,
+                    &fresh,
+                    &stale,
+                    &sie,
+                    &job_millis,
+                    &c.tags,
+                ];
+                // A delivery adds the end of its pass and its reason.
+                let delivery = match &completion {
+                    Completion::Deliver { pass, .. } => Some((ms(pass.until), &pass.reason)),
+                    _ => None,
+                };
+                let statement = match &delivery {
+                    Some((until, reason)) => {
+                        params.extend([until as &(dyn ToSql + Sync), *reason]);
+                        &self.sql.complete_deliver
+                    }
+                    None => &self.sql.complete_store,
+                };
+                self.query(statement, &params).await?
             }
             Completion::Fail(f) => {
                 let r = &f.response;
@@ -103,7 +121,12 @@ impl PgStore {
                 return Ok(());
             }
             // Waiters of this process at once, with the entry so they need no read.
-            Completion::Store(content) => self.wake_stored(lease.key, row, content),
+            Completion::Store(content) => {
+                self.wake_stored(lease.key, row, content, Status::Idle);
+            }
+            Completion::Deliver { content, pass } => {
+                self.wake_stored(lease.key, row, content, Status::Pass(pass.clone()));
+            }
             Completion::Fail(failure) => self.wake_failed(lease.key, row, failure),
             _ => self.wakeups.wake(&lease.key),
         }
@@ -411,7 +434,7 @@ impl Store for PgStore {
                     for (i, (lease, completion)) in &stored {
                         match (done.get(lease.key.as_bytes().as_slice()), completion) {
                             (Some(row), Completion::Store(content)) => {
-                                self.wake_stored(lease.key, row, content);
+                                self.wake_stored(lease.key, row, content, Status::Idle);
                                 self.announcer.done(lease.key);
                                 results[*i] = Some(Ok(()));
                             }

@@ -1,7 +1,9 @@
--- complete: ARGV = prefix, now, then one record of 13 per job:
---   hex, job id, lease token, kind, status, headers, body, n1, n2, n3, n4, n5, text
+-- complete: ARGV = prefix, now, then one record of 15 per job:
+--   hex, job id, lease token, kind, status, headers, body, n1, n2, n3, n4, n5, text, n6, text2
 -- kind 's' (store): n1..n5 = generated, fresh until, stale until, stale-if-error until,
 --   job ms; text = tags separated by U+001F.
+-- kind 'd' (deliver): as 's', and the same response kept for one delivery by a pass until
+--   n6, text2 = its reason.
 -- kind 'f' (fail): n1 = until, n2 = attempts, n3 = at; text = error.
 -- kind 'p' (pass): n1 = until; status '' when no response is kept; text = reason.
 -- kind 'r' (retry): n1 = run at; text = error.
@@ -13,7 +15,7 @@
 local now = num(ARGV[2])
 local results, settled = {}, {}
 local i = 3
-while i + 12 <= #ARGV do
+while i + 14 <= #ARGV do
   local hex, job, token, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local status, headers, body, text = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 12]
   local n1, n2, n3, n4, n5 = ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10], ARGV[i + 11]
@@ -29,12 +31,18 @@ while i + 12 <= #ARGV do
   else
     redis.call('ZREM', JOBS, hex)
     local x
-    if kind == 's' then
+    if kind == 's' or kind == 'd' then
       if f[5] then untag(hex) end
       if f[7] then
         redis.call('HDEL', e, 'vk', 'vu', 'vs', 'vh', 'vb', 'vt', 'va', 'vat')
       end
       x = math.max(num(n2), num(n3), num(n4))
+      if kind == 'd' then
+        local pass_until = ARGV[i + 13]
+        x = math.max(x, num(pass_until))
+        redis.call('HSET', e, 'vk', '2', 'vu', pass_until, 'vt', ARGV[i + 14],
+          'vs', status, 'vh', headers, 'vb', body)
+      end
       -- The job's fields stay behind (read only while pending) but its request is dropped;
       -- overwriting it here saves a separate HDEL on the hot path.
       redis.call('HSET', e, 'p', '0', 'at', 0, 'rq', '', 'le', '', 'v', token, 'x', x,
@@ -63,13 +71,13 @@ while i + 12 <= #ARGV do
     settled[#settled + 1] = hex
     -- A stored result, or a failure over as it is stored (nothing left for a lookup): the
     -- URI, so this process hands its waiters the entry itself.
-    if kind == 's' or (kind == 'f' and x <= now) then
+    if kind == 's' or kind == 'd' or (kind == 'f' and x <= now) then
       results[#results + 1] = f[6] or ''
     else
       results[#results + 1] = 1
     end
   end
-  i = i + 13
+  i = i + 15
 end
 if #settled > 0 then
   redis.call('PUBLISH', P .. 'ch:done', table.concat(settled, ','))

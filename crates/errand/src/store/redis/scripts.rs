@@ -116,7 +116,7 @@ pub(super) fn escape_glob(text: &str) -> String {
 }
 
 impl RedisStore {
-    /// One completion as the 13 arguments `complete.lua` reads.
+    /// One completion as the 15 arguments `complete.lua` reads.
     pub(super) fn completion_args<'a>(
         lease: &LeaseToken,
         completion: &'a Completion,
@@ -131,9 +131,13 @@ impl RedisStore {
             }
         };
         match completion {
-            Completion::Store(c) => {
+            Completion::Store(c) | Completion::Deliver { content: c, .. } => {
                 let r = &c.response;
-                args.push(Arg::Text("s"));
+                let pass = match completion {
+                    Completion::Deliver { pass, .. } => Some(pass),
+                    _ => None,
+                };
+                args.push(Arg::Text(if pass.is_some() { "d" } else { "s" }));
                 args.push(Arg::Num(u64::from(r.status.as_u16())));
                 args.push(Arg::Owned(encode_headers(r)));
                 args.push(Arg::Bytes(&r.body));
@@ -143,6 +147,14 @@ impl RedisStore {
                 args.push(time_arg(c.stale_if_error_until));
                 args.push(Arg::Num(c.job_millis));
                 args.push(Arg::Owned(c.tags.join("\u{1f}").into_bytes()));
+                match pass {
+                    Some(pass) => {
+                        args.push(time_arg(pass.until));
+                        args.push(Arg::Text(&pass.reason));
+                    }
+                    None => blank(args, 2),
+                }
+                return;
             }
             Completion::Fail(f) => {
                 let r = &f.response;
@@ -178,5 +190,7 @@ impl RedisStore {
                 args.push(Arg::Text(error));
             }
         }
+        // Only a delivery has a pass beside its content.
+        blank(args, 2);
     }
 }

@@ -241,7 +241,7 @@ impl Store for RedisStore {
         if jobs.is_empty() {
             return Vec::new();
         }
-        let mut args = Vec::with_capacity(1 + jobs.len() * 13);
+        let mut args = Vec::with_capacity(1 + jobs.len() * 15);
         args.push(Arg::Num(self.now().0));
         for (lease, completion) in &jobs {
             Self::completion_args(lease, completion, &mut args);
@@ -284,6 +284,15 @@ impl Store for RedisStore {
                                 version: lease.token,
                                 content: Some(content),
                                 status: Status::Idle,
+                            });
+                        }
+                        (Completion::Deliver { content, pass }, Some(uri)) => {
+                            self.wakeups.wake_settled(Entry {
+                                key: lease.key,
+                                uri: uri.into(),
+                                version: lease.token,
+                                content: Some(content),
+                                status: Status::Pass(pass),
                             });
                         }
                         // Over as it is stored (an error TTL of 0): a lookup finds nothing, so
