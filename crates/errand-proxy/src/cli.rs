@@ -48,14 +48,30 @@ pub(crate) struct AdminFlags {
     /// Bearer token every admin request must carry.
     #[arg(long, env = "ERRAND_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// Certificate chain (PEM) of the admin listener, with --admin-tls-key: it then speaks
+    /// HTTPS only (TLS 1.2 and 1.3, HTTP/1.1 and HTTP/2), and reads the files again when they
+    /// change or on SIGHUP.
+    #[arg(long, env = "ERRAND_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    pub admin_tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --admin-tls-cert.
+    #[arg(long, env = "ERRAND_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
 }
 
 /// How the admin verbs reach a running errand.
 #[derive(Debug, Args)]
 pub(crate) struct AdminClient {
-    /// The admin listener's URL, e.g. http://127.0.0.1:9090.
+    /// The admin listener's URL, e.g. http://127.0.0.1:9090 (https:// when it has a
+    /// certificate).
     #[arg(long, env = "ERRAND_ADMIN", default_value = "http://127.0.0.1:9090")]
     pub admin: String,
+
+    /// The CA certificate (PEM) an https:// admin listener's certificate is checked against,
+    /// instead of the system's roots.
+    #[arg(long, env = "ERRAND_ADMIN_CA_FILE")]
+    pub admin_ca_file: Option<PathBuf>,
 
     /// The admin token, if the listener has one.
     #[arg(long, env = "ERRAND_ADMIN_TOKEN", hide_env_values = true)]

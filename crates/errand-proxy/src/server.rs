@@ -31,7 +31,11 @@ pub(crate) async fn serve(args: Serve) -> anyhow::Result<()> {
     settings::check_cache(args.jobs.max_body, args.cache_size)?;
     let certificates =
         match settings::listener_tls(args.tls_cert.as_deref(), args.tls_key.as_deref(), &file)? {
-            Some((cert, key)) => Some(Arc::new(tls::Certificates::load(cert, key)?)),
+            Some((cert, key)) => Some(Arc::new(tls::Certificates::load(
+                cert,
+                key,
+                tls::LISTENER_FLAGS,
+            )?)),
             None => None,
         };
     let mut config = settings::config(&args.route, &args.jobs, args.workers, &file)?;
@@ -224,8 +228,23 @@ async fn start_admin(
     let (Some(addr), Some(metrics)) = (flags.admin_listen, metrics) else {
         return Ok(());
     };
+    let tls = match (&flags.admin_tls_cert, &flags.admin_tls_key) {
+        (Some(cert), Some(key)) => {
+            let certificates = Arc::new(tls::Certificates::load(
+                cert.clone(),
+                key.clone(),
+                tls::ADMIN_FLAGS,
+            )?);
+            Arc::clone(&certificates).watch(Duration::from_secs(5), shutdown.clone());
+            Some(certificates.acceptor()?)
+        }
+        // Half a pair is refused by the command line.
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let bound = crate::admin::spawn(
         addr,
+        tls,
         flags.admin_token.clone(),
         Arc::clone(store),
         metrics,
@@ -233,7 +252,7 @@ async fn start_admin(
     )
     .await?;
     tracing::info!(
-        "errand admin on http://{bound} ({})",
+        "errand admin on {scheme}://{bound} ({})",
         if flags.admin_token.is_some() {
             "token required"
         } else {

@@ -1,10 +1,13 @@
 //! TLS, with rustls on the `ring` provider, TLS 1.2 and 1.3 only:
 //!
-//! - the listener's certificate ([`Certificates`]), read from PEM files and read again without
-//!   a restart when the files change or on `SIGHUP`; a connection keeps the certificate it
-//!   was made with, and a bad new file is logged while the old certificate stays;
+//! - a listener's certificate ([`Certificates`], the public listener's and the admin
+//!   listener's), read from PEM files and read again without a restart when the files change
+//!   or on `SIGHUP`; a connection keeps the certificate it was made with, and a bad new file
+//!   is logged while the old certificate stays;
 //! - the client side of an `https://` upstream ([`upstream_config`]): the system's roots or a
-//!   private CA, an optional client certificate, and a loudly named way to skip verification.
+//!   private CA, an optional client certificate, and a loudly named way to skip verification;
+//! - the client side of the admin verbs ([`admin_client_config`]) for an `https://` admin
+//!   listener.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -66,11 +69,13 @@ fn certified_key(cert: &Path, key: &Path, flags: [&str; 2]) -> anyhow::Result<Ce
     })
 }
 
-/// The listener's certificate, from two PEM files, as rustls asks for it on each handshake.
+/// A listener's certificate, from two PEM files, as rustls asks for it on each handshake.
 #[derive(Debug)]
 pub(crate) struct Certificates {
     cert: PathBuf,
     key: PathBuf,
+    /// The flags that name the two files, in errors.
+    flags: [&'static str; 2],
     current: RwLock<Loaded>,
 }
 
@@ -81,21 +86,30 @@ struct Loaded {
     stamp: [Option<SystemTime>; 2],
 }
 
-const LISTENER_FLAGS: [&str; 2] = ["--tls-cert", "--tls-key"];
+/// The flags of the public listener's certificate and key.
+pub(crate) const LISTENER_FLAGS: [&str; 2] = ["--tls-cert", "--tls-key"];
+
+/// The flags of the admin listener's certificate and key.
+pub(crate) const ADMIN_FLAGS: [&str; 2] = ["--admin-tls-cert", "--admin-tls-key"];
 
 impl Certificates {
-    /// Reads the certificate chain at `cert` and its key at `key`.
+    /// Reads the certificate chain at `cert` and its key at `key`, the files of `flags`.
     ///
     /// # Errors
     ///
     /// A message naming the flag and file at fault: unreadable, not PEM, no certificate or
     /// key, or a key that does not match the certificate.
-    pub(crate) fn load(cert: PathBuf, key: PathBuf) -> anyhow::Result<Self> {
+    pub(crate) fn load(
+        cert: PathBuf,
+        key: PathBuf,
+        flags: [&'static str; 2],
+    ) -> anyhow::Result<Self> {
         let stamp = stamps(&cert, &key);
-        let loaded = certified_key(&cert, &key, LISTENER_FLAGS)?;
+        let loaded = certified_key(&cert, &key, flags)?;
         Ok(Self {
             cert,
             key,
+            flags,
             current: RwLock::new(Loaded {
                 key: Arc::new(loaded),
                 stamp,
@@ -115,7 +129,7 @@ impl Certificates {
         if !forced && stamp == seen {
             return false;
         }
-        match certified_key(&self.cert, &self.key, LISTENER_FLAGS) {
+        match certified_key(&self.cert, &self.key, self.flags) {
             Ok(key) => {
                 *self.current.write().unwrap_or_else(PoisonError::into_inner) = Loaded {
                     key: Arc::new(key),
@@ -215,7 +229,7 @@ pub(crate) fn upstream_config(section: &UpstreamSection) -> anyhow::Result<Clien
                 provider().signature_verification_algorithms,
             )))
     } else {
-        builder.with_root_certificates(roots(section.ca_file.as_deref())?)
+        builder.with_root_certificates(roots(section.ca_file.as_deref(), UPSTREAM_ROOTS)?)
     };
     let config = match (&section.cert_file, &section.key_file) {
         (Some(cert), Some(key)) => {
@@ -246,14 +260,50 @@ pub(crate) fn unused_client_config() -> anyhow::Result<ClientConfig> {
         .with_no_client_auth())
 }
 
-/// The roots an upstream's certificate is checked against.
-fn roots(ca_file: Option<&Path>) -> anyhow::Result<RootCertStore> {
+/// The client configuration of the admin verbs for an `https://` admin listener: the
+/// system's roots, or only those of `ca_file` (`--admin-ca-file`).
+///
+/// # Errors
+///
+/// A message naming `--admin-ca-file` when it cannot be used, or saying that no roots were
+/// found.
+pub(crate) fn admin_client_config(ca_file: Option<&Path>) -> anyhow::Result<ClientConfig> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .context("TLS: protocol versions")?
+        .with_root_certificates(roots(ca_file, ADMIN_ROOTS)?)
+        .with_no_client_auth())
+}
+
+/// Who needs roots, for [`roots`]'s errors: the setting of a CA file, and what to say when
+/// the system has none.
+struct RootsFor {
+    ca_setting: &'static str,
+    none_found: &'static str,
+}
+
+const UPSTREAM_ROOTS: RootsFor = RootsFor {
+    ca_setting: "[upstream] ca_file",
+    none_found: "--upstream: an https:// upstream needs root certificates, and none were found \
+                 on this system; install the CA certificates package or set [upstream] ca_file",
+};
+
+const ADMIN_ROOTS: RootsFor = RootsFor {
+    ca_setting: "--admin-ca-file",
+    none_found: "--admin: an https:// admin listener needs root certificates, and none were \
+                 found on this system; give --admin-ca-file",
+};
+
+/// The roots a server's certificate is checked against: those of `ca_file` only, or the
+/// system's.
+fn roots(ca_file: Option<&Path>, what: RootsFor) -> anyhow::Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     if let Some(path) = ca_file {
-        for certificate in read_certificates(path, "[upstream] ca_file")? {
+        for certificate in read_certificates(path, what.ca_setting)? {
             roots.add(certificate).with_context(|| {
                 format!(
-                    "[upstream] ca_file: {} holds a certificate rustls cannot use",
+                    "{}: {} holds a certificate rustls cannot use",
+                    what.ca_setting,
                     path.display()
                 )
             })?;
@@ -266,10 +316,7 @@ fn roots(ca_file: Option<&Path>) -> anyhow::Result<RootCertStore> {
     }
     let (added, _ignored) = roots.add_parsable_certificates(found.certs);
     if added == 0 {
-        bail!(
-            "--upstream: an https:// upstream needs root certificates, and none were found on \
-             this system; install the CA certificates package or set [upstream] ca_file"
-        );
+        bail!("{}", what.none_found);
     }
     Ok(roots)
 }

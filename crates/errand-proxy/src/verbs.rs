@@ -23,9 +23,11 @@ async fn call(
     let uri: http::Uri = url
         .parse()
         .with_context(|| format!("--admin: {base:?} is not a URL"))?;
-    if uri.scheme_str() != Some("http") {
-        bail!("--admin: {base:?} must be an http:// URL of the admin listener");
-    }
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => bail!("--admin: {base:?} must be an http:// or https:// URL of the admin listener"),
+    };
     let mut request = http::Request::builder().method(method).uri(uri);
     if let Some(token) = &client.admin_token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -40,11 +42,22 @@ async fn call(
     let request = request
         .body(Full::new(payload))
         .context("cannot build the request")?;
-    let http: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let response = tokio::time::timeout(std::time::Duration::from_secs(30), http.request(request))
+    let builder = Client::builder(TokioExecutor::new());
+    let sent = if https {
+        let tls = crate::tls::admin_client_config(client.admin_ca_file.as_deref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build();
+        builder.build(connector).request(request)
+    } else {
+        builder.build_http().request(request)
+    };
+    let response = tokio::time::timeout(std::time::Duration::from_secs(30), sent)
         .await
         .with_context(|| format!("--admin: {url} did not answer within 30 s"))?
-        .with_context(|| format!("--admin: cannot reach {url}"))?;
+        .map_err(|e| anyhow::anyhow!("--admin: cannot reach {url}: {}", chain(&e)))?;
     let status = response.status();
     let bytes = response
         .into_body()
@@ -62,6 +75,18 @@ async fn call(
         bail!("{url} answered {status}: {error}");
     }
     Ok(value)
+}
+
+/// An error and its causes on one line (a TLS failure is two or three causes down).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// Prints for a terminal (the verbs' output is the command's product).

@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use common::{Counter, Errand, Http, origin, raw, refused_serve};
+use common::{Counter, Errand, Http, origin, raw, refused_serve, verb};
 
 const TOKEN: &str = "t0ken-for-tests";
 
@@ -65,18 +64,6 @@ async fn a_once_outcome_is_counted_as_a_completed_job() {
         0.0
     );
     assert_eq!(sample(&m, "errand_jobs_retried_total", &[]), 0.0);
-}
-
-fn verb(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_errand"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Parses the exposition and returns the value of `name` with exactly `labels`.

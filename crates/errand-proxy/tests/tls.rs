@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Counter, Errand, Http};
+use common::{Counter, Errand, Http, verb};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -511,6 +511,97 @@ fn a_listener_certificate_that_does_not_match_its_key_is_refused_at_start() {
     let (stderr, _) = common::refused_serve(&["--tls-cert", &cert]);
     assert!(
         stderr.contains("--tls-cert is set without --tls-key"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_speaks_https_to_the_admin_verbs() {
+    let up = common::origin(axum::Router::new().fallback(|| async { "page" })).await;
+    let ca = Ca::new("admin CA");
+    let files = Files::new("admin");
+    let server = ca.server("errand admin");
+    let cert = files.write("cert.pem", &server.cert);
+    let key = files.write("key.pem", &server.key);
+    let ca_file = files.write("ca.pem", &ca.pem());
+    let token = "admin-over-tls";
+    let errand = Errand::serve(
+        up,
+        &[
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            token,
+            "--admin-tls-cert",
+            &cert,
+            "--admin-tls-key",
+            &key,
+        ],
+    );
+    assert!(errand.log_contains("errand admin on https://"));
+    let port = errand.admin_addr().rsplit(':').next().unwrap().to_owned();
+    let https = format!("https://localhost:{port}");
+    let client = ["--admin", https.as_str(), "--admin-token", token];
+
+    // The verbs trust the listener through --admin-ca-file.
+    let trusted = [&client[..], &["--admin-ca-file", ca_file.as_str()]].concat();
+    let (ok, out, err) = verb(&[&["stats"][..], &trusted].concat());
+    assert!(ok, "{err}");
+    assert!(out.contains("fresh 0"), "{out}");
+    // Without it the certificate is not trusted, and the error says so.
+    let (ok, _, err) = verb(&[&["stats"][..], &client].concat());
+    assert!(!ok, "an unknown CA must be refused");
+    assert!(
+        err.contains(&https) && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    // Plain HTTP is not answered as HTTP.
+    let plain = format!("http://localhost:{port}");
+    let (ok, _, err) = verb(&["stats", "--admin", &plain, "--admin-token", token]);
+    assert!(!ok, "{err}");
+    // curl sees the JSON API over HTTP/2.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--http2",
+            "-w",
+            "\n%{http_version}",
+            "--cacert",
+            &ca_file,
+        ])
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .args(["-H", &format!("authorization: Bearer {token}")])
+        .arg(format!("{https}/api/stats"))
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("\"fresh\"") && text.ends_with("\n2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_admin_certificate_without_its_key_is_refused() {
+    let (stderr, _) = common::refused_serve(&[
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--admin-tls-cert",
+        "/nonexistent/cert.pem",
+    ]);
+    assert!(stderr.contains("--admin-tls-key"), "{stderr}");
+    let files = Files::new("admin-missing");
+    let key = files.write("key.pem", "not a key");
+    let (stderr, _) = common::refused_serve(&[
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--admin-tls-cert",
+        "/nonexistent/cert.pem",
+        "--admin-tls-key",
+        &key,
+    ]);
+    assert!(
+        stderr.contains("--admin-tls-cert") && stderr.contains("/nonexistent/cert.pem"),
         "{stderr}"
     );
 }

@@ -13,6 +13,9 @@
 //! | `POST /api/entries/{key}/retry` | a failed entry's job again, now → `202` and the pending entry |
 //! | `POST /api/purge` | `{"key" \| "uri" \| "prefix" \| "tag" \| "all": …, "soft": bool}` → `{"purged": n}` |
 //!
+//! With `--admin-tls-cert` and `--admin-tls-key` it speaks HTTPS only, with the public
+//! listener's TLS (reloaded the same way).
+//!
 //! With `--admin-token`, every request but the dashboard's page needs
 //! `Authorization: Bearer <token>` (compared in constant time); without it the listener must be
 //! on a loopback address and answers only requests addressed to a loopback host (DNS
@@ -31,8 +34,12 @@ mod api;
 mod guard;
 mod overview;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -40,9 +47,14 @@ use axum::http::header;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use errand::body::Body;
 use errand::store::Inspect;
+use http::Request;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// What the admin handlers share.
@@ -67,9 +79,20 @@ pub(crate) fn install_recorder() -> anyhow::Result<PrometheusHandle> {
         .context("cannot install the metrics recorder")
 }
 
-/// Binds the admin listener and serves it until `shutdown`.
+/// What every admin connection is held to (the API's requests and answers are small).
+const LIMITS: crate::connection::Limits = crate::connection::Limits {
+    max_header_bytes: 64 * 1024,
+    header_read_timeout: Duration::from_secs(10),
+    send_timeout: Duration::from_secs(30),
+    h2_max_concurrent_streams: 32,
+};
+
+/// Binds the admin listener and serves it until `shutdown`: HTTPS when `tls` is given, on
+/// the same connection handling as the public listener (HTTP/1.1 and HTTP/2, its timeouts
+/// and HTTP/2 limits).
 pub(crate) async fn spawn(
     addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
     token: Option<String>,
     store: Arc<dyn Inspect>,
     metrics: PrometheusHandle,
@@ -102,15 +125,37 @@ pub(crate) async fn spawn(
     let bound = listener
         .local_addr()
         .context("--admin-listen: no local address")?;
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "admin listener stopped");
-        }
-    });
+    tokio::spawn(crate::connection::accept_loop(
+        listener,
+        tls,
+        Served(app),
+        LIMITS,
+        shutdown,
+    ));
     Ok(bound)
+}
+
+/// The admin router with the body type the listener's connections answer with.
+#[derive(Clone)]
+struct Served(Router);
+
+impl tower_service::Service<Request<Incoming>> for Served {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let mut router = self.0.clone();
+        Box::pin(async move {
+            let response = router.call(request).await?;
+            Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()))
+        })
+    }
 }
 
 /// The dashboard: one self-contained page (no external scripts, styles or fonts).

@@ -122,6 +122,7 @@ impl Errand {
             let found = self.log.lock().unwrap().iter().find_map(|line| {
                 line.split("errand admin on http://")
                     .nth(1)
+                    .or_else(|| line.split("errand admin on https://").nth(1))
                     .and_then(|rest| rest.split_whitespace().next())
                     .map(str::to_owned)
             });
@@ -163,6 +164,19 @@ pub(crate) fn refused_serve(args: &[&str]) -> (String, Duration) {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{args:?} must not start: {stderr}");
     (stderr, started.elapsed())
+}
+
+/// Runs `errand {args}` to its end: whether it succeeded, its stdout and its stderr.
+pub(crate) fn verb(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A response as a test looks at it.
