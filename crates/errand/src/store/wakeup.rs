@@ -112,10 +112,18 @@ impl Wakeups {
         state.waiters.remove(&key)
     }
 
-    /// Wakes every waiter of `key` in this process; each looks its entry up again.
+    /// Wakes every waiter of `key` in this process; each looks its entry up again. Their
+    /// subscription stays: the completion's own [`wake_settled`](Self::wake_settled) may
+    /// come just after this notification of it (through the store's channel) and still
+    /// reach them, with a result a lookup can no longer find.
     #[cfg(any(test, feature = "postgres", feature = "redis"))]
     pub(crate) fn wake(&self, key: &Key) {
-        if let Some(subscription) = self.take(*key) {
+        let subscription = {
+            let mut state = self.state();
+            state.woken(*key, Instant::now());
+            state.waiters.get(key).cloned()
+        };
+        if let Some(subscription) = subscription {
             subscription.notify.notify_waiters();
         }
     }
@@ -327,6 +335,41 @@ mod tests {
             20,
             "only the first look each"
         );
+        assert!(wakeups.is_empty(), "nothing left subscribed");
+    }
+
+    #[tokio::test]
+    async fn a_settled_wake_up_right_after_a_plain_one_still_reaches_the_waiter() {
+        let wakeups = Arc::new(Wakeups::default());
+        let key = Key::parse(&"2".repeat(32)).unwrap();
+        let lookups = Arc::new(AtomicUsize::new(0));
+        // Pending at first; then gone, as a result over as it is stored is.
+        let waiter = {
+            let (wakeups, lookups) = (Arc::clone(&wakeups), Arc::clone(&lookups));
+            tokio::spawn(async move {
+                wakeups
+                    .wait(&key, None, Duration::from_secs(20), None, || {
+                        let first = lookups.fetch_add(1, Ordering::SeqCst) == 0;
+                        async move { Ok(first.then(|| pending(key))) }
+                    })
+                    .await
+                    .unwrap()
+            })
+        };
+        subscribed(&wakeups, &lookups, 1).await;
+        // The store's notification, then at once the completion's own wake-up, before the
+        // waiter has run again.
+        let settled = entry(
+            key,
+            Status::Pass(crate::pattern::PassInfo {
+                until: Timestamp(0),
+                once: None,
+                reason: "over".into(),
+            }),
+        );
+        wakeups.wake(&key);
+        wakeups.wake_settled(settled.clone());
+        assert_eq!(waiter.await.unwrap(), Some(settled));
         assert!(wakeups.is_empty(), "nothing left subscribed");
     }
 
