@@ -229,8 +229,12 @@ impl PassInfo {
     /// shareable, only too old to keep: [`NoStore::shareable`](super::NoStore::shareable));
     /// `None` when it goes to one request only, or is gone.
     pub fn for_every_waiter(&self) -> Option<&Arc<StoredResponse>> {
-        let shareable = super::freshness::NoStore::StaleOnArrival.as_str() == self.reason;
-        self.once.as_ref().filter(|_| shareable)
+        self.once.as_ref().filter(|_| self.shareable())
+    }
+
+    /// Whether the job's result was shareable, only too old to keep (`stale-on-arrival`).
+    fn shareable(&self) -> bool {
+        self.reason == super::freshness::NoStore::StaleOnArrival.as_str()
     }
 }
 
@@ -356,10 +360,9 @@ impl Entry {
             return None;
         };
         pass.for_every_waiter().or_else(|| {
-            let shareable = super::freshness::NoStore::StaleOnArrival.as_str() == pass.reason;
             self.content
                 .as_ref()
-                .filter(|_| shareable)
+                .filter(|_| pass.shareable())
                 .map(|c| &c.response)
         })
     }

@@ -130,9 +130,9 @@ pub(crate) fn settle(
     took: Duration,
     jitter: f64,
 ) -> (Completion, JobOutcome) {
-    let pass = |once: Option<StoredResponse>, reason: String| PassInfo {
+    let pass = |once: Option<Arc<StoredResponse>>, reason: String| PassInfo {
         until: now.plus(clamp_lifetime(rules.pass_ttl)),
-        once: once.map(Arc::new),
+        once,
         reason,
     };
     // An attempt that failed: the error, and the upstream's own answer if it is to be relayed.
@@ -182,17 +182,15 @@ pub(crate) fn settle(
                         if content.expires_at() > now {
                             // Still of use (validators to revalidate with, a stale-if-error
                             // window): kept, and delivered once all the same.
-                            let mut info = pass(None, reason);
-                            info.once = Some(Arc::clone(&content.response));
+                            let once = Some(Arc::clone(&content.response));
                             let deliver = Completion::Deliver {
+                                pass: pass(once, reason),
                                 content,
-                                pass: info,
                             };
                             return (deliver, JobOutcome::Stored);
                         }
                         // Nothing left to keep, but the result still reaches its requests.
-                        let response = Arc::unwrap_or_clone(content.response);
-                        let info = pass(Some(response), reason);
+                        let info = pass(Some(content.response), reason);
                         return (Completion::Pass(info), JobOutcome::Pass);
                     }
                     return (Completion::Store(content), JobOutcome::Stored);
@@ -200,12 +198,12 @@ pub(crate) fn settle(
                 Classification::Pass(reason) => {
                     // The response may go to the one client whose request made it (for
                     // `Vary: *`, the job sent that request's headers on, so it matches it).
-                    let info = pass(Some(response), reason.as_str().into());
+                    let info = pass(Some(Arc::new(response)), reason.as_str().into());
                     return (Completion::Pass(info), JobOutcome::Pass);
                 }
                 Classification::Once => {
                     let reason = format!("status-{}", response.status.as_u16());
-                    let info = pass(Some(response), reason);
+                    let info = pass(Some(Arc::new(response)), reason);
                     return (Completion::Pass(info), JobOutcome::Once);
                 }
                 Classification::Retry => {

@@ -133,11 +133,8 @@ impl RedisStore {
         match completion {
             Completion::Store(c) | Completion::Deliver { content: c, .. } => {
                 let r = &c.response;
-                let pass = match completion {
-                    Completion::Deliver { pass, .. } => Some(pass),
-                    _ => None,
-                };
-                args.push(Arg::Text(if pass.is_some() { "d" } else { "s" }));
+                let deliver = matches!(completion, Completion::Deliver { .. });
+                args.push(Arg::Text(if deliver { "d" } else { "s" }));
                 args.push(Arg::Num(u64::from(r.status.as_u16())));
                 args.push(Arg::Owned(encode_headers(r)));
                 args.push(Arg::Bytes(&r.body));
@@ -147,14 +144,6 @@ impl RedisStore {
                 args.push(time_arg(c.stale_if_error_until));
                 args.push(Arg::Num(c.job_millis));
                 args.push(Arg::Owned(c.tags.join("\u{1f}").into_bytes()));
-                match pass {
-                    Some(pass) => {
-                        args.push(time_arg(pass.until));
-                        args.push(Arg::Text(&pass.reason));
-                    }
-                    None => blank(args, 2),
-                }
-                return;
             }
             Completion::Fail(f) => {
                 let r = &f.response;
@@ -191,6 +180,12 @@ impl RedisStore {
             }
         }
         // Only a delivery has a pass beside its content.
-        blank(args, 2);
+        match completion {
+            Completion::Deliver { pass, .. } => {
+                args.push(time_arg(pass.until));
+                args.push(Arg::Text(&pass.reason));
+            }
+            _ => blank(args, 2),
+        }
     }
 }
