@@ -538,8 +538,9 @@ async fn the_admin_listener_speaks_https_to_the_admin_verbs() {
             &key,
         ],
     );
-    assert!(errand.log_contains("errand admin on https://"));
+    // The admin listener announces itself after the public one: wait for its line first.
     let port = errand.admin_addr().rsplit(':').next().unwrap().to_owned();
+    assert!(errand.log_contains("errand admin on https://"));
     let https = format!("https://localhost:{port}");
     let client = ["--admin", https.as_str(), "--admin-token", token];
 

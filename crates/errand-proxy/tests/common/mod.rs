@@ -87,14 +87,16 @@ impl Errand {
                     let listening = line
                         .split("listening on http://")
                         .nth(1)
-                        .or_else(|| line.split("listening on https://").nth(1));
-                    if let Some(rest) = listening {
-                        let addr = rest.split_whitespace().next().unwrap().to_owned();
+                        .or_else(|| line.split("listening on https://").nth(1))
+                        .map(|rest| rest.split_whitespace().next().unwrap().to_owned());
+                    let is_ready = line.contains(&ready);
+                    // The line is in the log before the test hears of it.
+                    log.lock().unwrap().push(line);
+                    if let Some(addr) = listening {
                         let _ = tx.send(addr);
-                    } else if line.contains(&ready) {
+                    } else if is_ready {
                         let _ = tx.send("0.0.0.0:0".to_owned());
                     }
-                    log.lock().unwrap().push(line);
                 }
             });
         }
@@ -134,8 +136,16 @@ impl Errand {
         panic!("no admin listener: {:?}", self.log.lock().unwrap());
     }
 
+    /// Whether the log has a line containing `needle`, waiting up to five seconds for it:
+    /// the lines reach the test through a reader thread, a moment after errand writes them.
     pub(crate) fn log_contains(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        for _ in 0..100 {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 }
 
